@@ -1,1 +1,179 @@
-def main(): print("hi")
+"""The `viewstore` command: thin wrappers over the Python API, one verb per command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from viewstore.dsn import password_of, redact_text
+from viewstore.errors import ViewstoreError
+
+log = logging.getLogger("viewstore")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(exc: ViewstoreError) -> None:
+    click.echo(f"Error: {exc}", err=True)
+    if exc.hint:
+        click.echo(f"Try: {exc.hint}", err=True)
+    sys.exit(1)
+
+
+def _crash_hook_from_env() -> Any:
+    """VIEWSTORE_CRASH_AT=point[:n] kills this process with SIGKILL at the n-th time the
+    pipeline passes that point (tests use it to crash at exact moments)."""
+    spec = os.environ.get("VIEWSTORE_CRASH_AT")
+    if not spec:
+        return None
+    point, _, count = spec.partition(":")
+    remaining = [int(count or 1)]
+
+    def hook(name: str) -> None:
+        if name == point:
+            remaining[0] -= 1
+            if remaining[0] <= 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+@click.group()
+@click.version_option(package_name="viewstore")
+def main() -> None:
+    """viewstore: durable SQL views over Postgres logical replication."""
+
+
+@main.command()
+@click.option(
+    "--dsn",
+    required=True,
+    envvar="VIEWSTORE_DSN",
+    help="Postgres connection string (or $VIEWSTORE_DSN). Passwords are never printed.",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Data directory of the store (created if missing).",
+)
+@click.option(
+    "--publication",
+    help="Publication to read (created if missing). Default: derived from the data directory.",
+)
+@click.option(
+    "--slot",
+    help="Replication slot (created if missing). Default: derived from the data directory.",
+)
+@click.option(
+    "--table",
+    "tables",
+    multiple=True,
+    help="Table to publish when the publication is created (repeatable). Default: FOR ALL TABLES.",
+)
+@click.option(
+    "--views",
+    "views_file",
+    type=click.Path(exists=True, path_type=Path),
+    help="SQL file of CREATE MATERIALIZED VIEW statements.",
+)
+@click.option(
+    "--resnapshot",
+    is_flag=True,
+    help="Drop the store's contents and the slot, and take a new snapshot.",
+)
+@click.option("-v", "--verbose", is_flag=True)
+def run(
+    dsn: str,
+    data_dir: Path,
+    publication: str | None,
+    slot: str | None,
+    tables: tuple[str, ...],
+    views_file: Path | None,
+    resnapshot: bool,
+    verbose: bool,
+) -> None:
+    """Run the pipeline until SIGINT/SIGTERM, then flush and print the final LSN."""
+    from viewstore.store.pipeline import Pipeline, RunConfig
+
+    _setup_logging(verbose)
+    if views_file is not None:
+        _fail(
+            ViewstoreError(
+                "--views is not supported yet: this build mirrors tables only",
+                hint="run without --views",
+            )
+        )
+    config = RunConfig(
+        dsn=dsn,
+        data_dir=data_dir,
+        publication=publication,
+        slot=slot,
+        tables=list(tables),
+        resnapshot=resnapshot,
+    )
+    hook = _crash_hook_from_env()
+    pipeline = Pipeline(config, hook) if hook else Pipeline(config)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s, finishing the current transaction", signal.Signals(signum).name)
+        pipeline.stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        final = pipeline.run()
+    except ViewstoreError as exc:
+        _fail(exc)
+    except Exception as exc:  # unexpected: still never print a password
+        secret = password_of(dsn) or ""
+        log.error("unexpected error: %s", redact_text(repr(exc), secret))
+        raise SystemExit(2) from None
+    click.echo(f"stopped at {final}")
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--dsn", envvar="VIEWSTORE_DSN", help="Also report lag behind this server.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(data_dir: Path, dsn: str | None, as_json: bool) -> None:
+    """Applied LSN, mirrored tables with row counts, slot, and lag (with --dsn)."""
+    from viewstore.store.status import read_status
+
+    try:
+        report = read_status(data_dir, dsn)
+    except ViewstoreError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(report.model_dump_json())
+        return
+    click.echo(f"applied LSN   {report.applied_lsn}")
+    if report.applied_time:
+        click.echo(f"applied at    {report.applied_time}")
+    click.echo(f"snapshot      {report.snapshot}")
+    click.echo(f"slot          {report.slot}")
+    click.echo(f"publication   {report.publication}")
+    if report.lag_bytes is not None:
+        click.echo(f"lag           {report.lag_bytes:,} bytes behind {report.server_lsn}")
+    click.echo(f"transactions  {report.transactions:,} applied ({report.rows:,} row changes)")
+    click.echo("tables:")
+    for t in report.tables:
+        click.echo(f"  {t.name:<40} {t.rows:>12,} rows")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,7 @@
 
     ViewstoreError                  every error viewstore raises on purpose
     ├── ConfigError                 bad command-line input, views file, data dir
+    ├── SourceError                 talking to Postgres failed (`transient`: worth a retry)
     ├── PreflightError              Postgres is not set up the way replication needs
     ├── SlotError                   the slot is missing, lost, busy, or ahead of the store
     ├── DecodeError                 bytes from Postgres that the decoder cannot read
@@ -28,6 +29,15 @@ class ViewstoreError(Exception):
 
 class ConfigError(ViewstoreError):
     """Bad input from the user: options, views file, data directory."""
+
+
+class SourceError(ViewstoreError):
+    """Talking to Postgres failed. `transient` errors (a dropped connection, a server that is
+    restarting) are retried with backoff; the others stop the pipeline."""
+
+    def __init__(self, message: str, hint: str | None = None, *, transient: bool = False) -> None:
+        super().__init__(message, hint)
+        self.transient = transient
 
 
 class PreflightError(ViewstoreError):

@@ -1,0 +1,221 @@
+"""Store: the RocksDB database behind a data directory, and what its metadata means.
+
+One RocksDB database per data directory, in raw mode (bytes in, bytes out), with one column
+family per concern:
+
+    meta     applied LSN, snapshot state, source identity, table schemas, row counts
+    mirror   table id (4 bytes) + encoded primary key  ->  encoded row (store.codec)
+    views    reserved for view state
+    history  reserved for the LSN-keyed change log
+
+Everything that describes "how far the store has got" lives in `meta` and is written in the same
+WriteBatch as the data it describes, so a reader (or a restart) never sees data without its LSN
+or an LSN without its data. `Store` is the only owner of the RocksDB handle; a second writer on
+the same directory is refused by RocksDB's lock, readers in other processes open it read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
+
+from viewstore.errors import StoreError
+from viewstore.ingest.lsn import ZERO, Lsn
+
+COLUMN_FAMILIES = ("meta", "mirror", "views", "history")
+
+# meta keys
+APPLIED_LSN = b"applied_lsn"  # 8 bytes: end LSN of the last applied commit (or idle progress)
+APPLIED_TIME = b"applied_time"  # 8 bytes: commit time of that transaction, unix µs
+SNAPSHOT = b"snapshot"  # JSON SnapshotState
+SOURCE = b"source"  # JSON SourceInfo
+STATS = b"stats"  # JSON counters
+TABLE_PREFIX = b"table/"  # + qualified name -> JSON TableInfo
+ROWCOUNT_PREFIX = b"rowcount/"  # + 4-byte table id -> 8-byte count
+
+_I64 = struct.Struct(">q")
+
+
+class ColumnInfo(BaseModel):
+    name: str
+    type_oid: int
+
+
+class TableInfo(BaseModel):
+    """A mirrored table: its columns as replicated (attnum order) and the key that names a row."""
+
+    table_id: int
+    schema_name: str
+    name: str
+    columns: list[ColumnInfo]
+    key: list[str]
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema_name}.{self.name}"
+
+    @property
+    def key_positions(self) -> tuple[int, ...]:
+        names = [c.name for c in self.columns]
+        return tuple(names.index(k) for k in self.key)
+
+    @property
+    def prefix(self) -> bytes:
+        return self.table_id.to_bytes(4, "big")
+
+
+class SnapshotState(BaseModel):
+    """Where the initial snapshot stands. `in_progress` survives a crash and means: redo it."""
+
+    state: Literal["in_progress", "complete"]
+    slot: str
+    consistent_point: str | None = None  # Lsn text, once known
+
+
+class SourceInfo(BaseModel):
+    """Which Postgres the store follows; a different system id means a different history."""
+
+    system_id: str
+    timeline: int
+    database: str
+    publication: str
+    slot: str
+
+
+def _options() -> Options:
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.create_missing_column_families(True)
+    return opts
+
+
+class Store:
+    """The RocksDB store of one data directory. Open with `Store.open`."""
+
+    def __init__(self, db: Rdict, path: Path, readonly: bool) -> None:
+        self.db = db
+        self.path = path
+        self.readonly = readonly
+        self.cf = {name: db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
+        self.meta = db.get_column_family("meta")
+        self.mirror = db.get_column_family("mirror")
+        self._sync = WriteOptions()
+        self._sync.sync = True
+        self._nosync = WriteOptions()
+
+    @classmethod
+    def open(cls, path: str | Path, *, readonly: bool = False) -> Store:
+        """Open (creating if needed, unless read-only) the store in `path`."""
+        path = Path(path)
+        if readonly and not (path / "CURRENT").exists():
+            raise StoreError(
+                f"no viewstore data in {path}",
+                hint="check --data, or start `viewstore run --data DIR` to create it",
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        cfs = {name: Options(raw_mode=True) for name in COLUMN_FAMILIES}
+        try:
+            if readonly:
+                db = Rdict(
+                    str(path), _options(), column_families=cfs, access_type=AccessType.read_only()
+                )
+            else:
+                db = Rdict(str(path), _options(), column_families=cfs)
+        except Exception as exc:
+            if "lock" in str(exc).lower():
+                raise StoreError(
+                    f"the store in {path} is open in another process",
+                    hint="is `viewstore run` already running on this data dir? Stop it first",
+                ) from None
+            raise StoreError(f"cannot open the store in {path}: {exc}") from None
+        return cls(db, path, readonly)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def new_batch(self) -> WriteBatch:
+        return WriteBatch(raw_mode=True)
+
+    def write(self, batch: WriteBatch, *, sync: bool) -> None:
+        """Apply a WriteBatch atomically; with sync, it is on disk when this returns."""
+        self.db.write(batch, self._sync if sync else self._nosync)
+
+    # -- metadata --------------------------------------------------------------------------
+
+    def applied_lsn(self) -> Lsn:
+        raw = self.meta.get(APPLIED_LSN)
+        return ZERO if raw is None else Lsn.from_bytes8(raw)
+
+    def applied_time(self) -> int | None:
+        raw = self.meta.get(APPLIED_TIME)
+        return None if raw is None else _I64.unpack(raw)[0]
+
+    def snapshot_state(self) -> SnapshotState | None:
+        raw = self.meta.get(SNAPSHOT)
+        return None if raw is None else SnapshotState.model_validate_json(raw)
+
+    def source(self) -> SourceInfo | None:
+        raw = self.meta.get(SOURCE)
+        return None if raw is None else SourceInfo.model_validate_json(raw)
+
+    def stats(self) -> dict[str, int]:
+        raw = self.meta.get(STATS)
+        return {} if raw is None else json.loads(raw)
+
+    def tables(self) -> dict[str, TableInfo]:
+        """Mirrored tables by qualified name (`schema.table`)."""
+        out = {}
+        for _, raw in self.meta.items(from_key=TABLE_PREFIX):
+            if not _.startswith(TABLE_PREFIX):
+                break
+            info = TableInfo.model_validate_json(raw)
+            out[info.qualified] = info
+        return out
+
+    def row_count(self, table: TableInfo) -> int:
+        raw = self.meta.get(ROWCOUNT_PREFIX + table.prefix)
+        return 0 if raw is None else _I64.unpack(raw)[0]
+
+    def rows(self, table: TableInfo) -> Iterator[tuple[bytes, bytes]]:
+        """(mirror key, encoded row) of every row of `table`, in key-byte order."""
+        prefix = table.prefix
+        for key, value in self.mirror.items(from_key=prefix):
+            if not key.startswith(prefix):
+                break
+            yield key, value
+
+
+# Helpers that put metadata into a batch: writers never put meta outside a batch.
+
+
+def put_applied(batch: WriteBatch, store: Store, lsn: Lsn, commit_time: int | None) -> None:
+    batch.put(APPLIED_LSN, lsn.to_bytes8(), store.cf["meta"])
+    if commit_time is not None:
+        batch.put(APPLIED_TIME, _I64.pack(commit_time), store.cf["meta"])
+
+
+def put_row_count(batch: WriteBatch, store: Store, table_id: int, count: int) -> None:
+    batch.put(ROWCOUNT_PREFIX + table_id.to_bytes(4, "big"), _I64.pack(count), store.cf["meta"])
+
+
+def put_json(batch: WriteBatch, store: Store, key: bytes, model: BaseModel | dict) -> None:
+    data = model.model_dump_json() if isinstance(model, BaseModel) else json.dumps(model)
+    batch.put(key, data.encode(), store.cf["meta"])
+
+
+def put_table(batch: WriteBatch, store: Store, table: TableInfo) -> None:
+    put_json(batch, store, TABLE_PREFIX + table.qualified.encode(), table)

@@ -1,0 +1,462 @@
+"""Pipeline: Postgres → decode → apply → RocksDB, and the only path of feedback back.
+
+    start:   preflight → publication → store → snapshot (first start) or slot check (resume)
+    stream:  CopyData → walproto → pgoutput → Applier (one WriteBatch per commit group)
+    ack:     standby status with flush = the applied LSN of the last *synced* group
+
+Durability story, in order of what can go wrong:
+
+- kill -9 anywhere: RocksDB holds whole groups only (mirror rows + applied LSN in one synced
+  WriteBatch). On restart the slot resends from its confirmed_flush_lsn, which never passes the
+  synced LSN; transactions whose commit LSN is below the applied LSN are skipped.
+- Connection lost or Postgres restarted: the unsynced group is discarded and streaming resumes
+  from the synced LSN after a backoff.
+- The slot is ahead of the store (advanced, dropped and recreated, invalidated): stop with an
+  error. Changes between the two are gone and only a new snapshot (`resnapshot`) repairs that.
+- Crash during the initial snapshot: the snapshot state stays `in_progress`; the next start
+  drops the slot it created, clears the mirror and snapshots again.
+- Idle publication: when nothing is in flight and all is synced, the keepalive's WAL position is
+  persisted and acknowledged, so writes to unpublished tables do not pin WAL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from viewstore.dsn import redact
+from viewstore.errors import SlotError, SourceError, StoreError, UnsupportedError
+from viewstore.ingest import setup
+from viewstore.ingest.lsn import Lsn
+from viewstore.ingest.pgconn import ReplicationConnection, connect
+from viewstore.ingest.pgoutput import (
+    Begin,
+    Commit,
+    Delete,
+    Insert,
+    Relation,
+    Truncate,
+    Update,
+    decode,
+)
+from viewstore.ingest.snapshot import Progress, SnapshotReader
+from viewstore.ingest.walproto import PG_EPOCH_US, Keepalive, decode_copy_data
+from viewstore.store import db as meta
+from viewstore.store.apply import Applier, TableState
+from viewstore.store.db import ColumnInfo, SnapshotState, SourceInfo, Store, TableInfo
+
+log = logging.getLogger("viewstore")
+
+
+class RunConfig(BaseModel):
+    """What `viewstore run` needs; names default to ones derived from the data directory."""
+
+    dsn: str
+    data_dir: Path
+    publication: str | None = None
+    slot: str | None = None
+    tables: list[str] = Field(default_factory=list)
+    resnapshot: bool = False
+    commit_interval: float = 0.05  # seconds a group may stay open under load
+    group_max_rows: int = 100_000
+    status_interval: float = 1.0  # standby status at least this often (wal_sender_timeout/2 > this)
+    progress_interval: float = (
+        1.0  # idle progress (keepalive position) persisted at most this often
+    )
+
+    def default_name(self) -> str:
+        path = str(self.data_dir.resolve())
+        stem = re.sub(r"[^a-z0-9_]", "_", self.data_dir.resolve().name.lower())[:40]
+        return f"viewstore_{stem}_{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+
+    @property
+    def slot_name(self) -> str:
+        return self.slot or self.default_name()
+
+    @property
+    def publication_name(self) -> str:
+        return self.publication or self.default_name()
+
+
+# Test hook: crash points by name, so tests can kill the process at exact moments.
+CrashHook = Callable[[str], None]
+
+
+def _no_crash(_: str) -> None:
+    pass
+
+
+class Pipeline:
+    """Runs ingest for one data directory until `stop` is set. See the module docstring."""
+
+    def __init__(self, config: RunConfig, crash_hook: CrashHook = _no_crash) -> None:
+        self.config = config
+        self.crash = crash_hook
+        self.stop = threading.Event()
+        self.store: Store | None = None
+        self.applier: Applier | None = None
+
+    # -- entry point -----------------------------------------------------------------------
+
+    def run(self) -> Lsn:
+        """Set up, snapshot or resume, stream until stopped; returns the final synced LSN."""
+        cfg = self.config
+        log.info(
+            "source %s, publication %s, slot %s",
+            redact(cfg.dsn),
+            cfg.publication_name,
+            cfg.slot_name,
+        )
+        self.store = store = Store.open(cfg.data_dir)
+        try:
+            conn = connect(cfg.dsn)
+            try:
+                setup.check_server(conn)
+                if setup.ensure_publication(conn, cfg.publication_name, cfg.tables):
+                    log.info("created publication %s", cfg.publication_name)
+                tables = setup.published_tables(conn, cfg.publication_name)
+                if not tables:
+                    raise setup.PreflightError(
+                        f"publication {cfg.publication_name!r} publishes no tables",
+                        hint=f"ALTER PUBLICATION {cfg.publication_name} ADD TABLE ...;",
+                    )
+                repl = ReplicationConnection(cfg.dsn)
+                system_id, timeline, _, database = repl.identify_system()
+                state = store.snapshot_state()
+                if cfg.resnapshot or state is None or state.state == "in_progress":
+                    self._snapshot(conn, repl, tables, state, system_id, timeline, database)
+                else:
+                    # Resuming: streaming opens its own connection (and reopens it on drops).
+                    repl.close()
+                    repl = None
+                    self._check_source(store, system_id)
+                    self._check_tables(store, tables)
+            finally:
+                conn.close()
+            self.applier = Applier(store)
+            return self._stream_with_reconnect(repl, database)
+        finally:
+            store.close()
+
+    # -- snapshot --------------------------------------------------------------------------
+
+    def _snapshot(
+        self,
+        conn: object,
+        repl: ReplicationConnection,
+        tables: list[setup.PublishedTable],
+        state: SnapshotState | None,
+        system_id: str,
+        timeline: int,
+        database: str,
+    ) -> Lsn:
+        cfg, store = self.config, self.store
+        assert store is not None
+        slot = cfg.slot_name
+        existing = setup.slot_info(conn, slot)
+        if existing is not None:
+            ours = state is not None and state.state == "in_progress" and state.slot == slot
+            if not (ours or cfg.resnapshot):
+                raise SlotError(
+                    f"slot {slot!r} already exists, but the store in {cfg.data_dir} has no "
+                    "snapshot taken from it; a snapshot needs a slot created by viewstore",
+                    hint="use another --slot, drop this one with SELECT "
+                    f"pg_drop_replication_slot('{slot}'), or pass --resnapshot to replace it",
+                )
+            log.info("dropping slot %s left by an unfinished snapshot", slot)
+            setup.drop_slot(conn, slot)
+
+        # Mark the snapshot as started *before* creating the slot: a crash from here on makes
+        # the next start drop the slot and begin again, never resume from half a mirror.
+        batch = store.new_batch()
+        batch.delete_range(b"", b"\xff" * 8, store.cf["mirror"])
+        for key, _ in list(store.meta.items()):
+            batch.delete(key, store.cf["meta"])
+        meta.put_json(batch, store, meta.SNAPSHOT, SnapshotState(state="in_progress", slot=slot))
+        meta.put_json(
+            batch,
+            store,
+            meta.SOURCE,
+            SourceInfo(
+                system_id=system_id,
+                timeline=timeline,
+                database=database,
+                publication=cfg.publication_name,
+                slot=slot,
+            ),
+        )
+        infos = [
+            TableInfo(
+                table_id=i + 1,
+                schema_name=t.schema,
+                name=t.name,
+                columns=[ColumnInfo(name=c, type_oid=o) for c, o in t.columns],
+                key=list(t.key),
+            )
+            for i, t in enumerate(tables)
+        ]
+        for info in infos:
+            meta.put_table(batch, store, info)
+        store.write(batch, sync=True)
+
+        consistent_point, snapshot_name = repl.create_slot(slot)
+        log.info(
+            "created slot %s at %s; snapshot of %d table(s) begins",
+            slot,
+            consistent_point,
+            len(tables),
+        )
+        reader = SnapshotReader(cfg.dsn, snapshot_name)
+        applier = Applier(store)
+        for table, info in zip(tables, infos, strict=True):
+            state_ = TableState(info)
+            progress = Progress(table.qualified, reader.estimated_rows(table))
+            n = 0
+            for row in reader.rows(table):
+                applier.load_row(state_, row)
+                n += 1
+                if n == 20_000:
+                    applier.write_chunk()
+                    progress.add(n)
+                    n = 0
+                    self.crash("snapshot-chunk")
+                    if self.stop.is_set():
+                        raise SnapshotInterrupted()
+            applier.write_chunk()
+            progress.add(n)
+            progress.done()
+        reader.close()
+
+        batch = store.new_batch()
+        meta.put_applied(batch, store, consistent_point, None)
+        meta.put_json(
+            batch,
+            store,
+            meta.SNAPSHOT,
+            SnapshotState(state="complete", slot=slot, consistent_point=str(consistent_point)),
+        )
+        store.write(batch, sync=True)
+        log.info("snapshot complete at %s", consistent_point)
+        return consistent_point
+
+    def _check_source(self, store: Store, system_id: str) -> None:
+        source = store.source()
+        if source is not None and source.system_id != system_id:
+            raise SlotError(
+                f"the store in {self.config.data_dir} follows Postgres system {source.system_id}, "
+                f"but the DSN points at system {system_id}",
+                hint="point --dsn at the original server, or rebuild with --resnapshot",
+            )
+
+    def _check_tables(self, store: Store, tables: list[setup.PublishedTable]) -> None:
+        have = set(store.tables())
+        want = {t.qualified for t in tables}
+        if want - have:
+            raise UnsupportedError(
+                "the publication now includes table(s) the snapshot did not copy: "
+                + ", ".join(sorted(want - have)),
+                hint="rebuild the store with --resnapshot to include them",
+            )
+        if have - want:
+            raise UnsupportedError(
+                "table(s) left the publication since the snapshot: "
+                + ", ".join(sorted(have - want)),
+                hint="add them back (ALTER PUBLICATION ... ADD TABLE) or rebuild with --resnapshot",
+            )
+
+    # -- streaming -------------------------------------------------------------------------
+
+    def _stream_with_reconnect(self, repl: ReplicationConnection | None, database: str) -> Lsn:
+        applier = self.applier
+        assert applier is not None
+        backoff = 0.5
+        while not self.stop.is_set():
+            try:
+                if repl is None:
+                    repl = ReplicationConnection(self.config.dsn)
+                self._start_streaming(repl, database)
+                backoff = 0.5
+                self._stream(repl)
+                return applier.synced_lsn
+            except SourceError as exc:
+                if not exc.transient:
+                    raise
+                applier.discard_group()
+                log.warning("%s; reconnecting in %.1fs from %s", exc, backoff, applier.synced_lsn)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+            finally:
+                if repl is not None:
+                    repl.close()
+                    repl = None
+        return applier.synced_lsn
+
+    def _start_streaming(self, repl: ReplicationConnection, database: str) -> None:
+        cfg, applier = self.config, self.applier
+        assert applier is not None
+        start = applier.synced_lsn
+        conn = connect(cfg.dsn)
+        try:
+            self._wait_slot_usable(conn, database, start)
+            repl.start(cfg.slot_name, start, cfg.publication_name)
+            # Check again now that we hold the slot: nothing can move it under us any more.
+            info = setup.slot_info(conn, cfg.slot_name)
+            if info is not None:
+                self._check_not_ahead(info, start)
+        finally:
+            conn.close()
+        log.info("streaming from slot %s at %s", cfg.slot_name, start)
+
+    def _wait_slot_usable(self, conn: object, database: str, start: Lsn) -> None:
+        # After a kill -9 the old walsender may hold the slot for a moment; wait, then fail.
+        deadline = time.monotonic() + 10.0
+        while True:
+            info = setup.slot_info(conn, self.config.slot_name)
+            if info is None:
+                raise SlotError(
+                    f"slot {self.config.slot_name!r} does not exist: it was dropped while the "
+                    f"store had applied up to {start}, so the changes after that are gone",
+                    hint="rebuild the store from a new snapshot: viewstore run --resnapshot ...",
+                )
+            try:
+                setup.check_slot_usable(info, database)
+            except SlotError:
+                if info.active_pid is not None and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                raise
+            self._check_not_ahead(info, start)
+            return
+
+    def _check_not_ahead(self, info: setup.SlotInfo, start: Lsn) -> None:
+        confirmed = info.confirmed_flush_lsn
+        if confirmed is not None and confirmed > start:
+            raise SlotError(
+                f"slot {info.name!r} is ahead of the store: it confirmed {confirmed} but the "
+                f"store in {self.config.data_dir} applied only up to {start}; the changes in "
+                "between are gone (the slot was advanced, or dropped and recreated)",
+                hint="rebuild the store from a new snapshot: viewstore run --resnapshot ...",
+            )
+
+    def _stream(self, repl: ReplicationConnection) -> None:
+        cfg, applier = self.config, self.applier
+        assert applier is not None
+        relations: dict[int, TableState] = {}
+        tables = applier.tables
+        in_txn = skip = False
+        received = applier.synced_lsn
+        idle_pos: Lsn | None = None
+        last_status = last_progress = time.monotonic()
+        commit_interval, group_max = cfg.commit_interval, cfg.group_max_rows
+        apply_insert, apply_update, apply_delete = applier.insert, applier.update, applier.delete
+
+        def sync_and_ack() -> None:
+            nonlocal last_status
+            if applier.group_pending and not in_txn:
+                self.crash("before-group-write")
+                applier.commit_group()
+                self.crash("after-group-write")
+            repl.send_status(max(received, applier.synced_lsn), applier.synced_lsn)
+            last_status = time.monotonic()
+
+        while True:
+            if self.stop.is_set() and not in_txn:
+                sync_and_ack()
+                return
+            data = repl.read(0.0 if applier.group_pending else 0.1)
+            now = time.monotonic()
+            if data is None:
+                # Caught up with the server: make the group durable now (group commit ends).
+                if applier.group_pending and not in_txn:
+                    sync_and_ack()
+                elif (
+                    idle_pos is not None
+                    and not in_txn
+                    and idle_pos > applier.synced_lsn
+                    and now - last_progress >= cfg.progress_interval
+                ):
+                    applier.record_progress(idle_pos)
+                    last_progress = now
+                    sync_and_ack()
+                elif now - last_status >= cfg.status_interval:
+                    sync_and_ack()
+                continue
+
+            frame = decode_copy_data(data)
+            if type(frame) is Keepalive:
+                if frame.wal_end > received:
+                    received = frame.wal_end
+                if not in_txn:
+                    idle_pos = frame.wal_end
+                if frame.reply_requested:
+                    sync_and_ack()
+                continue
+
+            msg = decode(frame.payload)
+            cls = type(msg)
+            if cls is Insert:
+                if not skip:
+                    apply_insert(relations[msg.relation_oid], msg.new)
+            elif cls is Update:
+                if not skip:
+                    apply_update(relations[msg.relation_oid], msg.old_kind, msg.old, msg.new)
+            elif cls is Delete:
+                if not skip:
+                    apply_delete(relations[msg.relation_oid], msg.old)
+            elif cls is Begin:
+                in_txn = True
+                idle_pos = None
+                # Already applied before a crash or reconnect: the slot may resend it.
+                skip = msg.final_lsn < applier.applied_lsn
+            elif cls is Commit:
+                in_txn = False
+                if msg.end_lsn > received:
+                    received = msg.end_lsn
+                if not skip:
+                    applier.end_transaction(msg.end_lsn, msg.commit_time + PG_EPOCH_US)
+                    if (
+                        now - applier.group_started >= commit_interval
+                        or applier.group_rows >= group_max
+                    ):
+                        sync_and_ack()
+                skip = False
+            elif cls is Relation:
+                relations[msg.oid] = self._relation(msg, tables)
+            elif cls is Truncate:
+                if not skip:
+                    for oid in msg.relation_oids:
+                        applier.truncate(relations[oid])
+            # Origin, Type and Message carry nothing the mirror needs.
+            if now - last_status >= cfg.status_interval:
+                sync_and_ack()
+
+    def _relation(self, msg: Relation, tables: dict[str, TableState]) -> TableState:
+        """Check an in-stream Relation message against the schema the mirror was built with."""
+        name = f"{msg.namespace}.{msg.name}"
+        state = tables.get(name)
+        if state is None:
+            raise UnsupportedError(
+                f"changes arrived for table {name}, which the snapshot did not copy",
+                hint="rebuild the store with --resnapshot to include it",
+            )
+        have = [(c.name, c.type_oid) for c in state.info.columns]
+        got = [(c.name, c.type_oid) for c in msg.columns]
+        if have != got:
+            raise UnsupportedError(
+                f"table {name} changed schema: the mirror has columns {have}, the stream now "
+                f"sends {got}; viewstore does not follow ALTER TABLE yet",
+                hint="rebuild the store with --resnapshot after schema changes",
+            )
+        return state
+
+
+class SnapshotInterrupted(StoreError):
+    def __init__(self) -> None:
+        super().__init__("stopped during the initial snapshot; the next start begins it again")
