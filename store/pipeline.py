@@ -429,10 +429,9 @@ class Pipeline:
                 skip = False
             elif cls is Relation:
                 relations[msg.oid] = self._relation(msg, tables)
-            elif cls is Truncate:
-                if not skip:
-                    for oid in msg.relation_oids:
-                        applier.truncate(relations[oid])
+            elif cls is Truncate and not skip:
+                for oid in msg.relation_oids:
+                    applier.truncate(relations[oid])
             # Origin, Type and Message carry nothing the mirror needs.
             if now - last_status >= cfg.status_interval:
                 sync_and_ack()

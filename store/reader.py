@@ -81,6 +81,6 @@ def _find_table(store: Store, table: str) -> TableInfo:
     return tables[name]
 
 
-def open(data_dir: str | Path) -> Reader:  # noqa: A001 - the API reads as viewstore.open(dir)
+def open(data_dir: str | Path) -> Reader:
     """Open the store in `data_dir` for reading."""
     return Reader(data_dir)

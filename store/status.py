@@ -53,8 +53,8 @@ def read_status(data_dir: Path, dsn: str | None = None) -> StatusReport:
         tables=tables,
     )
     if dsn:
-        from viewstore.ingest.pgconn import connect, query
         from viewstore.ingest.lsn import Lsn
+        from viewstore.ingest.pgconn import connect, query
 
         conn = connect(dsn, application_name="viewstore status")
         try:
