@@ -116,34 +116,62 @@ class Pipeline:
         )
         self.store = store = Store.open(cfg.data_dir)
         try:
-            conn = connect(cfg.dsn)
-            try:
-                setup.check_server(conn)
-                if setup.ensure_publication(conn, cfg.publication_name, cfg.tables):
-                    log.info("created publication %s", cfg.publication_name)
-                tables = setup.published_tables(conn, cfg.publication_name)
-                if not tables:
-                    raise setup.PreflightError(
-                        f"publication {cfg.publication_name!r} publishes no tables",
-                        hint=f"ALTER PUBLICATION {cfg.publication_name} ADD TABLE ...;",
-                    )
-                repl = ReplicationConnection(cfg.dsn)
-                system_id, timeline, _, database = repl.identify_system()
-                state = store.snapshot_state()
-                if cfg.resnapshot or state is None or state.state == "in_progress":
-                    self._snapshot(conn, repl, tables, state, system_id, timeline, database)
-                else:
-                    # Resuming: streaming opens its own connection (and reopens it on drops).
-                    repl.close()
-                    repl = None
-                    self._check_source(store, system_id)
-                    self._check_tables(store, tables)
-            finally:
-                conn.close()
+            backoff, first = 0.5, True
+            while True:
+                try:
+                    repl, database = self._prepare(store)
+                    break
+                except SourceError as exc:
+                    # The first connection fails fast (a wrong DSN should say so at once);
+                    # later drops, e.g. a Postgres restart mid-snapshot, are retried.
+                    if first or not exc.transient or self.stop.is_set():
+                        raise
+                    log.warning("%s; retrying in %.1fs", exc, backoff)
+                    self.stop.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                finally:
+                    first = False
             self.applier = Applier(store)
             return self._stream_with_reconnect(repl, database)
         finally:
             store.close()
+
+    def _prepare(self, store: Store) -> tuple[ReplicationConnection | None, str]:
+        """Preflight, then the snapshot (first start) or the resume checks.
+
+        Returns the replication connection to stream on (the one that created the slot, after
+        a snapshot) or None (resume: streaming connects by itself), and the database name.
+        """
+        cfg = self.config
+        conn = connect(cfg.dsn)
+        repl = None
+        try:
+            setup.check_server(conn)
+            if setup.ensure_publication(conn, cfg.publication_name, cfg.tables):
+                log.info("created publication %s", cfg.publication_name)
+            tables = setup.published_tables(conn, cfg.publication_name)
+            if not tables:
+                raise setup.PreflightError(
+                    f"publication {cfg.publication_name!r} publishes no tables",
+                    hint=f"ALTER PUBLICATION {cfg.publication_name} ADD TABLE ...;",
+                )
+            repl = ReplicationConnection(cfg.dsn)
+            system_id, timeline, _, database = repl.identify_system()
+            state = store.snapshot_state()
+            if cfg.resnapshot or state is None or state.state == "in_progress":
+                self._snapshot(conn, repl, tables, state, system_id, timeline, database)
+                cfg.resnapshot = False  # done: a retry after this point must not redo it
+                return repl, database
+            repl.close()
+            self._check_source(store, system_id)
+            self._check_tables(store, tables)
+            return None, database
+        except BaseException:
+            if repl is not None:
+                repl.close()
+            raise
+        finally:
+            conn.close()
 
     # -- snapshot --------------------------------------------------------------------------
 
@@ -366,6 +394,21 @@ class Pipeline:
             repl.send_status(max(received, applier.synced_lsn), applier.synced_lsn)
             last_status = time.monotonic()
 
+        def idle_progress(now: float, force: bool) -> None:
+            # Persist the keepalive position when nothing is in flight, so that the slot can
+            # move on while only unpublished tables are written. A shutting-down walsender
+            # waits for flush == its position, asking for replies back to back: `force`.
+            nonlocal last_progress
+            if (
+                idle_pos is not None
+                and not in_txn
+                and not applier.group_pending
+                and idle_pos > applier.synced_lsn
+                and (force or now - last_progress >= cfg.progress_interval)
+            ):
+                applier.record_progress(idle_pos)
+                last_progress = now
+
         while True:
             if self.stop.is_set() and not in_txn:
                 sync_and_ack()
@@ -374,18 +417,8 @@ class Pipeline:
             now = time.monotonic()
             if data is None:
                 # Caught up with the server: make the group durable now (group commit ends).
-                if applier.group_pending and not in_txn:
-                    sync_and_ack()
-                elif (
-                    idle_pos is not None
-                    and not in_txn
-                    and idle_pos > applier.synced_lsn
-                    and now - last_progress >= cfg.progress_interval
-                ):
-                    applier.record_progress(idle_pos)
-                    last_progress = now
-                    sync_and_ack()
-                elif now - last_status >= cfg.status_interval:
+                idle_progress(now, force=False)
+                if applier.group_pending or now - last_status >= cfg.status_interval:
                     sync_and_ack()
                 continue
 
@@ -396,6 +429,8 @@ class Pipeline:
                 if not in_txn:
                     idle_pos = frame.wal_end
                 if frame.reply_requested:
+                    sync_and_ack()  # the pending group first: progress needs an empty one
+                    idle_progress(now, force=True)
                     sync_and_ack()
                 continue
 
@@ -415,6 +450,7 @@ class Pipeline:
                 idle_pos = None
                 # Already applied before a crash or reconnect: the slot may resend it.
                 skip = msg.final_lsn < applier.applied_lsn
+                log.debug("begin xid %s commit %s skip=%s", msg.xid, msg.final_lsn, skip)
             elif cls is Commit:
                 in_txn = False
                 if msg.end_lsn > received:

@@ -1,0 +1,182 @@
+"""Running the pipeline in tests: in a thread, or as a real `viewstore run` process to kill -9.
+
+Postgres is the oracle: `assert_mirror_equals` compares a mirrored table with `SELECT` on the
+server, after `wait_caught_up` has seen the store apply everything the server has written.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from helpers import pg_query
+
+import viewstore
+from viewstore.errors import StoreError
+from viewstore.ingest.lsn import Lsn
+from viewstore.store.pipeline import Pipeline, RunConfig
+
+
+class PipelineThread:
+    """`Pipeline.run` in a background thread; `stop()` ends it the way SIGTERM does."""
+
+    def __init__(self, dsn: str, data_dir: Path, **config: Any) -> None:
+        self.pipeline = Pipeline(RunConfig(dsn=dsn, data_dir=data_dir, **config))
+        self.error: BaseException | None = None
+        self.final: Lsn | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.final = self.pipeline.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def start(self) -> PipelineThread:
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 30) -> Lsn | None:
+        self.pipeline.stop.set()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "pipeline did not stop"
+        if self.error is not None:
+            raise self.error
+        return self.final
+
+    def __enter__(self) -> PipelineThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def reap_processes() -> None:
+    """Kill whatever `start_process` started and is still running (test teardown)."""
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            kill9(proc)
+
+
+def start_process(
+    dsn: str, data_dir: Path, *args: str, env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`viewstore run` as a child process, its output appended to `log`."""
+    out = open(log or data_dir.with_suffix(".log"), "ab")  # noqa: SIM115 - child owns it
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "viewstore.cli",
+            "run",
+            "--dsn",
+            dsn,
+            "--data",
+            str(data_dir),
+            *args,
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
+    _STARTED.append(proc)
+    return proc
+
+
+def kill9(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+
+def current_lsn(dsn: str) -> Lsn:
+    # The insert position: with synchronous_commit=off (the test cluster's setting) a commit
+    # can return before pg_current_wal_lsn(), the write position, passes its record.
+    return Lsn.parse(pg_query(dsn, "SELECT pg_current_wal_insert_lsn()::text")[0][0])
+
+
+def applied_lsn(data_dir: Path) -> Lsn:
+    try:
+        return viewstore.open(data_dir).applied_lsn()
+    except StoreError:
+        return Lsn(0)
+
+
+def wait_applied(data_dir: Path, target: Lsn, timeout: float = 60, alive: Any = None) -> Lsn:
+    """Wait until the store has durably applied `target`; `alive()` may raise to stop early."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = applied_lsn(data_dir)
+        if got >= target:
+            return got
+        if alive is not None:
+            alive()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"store applied {got}, expected at least {target}")
+        time.sleep(0.05)
+
+
+def wait_caught_up(dsn: str, data_dir: Path, timeout: float = 60, alive: Any = None) -> Lsn:
+    """Wait until the store has applied everything the server had written when called."""
+    return wait_applied(data_dir, current_lsn(dsn), timeout, alive)
+
+
+def _norm(value: Any) -> Any:
+    # Decimal NaN never equals itself and 1.0 == 1.00: compare numeric by exact text instead.
+    if isinstance(value, Decimal):
+        return ("numeric", str(value))
+    if isinstance(value, float) and math.isnan(value):
+        return ("float", "nan")
+    return value
+
+
+def source_rows(dsn: str, table: str, columns: list[str]) -> list[tuple[Any, ...]]:
+    cols = ", ".join(f'"{c}"' for c in columns)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        rows = conn.execute(f"SELECT {cols} FROM {table}").fetchall()  # type: ignore[call-overload]
+    return sorted((tuple(_norm(v) for v in r) for r in rows), key=repr)
+
+
+def mirror_rows(data_dir: Path, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    rows = viewstore.open(data_dir).rows(table)
+    if not rows:
+        return [], []
+    columns = list(rows[0])
+    return columns, sorted((tuple(_norm(r[c]) for c in columns) for r in rows), key=repr)
+
+
+def assert_mirror_equals(dsn: str, data_dir: Path, table: str) -> int:
+    """The mirrored table equals `SELECT *` on Postgres; returns the row count."""
+    columns, mirrored = mirror_rows(data_dir, table)
+    if not columns:
+        columns = [
+            r[0]
+            for r in pg_query(
+                dsn,
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+                "AND NOT attisdropped ORDER BY attnum",
+                table,
+            )
+        ]
+    expected = source_rows(dsn, table, columns)
+    if mirrored != expected:
+        missing = [r for r in expected if r not in mirrored][:5]
+        extra = [r for r in mirrored if r not in expected][:5]
+        raise AssertionError(
+            f"mirror of {table} differs from Postgres: {len(mirrored)} vs {len(expected)} rows; "
+            f"missing (first 5): {missing}; unexpected (first 5): {extra}"
+        )
+    return len(expected)
