@@ -78,6 +78,13 @@ class Applier:
         self.stats = store.stats() or {"transactions": 0, "rows": 0}
         self._reset_group()
 
+    def close(self) -> None:
+        """Drop every RocksDB handle: rocksdict keeps the database (and its lock) open while
+        any handle lives, and a traceback can keep this object alive long after."""
+        self.batch = None  # type: ignore[assignment]
+        self.mirror_cf = None
+        self._mirror_get = None  # type: ignore[assignment]
+
     # -- group lifecycle -------------------------------------------------------------------
 
     def _reset_group(self) -> None:

@@ -137,6 +137,11 @@ class Store:
         return cls(db, path, readonly)
 
     def close(self) -> None:
+        """Close the database. rocksdict keeps RocksDB (and its lock) open while any column
+        family view or handle is alive, so those go first."""
+        self.meta.close()
+        self.mirror.close()
+        self.cf.clear()
         self.db.close()
 
     def __enter__(self) -> Store:

@@ -67,6 +67,7 @@ class RunConfig(BaseModel):
     commit_interval: float = 0.05  # seconds a group may stay open under load
     group_max_rows: int = 100_000
     status_interval: float = 1.0  # standby status at least this often (wal_sender_timeout/2 > this)
+    slot_busy_wait: float = 10.0  # after a kill -9 the old walsender lingers a moment
     progress_interval: float = (
         1.0  # idle progress (keepalive position) persisted at most this often
     )
@@ -134,6 +135,8 @@ class Pipeline:
             self.applier = Applier(store)
             return self._stream_with_reconnect(repl, database)
         finally:
+            if self.applier is not None:
+                self.applier.close()  # its column family handles would keep RocksDB open
             store.close()
 
     def _prepare(self, store: Store) -> tuple[ReplicationConnection | None, str]:
@@ -344,7 +347,7 @@ class Pipeline:
 
     def _wait_slot_usable(self, conn: object, database: str, start: Lsn) -> None:
         # After a kill -9 the old walsender may hold the slot for a moment; wait, then fail.
-        deadline = time.monotonic() + 10.0
+        deadline = time.monotonic() + self.config.slot_busy_wait
         while True:
             info = setup.slot_info(conn, self.config.slot_name)
             if info is None:

@@ -45,6 +45,11 @@ class PipelineThread:
         self.thread.start()
         return self
 
+    def check(self) -> None:
+        """Raise what the pipeline died of, if it died (for `wait_*(alive=...)`)."""
+        if self.error is not None:
+            raise self.error
+
     def stop(self, timeout: float = 30) -> Lsn | None:
         self.pipeline.stop.set()
         self.thread.join(timeout)

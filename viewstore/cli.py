@@ -17,9 +17,9 @@ from viewstore.errors import ViewstoreError
 log = logging.getLogger("viewstore")
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, default: int = logging.INFO) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else default,
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
@@ -172,6 +172,40 @@ def status(data_dir: Path, dsn: str | None, as_json: bool) -> None:
     click.echo("tables:")
     for t in report.tables:
         click.echo(f"  {t.name:<40} {t.rows:>12,} rows")
+
+
+@main.command()
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Stop after this many seconds. Default: at Ctrl-C.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=20,
+    show_default=True,
+    metavar="TX_PER_S",
+    help="Transactions per second the workload commits.",
+)
+@click.option(
+    "--players",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    metavar="N",
+    help="Players added to the seed's five before the snapshot.",
+)
+def demo(duration: float | None, rate: float, players: int) -> None:
+    """Mirror a throwaway Postgres under a live workload, then check the mirror against it."""
+    from viewstore.store.demo import run_demo
+
+    _setup_logging(False, default=logging.WARNING)  # warnings only: the screen is the output
+    try:
+        run_demo(duration, rate, players, sys.stdout)
+    except ViewstoreError as exc:
+        _fail(exc)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def test_postgres_restart_mid_stream(dsn: str, tmp_path: Path, pg_server) -> Non
         run_transactions(dsn, 100, seed=4)
         pg_server.restart()
         run_transactions(dsn, 100, seed=5)
-        wait_caught_up(dsn, data, alive=lambda: p.error and (_ for _ in ()).throw(p.error))
+        wait_caught_up(dsn, data, alive=p.check)
         assert_mirror_equals(dsn, data, "items")
         assert_mirror_equals(dsn, data, "docs")
 

@@ -17,14 +17,9 @@ def test_random_workload_mirror_equals_source(dsn: str, tmp_path: Path) -> None:
     with PipelineThread(dsn, tmp_path / "data") as p:
         for batch in range(6):
             run_transactions(dsn, 50, seed=100 + batch)
-            wait_caught_up(dsn, tmp_path / "data", alive=lambda: _alive(p))
+            wait_caught_up(dsn, tmp_path / "data", alive=p.check)
             assert_mirror_equals(dsn, tmp_path / "data", "items")
             assert_mirror_equals(dsn, tmp_path / "data", "docs")
-
-
-def _alive(p: PipelineThread) -> None:
-    if p.error is not None:
-        raise p.error
 
 
 def test_rows_written_during_snapshot_are_neither_lost_nor_doubled(
@@ -50,10 +45,10 @@ def test_rows_written_during_snapshot_are_neither_lost_nor_doubled(
     try:
         with PipelineThread(dsn, tmp_path / "data") as p:
             # Let the writer run through the whole snapshot and a while after it.
-            wait_caught_up(dsn, tmp_path / "data", alive=lambda: _alive(p))
+            wait_caught_up(dsn, tmp_path / "data", alive=p.check)
             stop.set()
             t.join()
-            wait_caught_up(dsn, tmp_path / "data", alive=lambda: _alive(p))
+            wait_caught_up(dsn, tmp_path / "data", alive=p.check)
             assert assert_mirror_equals(dsn, tmp_path / "data", "big") > 250000
     finally:
         stop.set()
@@ -86,5 +81,5 @@ def test_numeric_edge_cases_round_trip_exactly(dsn: str, tmp_path: Path) -> None
             "INSERT INTO nums VALUES (200, (SELECT sum(n) FROM nums WHERE "
             "n NOT IN ('NaN', 'Infinity', '-Infinity')), -99999999.9999)",
         )
-        wait_caught_up(dsn, tmp_path / "data", alive=lambda: _alive(p))
+        wait_caught_up(dsn, tmp_path / "data", alive=p.check)
         assert assert_mirror_equals(dsn, tmp_path / "data", "nums") == 2 * len(NUMERICS) + 1

@@ -1,0 +1,880 @@
+#!/usr/bin/env python3
+"""Ingest benchmark: `viewstore run` against `pg_recvlogical` on the same WAL.
+
+Workload. A throwaway Postgres holds `players` (1,000 rows) and `player_scores` (bigserial key,
+player id, score, timestamp), both in one publication. viewstore is started once on it to take
+its snapshot (its slot is created then), stopped, and a second slot is created for the
+reference; only then is the load written, with both consumers stopped: `--rows` inserts into
+`player_scores` in transactions of `--txn-size` rows (default 1,000,000 in 1,000-row
+transactions), or with `--big-txn ROWS` all of them in one transaction. Both slots therefore
+decode the same WAL, in catch-up mode, each consumer with the machine to itself.
+
+Reference. `pg_recvlogical --start` on the second slot, pgoutput proto_version 1 (what viewstore
+asks for), output to /dev/null, `--endpos` the WAL insert position after the load: the
+walsender's decode-and-send rate with a receiver that does no work, which is the ceiling for
+any pgoutput consumer on this machine.
+
+viewstore. `viewstore run` on its slot, timed from process start until its store has durably
+applied the target LSN, then stopped with SIGTERM; the store is then checked (status API) to
+hold the target LSN and every row. Progress is polled every 50 ms from the slot's
+confirmed_flush_lsn, which viewstore moves only to what it has synced (`--poll status` polls the
+status API instead, as `viewstore status --json` would, but each poll opens RocksDB read-only
+and replays its WAL: on 2 cores that took most of a core away from the run). Also reported: the
+time from its "streaming from slot" log line, which leaves out the fixed start-up cost
+(interpreter, imports, preflight), and its peak RSS (VmHWM, and wait4's ru_maxrss).
+
+Ratio. viewstore rows/s divided by reference rows/s, rows being the rows inserted: 1.0 would
+mean viewstore applies as fast as Postgres can decode. CPU seconds of each consumer, of the
+Postgres cluster, and of everything else on the machine are recorded for each phase: on 2 cores
+the consumer and the walsender compete, and a high "other" figure means the run was disturbed.
+
+The cluster is ThrowawayPostgres (fsync off) with autovacuum off, so no vacuum of the freshly
+loaded table competes with the consumers; viewstore's RocksDB writes are synced as in production.
+Everything started is stopped and both slots are dropped on exit, Ctrl-C and SIGTERM included.
+
+    scripts/bench_ingest.py                    # 1M rows, 1,000-row txns: bench/results/ingest.json
+    scripts/bench_ingest.py --big-txn 5000000  # one 5M-row txn: bench/results/ingest_big_txn.json
+    scripts/bench_ingest.py --quick            # 50k rows, a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import resource
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from viewstore.dsn import redact
+from viewstore.errors import StoreError, ViewstoreError
+from viewstore.ingest.lsn import Lsn
+from viewstore.pgcluster import ThrowawayPostgres
+from viewstore.store.status import read_status
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+QUICK_ROWS = 50_000
+PLAYERS = 1_000
+POLL = 0.05  # seconds between status polls, as `viewstore status --json` would be run
+TIMELINE_EVERY = 1.0  # seconds between RSS/progress samples kept in the JSON
+TICK = os.sysconf("SC_CLK_TCK")
+# Postgres settings on top of ThrowawayPostgres's: the buffers of the performance notes' runs,
+# and no autovacuum, which would otherwise vacuum player_scores while the consumers run.
+PG_SETTINGS = {"autovacuum": "off", "shared_buffers": "1GB"}
+
+SCHEMA = """
+CREATE TABLE players (id int PRIMARY KEY, name text);
+CREATE TABLE player_scores (
+    id bigserial PRIMARY KEY,
+    player_id int REFERENCES players (id),
+    score int,
+    created_at timestamptz DEFAULT now()
+);
+"""
+INSERT_PLAYERS = "INSERT INTO players SELECT g, 'player ' || g FROM generate_series(1, %s) AS g"
+INSERT_SCORES = """
+INSERT INTO player_scores (player_id, score)
+SELECT (1 + g %% 1000)::int, ((g * 7919) %% 100000)::int
+FROM generate_series(%s::bigint, %s::bigint) AS g
+"""
+
+
+class BenchError(ViewstoreError):
+    """The benchmark could not run or finish; `partial` is what it measured before stopping."""
+
+    def __init__(self, message: str, hint: str | None = None, partial: Any = None) -> None:
+        super().__init__(message, hint)
+        self.partial = partial
+
+
+# -- processes and their resources ---------------------------------------------------------
+
+
+class Child:
+    """A child process reaped with wait4, so that its own CPU time and peak RSS are known."""
+
+    def __init__(self, argv: list[str], log: Path) -> None:
+        self.argv = argv
+        self.log = log
+        self.started_wall = time.time()
+        self.started = time.monotonic()
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        self.pid = self.proc.pid
+        self.ended: float | None = None
+        self.exit_code: int | None = None
+        self.rusage: resource.struct_rusage | None = None
+
+    def poll(self) -> bool:
+        """True once the process has exited (and been reaped)."""
+        if self.exit_code is not None:
+            return True
+        pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
+        if pid == 0:
+            return False
+        self.ended = time.monotonic()
+        self.exit_code = os.waitstatus_to_exitcode(status)
+        self.proc.returncode = self.exit_code  # reaped here, Popen must not wait again
+        self.rusage = rusage
+        return True
+
+    def wait(self, timeout: float, interval: float = 0.005) -> int:
+        deadline = time.monotonic() + timeout
+        while not self.poll():
+            if time.monotonic() > deadline:
+                raise BenchError(f"{Path(self.argv[0]).name} did not exit within {timeout:.0f}s")
+            time.sleep(interval)
+        assert self.exit_code is not None
+        return self.exit_code
+
+    def signal(self, signum: int) -> None:
+        if not self.poll():
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        """SIGKILL and reap; a no-op once the process has exited."""
+        if not self.poll():
+            os.kill(self.pid, signal.SIGKILL)
+            self.wait(30)
+
+    def proc_status_kib(self, field_name: str) -> int | None:
+        """A `kB` field of /proc/PID/status (VmRSS, VmHWM), or None once the process is gone."""
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+        return None
+
+    def cpu_seconds(self) -> float:
+        """user + system CPU: from wait4 once reaped, else from /proc while it runs."""
+        if self.rusage is not None:
+            return self.rusage.ru_utime + self.rusage.ru_stime
+        fields = _proc_stat(self.pid)
+        return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / TICK
+
+    @property
+    def max_rss_kib(self) -> int | None:
+        return None if self.rusage is None else self.rusage.ru_maxrss  # KiB on Linux
+
+    def log_tail(self, lines: int = 20) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "".join(text.splitlines(keepends=True)[-lines:])
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat fields after the command name: [0] is state, [1] ppid, [11] utime..."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def cluster_cpu(postmaster: int) -> float:
+    """CPU seconds used so far by a Postgres cluster: the postmaster, its reaped children
+    (exited walsenders and backends land in its cutime) and its live children."""
+    own = _proc_stat(postmaster)
+    if own is None:
+        return 0.0
+    ticks = sum(int(x) for x in own[11:15])
+    for _, fields in _children(postmaster):
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / TICK
+
+
+def _children(parent: int) -> list[tuple[int, list[str]]]:
+    out = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = _proc_stat(int(entry.name))
+            if fields is not None and int(fields[1]) == parent:
+                out.append((int(entry.name), fields))
+    return out
+
+
+_BACKGROUND = re.compile(
+    r"postgres: (checkpointer|background writer|walwriter|autovacuum launcher"
+    r"|logical replication launcher|archiver|stats collector)\b"
+)
+
+
+def settle(postmaster: int, connections: int, timeout: float = 10.0) -> bool:
+    """Wait until the cluster has at most `connections` processes other than its background
+    ones (backends, walsenders, and processes still exiting): a backend that is still exiting
+    at the start of a phase would otherwise land its whole CPU time in that phase, through
+    the postmaster's cutime once it is reaped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        others = 0
+        for pid, _ in _children(postmaster):
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue  # gone, so reaped: its CPU is in the postmaster's cutime
+            # An exiting process has an empty command line: it counts until it is reaped.
+            others += not _BACKGROUND.match(title)
+        if others <= connections or time.monotonic() > deadline:
+            return others <= connections
+        time.sleep(0.02)
+
+
+def machine_busy() -> tuple[float, float]:
+    """CPU seconds the whole machine has spent busy (all cores; idle and iowait excluded), and
+    of those, stolen by the hypervisor (a noisy neighbour slows every figure down)."""
+    values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / TICK, values[7] / TICK
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds of one phase, split into consumer, Postgres, this script and the rest."""
+
+    postmaster: int
+    connections: int  # this script's own connections, open throughout the phase
+    start: tuple[float, ...] = ()
+    settled: bool = True
+
+    def begin(self) -> None:
+        self.settled = settle(self.postmaster, self.connections)
+        self.start = (cluster_cpu(self.postmaster), *machine_busy(), own_cpu())
+
+    def end(self, seconds: float, consumer: float, profiler: float = 0.0) -> dict[str, Any]:
+        # The consumer has exited; its walsender follows within moments.
+        self.settled &= settle(self.postmaster, self.connections)
+        now = (cluster_cpu(self.postmaster), *machine_busy(), own_cpu())
+        pg, busy, steal, mine = (b - a for b, a in zip(now, self.start, strict=True))
+        other = busy - steal - pg - consumer - mine - profiler
+        return {
+            "consumer_s": round(consumer, 3),
+            "postgres_s": round(pg, 3),
+            "bench_script_s": round(mine, 3),
+            "profiler_s": round(profiler, 3),
+            "other_s": round(max(other, 0.0), 3),
+            "machine_busy_s": round(busy, 3),
+            "steal_s": round(steal, 3),
+            "consumer_cores": round(consumer / seconds, 2) if seconds else 0.0,
+            "postgres_cores": round(pg / seconds, 2) if seconds else 0.0,
+            "settled": self.settled,
+        }
+
+
+# -- the benchmark -------------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    rows: int
+    txn_size: int
+
+    @property
+    def transactions(self) -> int:
+        return -(-self.rows // self.txn_size)
+
+    def describe(self) -> str:
+        if self.transactions == 1:
+            return f"{self.rows:,} rows in one transaction"
+        return f"{self.rows:,} rows in {self.transactions:,} txns of {self.txn_size:,}"
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    workload: Workload
+    pg: ThrowawayPostgres
+    work: Path
+    suffix: str = field(default_factory=lambda: secrets.token_hex(4))
+    children: list[Child] = field(default_factory=list)
+
+    @property
+    def publication(self) -> str:
+        return f"bench_pub_{self.suffix}"
+
+    @property
+    def slot(self) -> str:
+        return f"bench_vs_{self.suffix}"
+
+    @property
+    def ref_slot(self) -> str:
+        return f"bench_ref_{self.suffix}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.work / "store"
+
+    def postmaster(self) -> int:
+        return int((self.pg.data_dir / "postmaster.pid").read_text().splitlines()[0])
+
+    def connect(self, autocommit: bool = True) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.pg.dsn, autocommit=autocommit)
+
+    def start(self, argv: list[str], log_name: str) -> Child:
+        child = Child(argv, self.work / log_name)
+        self.children.append(child)
+        return child
+
+    def viewstore_argv(self) -> list[str]:
+        # The interpreter itself rather than the `viewstore` script: no shim in the timing.
+        return [
+            sys.executable, "-m", "viewstore.cli", "run",
+            "--dsn", self.pg.dsn, "--data", str(self.data_dir),
+            "--publication", self.publication, "--slot", self.slot,
+        ]  # fmt: skip
+
+    def reference_argv(self, target: Lsn) -> list[str]:
+        return [
+            str(self.pg.bindir / "pg_recvlogical"), "--start", "-S", self.ref_slot,
+            "-d", self.pg.dsn, "--plugin", "pgoutput",
+            "-o", "proto_version=1", "-o", f"publication_names={self.publication}",
+            "-f", "/dev/null", "--endpos", str(target), "--no-loop",
+        ]  # fmt: skip
+
+    # -- set-up
+
+    def seed(self) -> None:
+        with self.connect() as conn:
+            conn.execute(SCHEMA)
+            conn.execute(INSERT_PLAYERS, (PLAYERS,))
+            conn.execute(
+                sql.SQL("CREATE PUBLICATION {} FOR TABLE players, player_scores").format(
+                    sql.Identifier(self.publication)
+                )
+            )
+
+    def snapshot(self) -> float:
+        """First start of viewstore: it creates its slot and copies the seed; then stop it."""
+        child = self.start(self.viewstore_argv(), "viewstore-snapshot.log")
+        deadline = time.monotonic() + 120
+        while _status(self.data_dir, "snapshot") != "complete":
+            if child.poll() or time.monotonic() > deadline:
+                child.kill()
+                raise BenchError(
+                    f"viewstore did not finish its snapshot (exit {child.exit_code}):\n"
+                    + child.log_tail()
+                )
+            time.sleep(POLL)
+        child.signal(signal.SIGTERM)
+        code = child.wait(60)
+        if code != 0:
+            raise BenchError(f"viewstore run exited with {code} on SIGTERM:\n{child.log_tail()}")
+        return time.monotonic() - child.started
+
+    def load(self) -> dict[str, Any]:
+        """Write the workload with both consumers stopped; returns where it ends in the WAL."""
+        with self.connect() as conn:
+            conn.execute(
+                "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (self.ref_slot,)
+            )
+        w = self.workload
+        with self.connect(autocommit=False) as conn:
+            start = _lsn(conn, "SELECT pg_current_wal_insert_lsn()::text")
+            conn.commit()
+            began = time.monotonic()
+            for first in range(1, w.rows + 1, w.txn_size):
+                conn.execute(INSERT_SCORES, (first, min(first + w.txn_size, w.rows + 1) - 1))
+                conn.commit()
+            seconds = time.monotonic() - began
+            # The insert position, not pg_current_wal_lsn(): with synchronous_commit=off the
+            # last commit may not be written yet.
+            target = _lsn(conn, "SELECT pg_current_wal_insert_lsn()::text")
+            block, segment = conn.execute(
+                "SELECT current_setting('wal_block_size')::int,"
+                " pg_size_bytes(current_setting('wal_segment_size'))"
+            ).fetchone() or (8192, 16 << 20)
+            conn.commit()
+        # If the last record ended exactly at a page boundary the insert position points past
+        # the next page's header, which no consumer is ever shown until more WAL is written.
+        if target % segment == 40:
+            target = Lsn(target - 40)
+        elif target % block == 24:
+            target = Lsn(target - 24)
+        return {
+            "start_lsn": str(start),
+            "target_lsn": str(target),
+            "wal_bytes": int(target - start),
+            "load_seconds": round(seconds, 3),
+            "target": target,
+        }
+
+    # -- the two consumers
+
+    def run_reference(self, target: Lsn) -> dict[str, Any]:
+        meter = CpuMeter(self.postmaster(), connections=0)
+        meter.begin()
+        child = self.start(self.reference_argv(target), "pg_recvlogical.log")
+        try:
+            code = child.wait(self.args.timeout)
+        except BenchError:
+            child.kill()
+            raise BenchError(
+                f"pg_recvlogical did not reach {target} within {self.args.timeout:.0f}s",
+                hint="raise --timeout",
+            ) from None
+        assert child.ended is not None
+        seconds = child.ended - child.started
+        if code != 0:
+            raise BenchError(f"pg_recvlogical exited with {code}:\n{child.log_tail()}")
+        return {
+            "command": _redacted(child.argv),
+            "seconds": round(seconds, 3),
+            "rows_per_s": round(self.workload.rows / seconds),
+            "peak_rss_kib": child.max_rss_kib,
+            "cpu": meter.end(seconds, child.cpu_seconds()),
+        }
+
+    def applied(self, conn: psycopg.Connection[Any]) -> Lsn | None:
+        """How far viewstore has durably applied, found the `--poll` way (None: not known yet).
+
+        `slot`: the slot's confirmed_flush_lsn. viewstore acknowledges only what its store has
+        synced, and sends the acknowledgement right after the synced write, so this is the
+        store's applied LSN at the cost of one query. `status`: the status API itself (what
+        `viewstore status --json` prints); it opens RocksDB read-only, which replays the
+        store's unflushed WAL, and that costs up to a core on this machine.
+        """
+        if self.args.poll == "status":
+            try:
+                return Lsn.parse(read_status(self.data_dir).applied_lsn)
+            except StoreError:
+                return None  # a read-only open can race a flush; the next poll retries
+        row = conn.execute(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+            (self.slot,),
+        ).fetchone()
+        return Lsn.parse(row[0]) if row and row[0] else None
+
+    def run_viewstore(self, start: Lsn, target: Lsn) -> dict[str, Any]:
+        with self.connect() as conn:
+            return self._run_viewstore(conn, start, target)
+
+    def _run_viewstore(
+        self, conn: psycopg.Connection[Any], start: Lsn, target: Lsn
+    ) -> dict[str, Any]:
+        meter = CpuMeter(self.postmaster(), connections=1)  # `conn`, the poller's
+        meter.begin()
+        child = self.start(self.viewstore_argv(), "viewstore-run.log")
+        profiler = self.start_profiler(child) if self.args.profile else None
+        limit_kib = int(self.args.max_rss_gib * 1024 * 1024)
+        timeline: list[dict[str, Any]] = []
+        polls = 0
+        applied = start
+        next_sample = child.started
+        while True:
+            now = time.monotonic()
+            if child.poll():
+                raise BenchError(
+                    f"viewstore run exited with {child.exit_code} before applying {target}:\n"
+                    + child.log_tail()
+                )
+            rss = child.proc_status_kib("VmRSS") or 0
+            if now >= next_sample:
+                timeline.append(
+                    {
+                        "t": round(now - child.started, 2),
+                        "rss_mib": round(rss / 1024, 1),
+                        "cpu_s": round(child.cpu_seconds(), 2),
+                        "applied": round(max(applied - start, 0) / (target - start), 4),
+                    }
+                )
+                next_sample += TIMELINE_EVERY
+            aborted = None
+            if rss > limit_kib:
+                aborted = (
+                    f"RSS {rss / 1048576:.1f} GiB over --max-rss-gib {self.args.max_rss_gib:g}"
+                )
+            elif now - child.started > self.args.timeout:
+                aborted = f"not caught up after --timeout {self.args.timeout:.0f}s"
+            if aborted:
+                hwm = child.proc_status_kib("VmHWM")
+                child.kill()
+                raise BenchError(
+                    f"viewstore run stopped: {aborted}",
+                    partial={
+                        "aborted": aborted,
+                        "vm_hwm_kib": hwm,
+                        "applied_lsn": str(applied),
+                        "elapsed_s": round(now - child.started, 1),
+                        "cpu_s": round(child.cpu_seconds(), 2),
+                        "timeline": timeline,
+                    },
+                )
+            polls += 1
+            applied = self.applied(conn) or applied
+            if applied >= target:
+                caught_up, caught_up_wall = time.monotonic(), time.time()
+                break
+            time.sleep(max(0.0, POLL - (time.monotonic() - now)))
+        hwm = child.proc_status_kib("VmHWM")
+        child.signal(signal.SIGTERM)
+        code = child.wait(120)
+        if code != 0:
+            raise BenchError(f"viewstore run exited with {code} on SIGTERM:\n{child.log_tail()}")
+        final = self.check_store(target)
+        profile = self.finish_profiler(profiler) if profiler else None
+        seconds = caught_up - child.started
+        streaming_from = _log_time(child.log, "streaming from slot")
+        streaming = None if streaming_from is None else caught_up_wall - streaming_from
+        w = self.workload
+        result: dict[str, Any] = {
+            "command": _redacted(child.argv),
+            "seconds": round(seconds, 3),
+            "rows_per_s": round(w.rows / seconds),
+            "startup_seconds": None if streaming is None else round(seconds - streaming, 3),
+            "streaming_seconds": None if streaming is None else round(streaming, 3),
+            "streaming_rows_per_s": None if not streaming else round(w.rows / streaming),
+            "vm_hwm_kib": hwm,
+            "max_rss_kib": child.max_rss_kib,
+            "peak_rss_kib": max(hwm or 0, child.max_rss_kib or 0),
+            "cpu": meter.end(
+                seconds, child.cpu_seconds(), profiler.cpu_seconds() if profiler else 0
+            ),
+            "poll": self.args.poll,
+            "polls": polls,
+            "status_after_stop": final,
+            "timeline": timeline,
+        }
+        if profiler is not None:
+            result["profiled"] = True  # py-spy samples it: timings are a little pessimistic
+            result["profile"] = profile
+        return result
+
+    def check_store(self, target: Lsn) -> dict[str, Any]:
+        """After the run: the store must hold the target LSN and every row of the load."""
+        report = read_status(self.data_dir)
+        rows = {t.name: t.rows for t in report.tables}
+        want = {"public.players": PLAYERS, "public.player_scores": self.workload.rows}
+        if Lsn.parse(report.applied_lsn) < target or rows != want:
+            raise BenchError(
+                f"viewstore's store is not what the load wrote: applied {report.applied_lsn} "
+                f"(target {target}), rows {rows} (expected {want})"
+            )
+        return {
+            "applied_lsn": report.applied_lsn,
+            "transactions": report.transactions,
+            "row_changes": report.rows,
+            "tables": rows,
+        }
+
+    # -- profiling
+
+    def start_profiler(self, child: Child) -> Child | None:
+        py_spy = shutil.which("py-spy")
+        if py_spy is None:
+            print("profile: py-spy not found (pip install py-spy); running without it")
+            return None
+        fmt = self.args.profile_format
+        out = self.profile_path(fmt)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return self.start(
+            [py_spy, "record", "--pid", str(child.pid), "--rate", "100", "--format", fmt,
+             "--output", str(out)],
+            "py-spy.log",
+        )  # fmt: skip
+
+    def finish_profiler(self, profiler: Child) -> str | None:
+        try:
+            code = profiler.wait(60)
+        except BenchError:
+            profiler.kill()
+            code = -1
+        out = Path(profiler.argv[profiler.argv.index("--output") + 1])
+        if code != 0 or not out.exists():
+            print(f"profile: py-spy could not profile viewstore (exit {code}); skipped")
+            print(profiler.log_tail(5), end="")
+            return None
+        print(f"profile: {out}")
+        return str(out)
+
+    def profile_path(self, fmt: str) -> Path:
+        out: Path = self.args.out
+        ext = ".svg" if fmt == "flamegraph" else f".{fmt}.json"
+        return out.with_name(out.stem + ".viewstore" + ext)
+
+    # -- clean-up
+
+    def cleanup(self) -> list[str]:
+        """Kill what is still running and drop both slots; returns the slots left behind."""
+        for child in self.children:
+            with contextlib.suppress(Exception):
+                child.kill()
+        slots = [self.slot, self.ref_slot]
+        if not self.pg.running:
+            return []
+        with contextlib.suppress(psycopg.Error), self.connect() as conn:
+            deadline = time.monotonic() + 10
+            while True:  # a walsender outlives its client for a moment
+                conn.execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                    " WHERE slot_name = ANY(%s) AND active_pid IS NULL",
+                    (slots,),
+                )
+                left = conn.execute(
+                    "SELECT slot_name FROM pg_replication_slots WHERE slot_name = ANY(%s)",
+                    (slots,),
+                ).fetchall()
+                if not left or time.monotonic() > deadline:
+                    return [name for (name,) in left]
+                time.sleep(0.1)
+        return slots
+
+
+def _status(data_dir: Path, field_name: str) -> Any:
+    try:
+        return getattr(read_status(data_dir), field_name)
+    except StoreError:
+        return None
+
+
+def _lsn(conn: psycopg.Connection[Any], query: str) -> Lsn:
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return Lsn.parse(row[0])
+
+
+def _redacted(argv: list[str]) -> str:
+    return shlex.join(redact(a) if a.startswith("host=") else a for a in argv)
+
+
+_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
+
+
+def _log_time(log: Path, needle: str) -> float | None:
+    """Unix time of the first line of a viewstore log that contains `needle`."""
+    for line in log.read_text(errors="replace").splitlines():
+        match = _LOG_TIME.match(line)
+        if match and needle in line:
+            stamp = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S")  # local time, as logged
+            return stamp.timestamp() + int(match[2]) / 1000
+    return None
+
+
+def machine_info(pg: ThrowawayPostgres) -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
+                  if ln.startswith("model name")), platform.processor())  # fmt: skip
+    meminfo = Path("/proc/meminfo").read_text().split("\n", 1)[0].split()
+    with psycopg.connect(pg.dsn) as conn:
+        row = conn.execute("SELECT version()").fetchone()
+    git = subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "mem_total_gib": round(int(meminfo[1]) / 1048576, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgres": row[0] if row else None,
+        "viewstore_git": git.stdout.strip() or None,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="See the module docstring (head -40 scripts/bench_ingest.py) for the method.",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help=f"smoke test: {QUICK_ROWS:,} rows")
+    mode.add_argument(
+        "--big-txn",
+        type=int,
+        metavar="ROWS",
+        help="insert ROWS rows in one transaction instead (e.g. 5000000)",
+    )
+    parser.add_argument("--rows", type=int, help="rows to insert (default 1,000,000)")
+    parser.add_argument("--txn-size", type=int, default=1000, help="rows per transaction")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="JSON results (default bench/results/ingest.json; ingest_big_txn.json with "
+        "--big-txn, ingest_quick.json with --quick)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=900, help="seconds each consumer may take (default 900)"
+    )
+    parser.add_argument(
+        "--max-rss-gib",
+        type=float,
+        default=8.0,
+        help="stop viewstore if its RSS passes this (default 8)",
+    )
+    parser.add_argument(
+        "--poll",
+        choices=["slot", "status"],
+        default="slot",
+        help="how to see that viewstore has caught up: its slot's confirmed_flush_lsn (default, "
+        "one query) or the status API (opens RocksDB read-only every 50 ms: costs CPU)",
+    )
+    parser.add_argument("--profile", action="store_true", help="run viewstore under py-spy")
+    parser.add_argument(
+        "--profile-format", choices=["speedscope", "flamegraph"], default="speedscope"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = parser.parse_args(argv)
+    if args.big_txn is not None and args.rows is not None:
+        parser.error("--rows and --big-txn both give the row count; use one")
+    for name in ("big_txn", "rows", "txn_size"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.out is None:
+        stem = "ingest_big_txn" if args.big_txn else "ingest_quick" if args.quick else "ingest"
+        args.out = RESULTS / f"{stem}.json"
+    return args
+
+
+def workload_of(args: argparse.Namespace) -> Workload:
+    if args.big_txn:
+        return Workload(args.big_txn, args.big_txn)
+    return Workload(args.rows or (QUICK_ROWS if args.quick else 1_000_000), args.txn_size)
+
+
+def print_table(result: dict[str, Any]) -> None:
+    ref, vs = result["reference"], result["viewstore"]
+    print()
+    head = ("workload", "reference rows/s", "viewstore rows/s", "ratio", "peak RSS")
+    print(f"{head[0]:<44}{head[1]:>18}{head[2]:>18}{head[3]:>8}{head[4]:>11}")
+    rss = f"{vs['peak_rss_kib'] / 1024:,.0f} MiB"
+    print(
+        f"{result['workload']['description']:<44}{ref['rows_per_s']:>18,}"
+        f"{vs['rows_per_s']:>18,}{result['ratio']:>8.2f}{rss:>11}"
+    )
+    if vs["streaming_rows_per_s"]:
+        print(
+            f"{'  viewstore without start-up':<44}{'':>18}"
+            f"{vs['streaming_rows_per_s']:>18,}{result['ratio_streaming']:>8.2f}"
+        )
+    print()
+    print(
+        f"{'consumer':<28}{'seconds':>9}{'consumer CPU':>14}{'postgres CPU':>14}{'other CPU':>11}"
+    )
+    rows = [
+        ("pg_recvlogical", ref["seconds"], ref["cpu"]),
+        ("viewstore run", vs["seconds"], vs["cpu"]),
+    ]
+    for name, seconds, cpu in rows:
+        print(
+            f"{name:<28}{seconds:>9.2f}{cpu['consumer_s']:>12.2f} s"
+            f"{cpu['postgres_s']:>12.2f} s{cpu['other_s']:>9.2f} s"
+        )
+    if vs["startup_seconds"] is not None:
+        print(f"{'  of which start-up':<28}{vs['startup_seconds']:>9.2f}")
+    print(f"\nresults: {result['out']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workload = workload_of(args)
+    command_line = shlex.join([sys.executable, *sys.argv])
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"stopped by signal {signum}")  # so that clean-up runs
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    began = datetime.now(UTC)
+    work = Path(tempfile.mkdtemp(prefix="viewstore-bench-"))
+    pg = ThrowawayPostgres(PG_SETTINGS)
+    bench: Bench | None = None
+    result: dict[str, Any] = {
+        "benchmark": "ingest",
+        "mode": "big-txn" if args.big_txn else "quick" if args.quick else "batched",
+        "command_line": command_line,
+        "started_at": began.isoformat(timespec="seconds"),
+    }
+    status = 0
+    try:
+        print(f"workload: {workload.describe()}; starting postgres", flush=True)
+        pg.start()
+        bench = Bench(args, workload, pg, work)
+        result["machine"] = machine_info(pg)
+        result["postgres_settings"] = pg.settings
+        bench.seed()
+        snapshot_s = bench.snapshot()
+        print(f"viewstore snapshot taken in {snapshot_s:.1f}s; loading", flush=True)
+        loaded = bench.load()
+        target = loaded.pop("target")
+        result["workload"] = {
+            "description": workload.describe(),
+            "table": "player_scores",
+            "rows": workload.rows,
+            "txn_size": workload.txn_size,
+            "transactions": workload.transactions,
+            **loaded,
+        }
+        print(
+            f"loaded in {loaded['load_seconds']:.1f}s, {loaded['wal_bytes'] / 1e6:,.0f} MB of "
+            f"WAL up to {target}; pg_recvlogical",
+            flush=True,
+        )
+        result["reference"] = bench.run_reference(target)
+        print(f"pg_recvlogical: {result['reference']['seconds']:.2f}s; viewstore", flush=True)
+        result["viewstore"] = bench.run_viewstore(Lsn.parse(loaded["start_lsn"]), target)
+        result["ratio"] = round(
+            result["viewstore"]["rows_per_s"] / result["reference"]["rows_per_s"], 3
+        )
+        streaming = result["viewstore"]["streaming_rows_per_s"]
+        result["ratio_streaming"] = (
+            round(streaming / result["reference"]["rows_per_s"], 3) if streaming else None
+        )
+    except BenchError as exc:
+        status = 1
+        result["error"] = str(exc)
+        if exc.partial is not None:
+            result["viewstore_partial"] = exc.partial
+        print(f"Error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"Try: {exc.hint}", file=sys.stderr)
+    except ViewstoreError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"Try: {exc.hint}", file=sys.stderr)
+        return 1
+    finally:
+        leaked = bench.cleanup() if bench is not None else []
+        pg.stop()
+        if args.keep:
+            print(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        if leaked:
+            print(f"warning: slots not dropped before the cluster was removed: {leaked}")
+    result["duration_s"] = round((datetime.now(UTC) - began).total_seconds(), 1)
+    result["out"] = str(args.out)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if status == 0:
+        print_table(result)
+    else:
+        print(f"partial results: {args.out}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
