@@ -32,9 +32,11 @@ def _ran_once(dsn: str, data: Path, **kw: object) -> None:
 
 
 def test_wal_level_not_logical() -> None:
-    with ThrowawayPostgres(settings={"wal_level": "replica"}) as pg:
-        with pytest.raises(PreflightError) as err:
-            _run(pg.dsn, Path(pg.data_dir).parent / "vsdata")
+    with (
+        ThrowawayPostgres(settings={"wal_level": "replica"}) as pg,
+        pytest.raises(PreflightError) as err,
+    ):
+        _run(pg.dsn, Path(pg.data_dir).parent / "vsdata")
     assert "wal_level is 'replica', logical replication requires 'logical'" in str(err.value)
     assert err.value.hint and "ALTER SYSTEM SET wal_level = logical" in err.value.hint
 
