@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -71,9 +72,10 @@ from viewstore.store.status import read_status
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
+SOURCES = ("ingest", "store", "history", "viewstore")  # the code under test
 QUICK_ROWS = 50_000
 PLAYERS = 1_000
-POLL = 0.05  # seconds between status polls, as `viewstore status --json` would be run
+POLL = 0.05  # seconds between progress polls
 TIMELINE_EVERY = 1.0  # seconds between RSS/progress samples kept in the JSON
 TICK = os.sysconf("SC_CLK_TCK")
 # Postgres settings on top of ThrowawayPostgres's: the buffers of the performance notes' runs,
@@ -90,6 +92,7 @@ CREATE TABLE player_scores (
 );
 """
 INSERT_PLAYERS = "INSERT INTO players SELECT g, 'player ' || g FROM generate_series(1, %s) AS g"
+# Player ids 1..1000 (PLAYERS), each once in every 1,000 consecutive rows.
 INSERT_SCORES = """
 INSERT INTO player_scores (player_id, score)
 SELECT (1 + g %% 1000)::int, ((g * 7919) %% 100000)::int
@@ -114,7 +117,6 @@ class Child:
     def __init__(self, argv: list[str], log: Path) -> None:
         self.argv = argv
         self.log = log
-        self.started_wall = time.time()
         self.started = time.monotonic()
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
@@ -471,6 +473,7 @@ class Bench:
     def _run_viewstore(
         self, conn: psycopg.Connection[Any], start: Lsn, target: Lsn
     ) -> dict[str, Any]:
+        code_state = source_state()
         meter = CpuMeter(self.postmaster(), connections=1)  # `conn`, the poller's
         meter.begin()
         child = self.start(self.viewstore_argv(), "viewstore-run.log")
@@ -538,6 +541,7 @@ class Bench:
         w = self.workload
         result: dict[str, Any] = {
             "command": _redacted(child.argv),
+            "code": code_state,
             "seconds": round(seconds, 3),
             "rows_per_s": round(w.rows / seconds),
             "startup_seconds": None if streaming is None else round(seconds - streaming, 3),
@@ -669,6 +673,27 @@ def _log_time(log: Path, needle: str) -> float | None:
     return None
 
 
+def source_state() -> dict[str, Any]:
+    """The code under test: git commit, files changed since, and a hash of the sources, taken
+    as viewstore starts (others edit the working tree while a long run goes on)."""
+    git = subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", *SOURCES],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    digest = hashlib.sha256()
+    for path in sorted(p for d in SOURCES for p in (REPO / d).rglob("*.py")):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return {
+        "git": git.stdout.strip() or None,
+        "changed_files": [line[3:] for line in dirty.stdout.splitlines()],
+        "sources_sha256": digest.hexdigest()[:16],
+    }
+
+
 def machine_info(pg: ThrowawayPostgres) -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
@@ -676,10 +701,6 @@ def machine_info(pg: ThrowawayPostgres) -> dict[str, Any]:
     meminfo = Path("/proc/meminfo").read_text().split("\n", 1)[0].split()
     with psycopg.connect(pg.dsn) as conn:
         row = conn.execute("SELECT version()").fetchone()
-    git = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
     return {
         "nproc": os.cpu_count(),
         "cpu_model": model,
@@ -687,7 +708,6 @@ def machine_info(pg: ThrowawayPostgres) -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "postgres": row[0] if row else None,
-        "viewstore_git": git.stdout.strip() or None,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -877,4 +897,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: clean-up has run in main()
+        print(f"interrupted: {exc or 'Ctrl-C'}", file=sys.stderr)
+        sys.exit(130)

@@ -11,19 +11,65 @@ Contract: the caller feeds whole transactions in commit order and calls `end_tra
 Commit. A group is only ever written at a transaction boundary, so the store never holds part of
 a transaction. Transactions at or below the applied LSN must be skipped by the caller; the
 applier does not re-check per row.
+
+Large transactions. Memory must stay bounded whatever the size of a transaction, so a group
+cannot hold one with millions of rows. When a transaction passes `large_txn_rows`, the applier
+raises `LargeTransaction`; the caller discards the group and replays the stream from the synced
+LSN, and calls `begin_large` when that transaction begins again, on an empty group. From then on
+the transaction is written in unsynced chunks of `chunk_rows`, each with the before-images of
+the rows it touches for the first time (the `undo` column family) and a `large_txn` marker; its
+Commit writes counts, applied LSN and the removal of undo and marker in one synced write. A crash
+in between is undone by `rollback_large_transaction` at the next start, and readers merge the
+undo log (`Store.rows`), so nobody ever sees half of it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from viewstore.errors import UnsupportedError
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgoutput import UNCHANGED, Value
 from viewstore.store import db as meta
 from viewstore.store.codec import decode_row, encode_row
-from viewstore.store.db import Store, TableInfo
+from viewstore.store.db import Store, TableInfo, decode_undo, encode_undo, scan
+
+log = logging.getLogger("viewstore")
+
+UNDO_MIRROR = b"m"  # undo keys: a tag for the column family (Store.rows reads it), then the key
+_ALL = (b"", b"\xff" * 9)  # every key of a column family, for delete_range
+
+
+class LargeTransaction(Exception):
+    """The current transaction is too large for a group; replay it with `begin_large`."""
+
+
+def rollback_large_transaction(store: Store) -> int:
+    """Undo the chunks of a large transaction that a crash interrupted; returns rows restored.
+
+    Idempotent: the undo log and marker go only in the last, synced write.
+    """
+    if store.meta.get(meta.LARGE_TXN) is None:
+        return 0
+    mirror_cf, n = store.cf["mirror"], 0
+    batch = store.new_batch()
+    for key, entry in store.undo.items():
+        before = decode_undo(entry)
+        mirror_key = key[1:]
+        if before is None:
+            batch.delete(mirror_key, mirror_cf)
+        else:
+            batch.put(mirror_key, before, mirror_cf)
+        n += 1
+        if n % 50_000 == 0:
+            store.write(batch, sync=False)
+            batch = store.new_batch()
+    batch.delete_range(*_ALL, store.cf["undo"])
+    batch.delete(meta.LARGE_TXN, store.cf["meta"])
+    store.write(batch, sync=True)
+    return n
 
 
 class TableState:
@@ -61,10 +107,22 @@ class TableState:
 class Applier:
     """Writes mirror changes of consecutive transactions into one group WriteBatch."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        large_txn_rows: int = 250_000,
+        chunk_rows: int = 50_000,
+        on_chunk: Callable[[str], None] | None = None,
+    ) -> None:
         self.store = store
         self.mirror_cf = store.cf["mirror"]
+        self.undo_cf = store.cf["undo"]
         self._mirror_get = store.mirror.get
+        self._undo_get = store.undo.get
+        self.large_txn_rows = large_txn_rows
+        self.chunk_rows = chunk_rows
+        self.on_chunk = on_chunk
         self.tables: dict[str, TableState] = {
             name: TableState(info) for name, info in store.tables().items()
         }
@@ -76,14 +134,17 @@ class Applier:
         self.synced_lsn = self.applied_lsn  # durable in RocksDB
         self.applied_time = store.applied_time()
         self.stats = store.stats() or {"transactions": 0, "rows": 0}
+        self.large = False  # writing a large transaction in chunks
+        self.txn_rows = 0
+        self._next_check = large_txn_rows
         self._reset_group()
 
     def close(self) -> None:
         """Drop every RocksDB handle: rocksdict keeps the database (and its lock) open while
         any handle lives, and a traceback can keep this object alive long after."""
         self.batch = None  # type: ignore[assignment]
-        self.mirror_cf = None
-        self._mirror_get = None  # type: ignore[assignment]
+        self.mirror_cf = self.undo_cf = None
+        self._mirror_get = self._undo_get = None  # type: ignore[assignment]
 
     # -- group lifecycle -------------------------------------------------------------------
 
@@ -95,6 +156,7 @@ class Applier:
         self.group_txns = 0
         self.group_started = 0.0
         self.dirty_counts: set[int] = set()
+        self.touched: set[bytes] = set()  # large transaction: keys with undo in this chunk
 
     @property
     def group_pending(self) -> bool:
@@ -112,6 +174,10 @@ class Applier:
         self.stats["transactions"] += self.group_txns
         self.stats["rows"] += self.group_rows
         meta.put_json(batch, self.store, meta.STATS, self.stats)
+        if self.large:
+            batch.delete_range(*_ALL, self.undo_cf)
+            batch.delete(meta.LARGE_TXN, self.store.cf["meta"])
+            self.large = False
         self.store.write(batch, sync=True)
         self.synced_lsn = self.applied_lsn
         self.committed_counts = dict(self.counts)
@@ -119,10 +185,51 @@ class Applier:
         return self.synced_lsn
 
     def discard_group(self) -> None:
-        """Forget everything not yet written: the stream will resend it from `synced_lsn`."""
+        """Forget everything not yet synced: the stream will resend it from `synced_lsn`."""
+        if self.large:
+            self.batch = self.store.new_batch()  # the open chunk: never written
+            rollback_large_transaction(self.store)
+            self.large = False
         self.applied_lsn = self.synced_lsn
         self.counts = dict(self.committed_counts)
+        self.txn_rows = 0
+        self._next_check = self.large_txn_rows
         self._reset_group()
+
+    def begin_large(self) -> None:
+        """Apply the transaction that begins now in chunks with an undo log (see module doc).
+        The group must be empty: what precedes the transaction is synced."""
+        assert self.group_txns == 0 and self.group_rows == 0
+        self.large = True
+        meta.put_json(self.batch, self.store, meta.LARGE_TXN, {"since": str(self.synced_lsn)})
+        self._next_check = self.chunk_rows
+
+    def _size_check(self) -> None:
+        """Called when txn_rows reaches _next_check: too large for a group, or a chunk is full."""
+        if not self.large:
+            raise LargeTransaction(self.txn_rows)
+        self._write_chunk_of_large()
+        self._next_check = self.txn_rows + self.chunk_rows
+
+    def _write_chunk_of_large(self) -> None:
+        self.store.write(self.batch, sync=False)
+        self.batch = self.store.new_batch()
+        self.overlay.clear()
+        self.truncated.clear()
+        self.touched.clear()
+        if self.on_chunk is not None:
+            self.on_chunk("large-chunk")
+
+    def _remember(self, key: bytes, before: bytes | object | None = UNCHANGED) -> None:
+        """Record the row at `key` as it was before the large transaction, once per key."""
+        if key in self.touched:
+            return
+        undo_key = UNDO_MIRROR + key
+        if self._undo_get(undo_key) is None:  # not in an earlier chunk either
+            if before is UNCHANGED:
+                before = self.get_row(key)
+            self.batch.put(undo_key, encode_undo(before), self.undo_cf)  # type: ignore[arg-type]
+        self.touched.add(key)
 
     def record_progress(self, lsn: Lsn) -> None:
         """Persist an idle position (no transaction in flight, nothing pending) and sync it."""
@@ -139,6 +246,9 @@ class Applier:
         self.applied_lsn = end_lsn
         self.applied_time = commit_time
         self.group_txns += 1
+        self.txn_rows = 0
+        if not self.large:
+            self._next_check = self.large_txn_rows
 
     # -- row changes -----------------------------------------------------------------------
 
@@ -159,12 +269,20 @@ class Applier:
     def insert(self, table: TableState, new: Sequence[Value]) -> None:
         key = table.key(new)
         data = encode_row(new)  # type: ignore[arg-type]
+        if self.large:
+            self._remember(key)
         self.overlay[key] = data
         self.batch.put(key, data, self.mirror_cf)
         tid = table.info.table_id
         self.counts[tid] += 1
         self.dirty_counts.add(tid)
+        self._row_done()
+
+    def _row_done(self) -> None:
         self.group_rows += 1
+        self.txn_rows += 1
+        if self.txn_rows >= self._next_check:
+            self._size_check()
 
     def update(
         self,
@@ -178,24 +296,38 @@ class Applier:
             new = self._fill_unchanged(table, old_kind, old, new, old_key)
         key = table.key(new)
         data = encode_row(new)  # type: ignore[arg-type]
+        if self.large:
+            self._remember(key)
         if old_key is not None and old_key != key:
+            if self.large:
+                self._remember(old_key)
             self.overlay[old_key] = None
             self.batch.delete(old_key, self.mirror_cf)
         self.overlay[key] = data
         self.batch.put(key, data, self.mirror_cf)
-        self.group_rows += 1
+        self._row_done()
 
     def delete(self, table: TableState, old: Sequence[Value]) -> None:
         key = table.key(old)
+        if self.large:
+            self._remember(key)
         self.overlay[key] = None
         self.batch.delete(key, self.mirror_cf)
         tid = table.info.table_id
         self.counts[tid] -= 1
         self.dirty_counts.add(tid)
-        self.group_rows += 1
+        self._row_done()
 
     def truncate(self, table: TableState) -> None:
         prefix = table.prefix
+        if self.large:
+            # Every row of the table needs its before-image; the scan must see this
+            # transaction's earlier writes, so they go to RocksDB first.
+            self._write_chunk_of_large()
+            for n, (key, data) in enumerate(scan(self.store.mirror, prefix), 1):
+                self._remember(key, data)
+                if n % self.chunk_rows == 0:
+                    self._write_chunk_of_large()
         end = (table.info.table_id + 1).to_bytes(4, "big")
         self.batch.delete_range(prefix, end, self.mirror_cf)
         for key in [k for k in self.overlay if k.startswith(prefix)]:
@@ -204,7 +336,7 @@ class Applier:
         tid = table.info.table_id
         self.counts[tid] = 0
         self.dirty_counts.add(tid)
-        self.group_rows += 1
+        self._row_done()
 
     def _fill_unchanged(
         self,

@@ -7,6 +7,7 @@ family per concern:
     mirror   table id (4 bytes) + encoded primary key  ->  encoded row (store.codec)
     views    reserved for view state
     history  reserved for the LSN-keyed change log
+    undo     before-images of the rows a large transaction has written so far (see apply.py)
 
 Everything that describes "how far the store has got" lives in `meta` and is written in the same
 WriteBatch as the data it describes, so a reader (or a restart) never sees data without its LSN
@@ -28,7 +29,7 @@ from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
 from viewstore.errors import StoreError
 from viewstore.ingest.lsn import ZERO, Lsn
 
-COLUMN_FAMILIES = ("meta", "mirror", "views", "history")
+COLUMN_FAMILIES = ("meta", "mirror", "views", "history", "undo")
 
 # meta keys
 APPLIED_LSN = b"applied_lsn"  # 8 bytes: end LSN of the last applied commit (or idle progress)
@@ -36,6 +37,7 @@ APPLIED_TIME = b"applied_time"  # 8 bytes: commit time of that transaction, unix
 SNAPSHOT = b"snapshot"  # JSON SnapshotState
 SOURCE = b"source"  # JSON SourceInfo
 STATS = b"stats"  # JSON counters
+LARGE_TXN = b"large_txn"  # JSON: a large transaction is partly written (before-images in undo)
 TABLE_PREFIX = b"table/"  # + qualified name -> JSON TableInfo
 ROWCOUNT_PREFIX = b"rowcount/"  # + 4-byte table id -> 8-byte count
 
@@ -105,6 +107,7 @@ class Store:
         self.cf = {name: db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
         self.meta = db.get_column_family("meta")
         self.mirror = db.get_column_family("mirror")
+        self.undo = db.get_column_family("undo")
         self._sync = WriteOptions()
         self._sync.sync = True
         self._nosync = WriteOptions()
@@ -141,6 +144,7 @@ class Store:
         family view or handle is alive, so those go first."""
         self.meta.close()
         self.mirror.close()
+        self.undo.close()
         self.cf.clear()
         self.db.close()
 
@@ -196,12 +200,45 @@ class Store:
         return 0 if raw is None else _I64.unpack(raw)[0]
 
     def rows(self, table: TableInfo) -> Iterator[tuple[bytes, bytes]]:
-        """(mirror key, encoded row) of every row of `table`, in key-byte order."""
+        """(mirror key, encoded row) of every row of `table`, in key-byte order, as of the
+        last committed transaction: the rows of a large transaction still being written are
+        replaced by their before-images from the undo log."""
         prefix = table.prefix
-        for key, value in self.mirror.items(from_key=prefix):
-            if not key.startswith(prefix):
-                break
-            yield key, value
+        mirror = scan(self.mirror, prefix)
+        if self.meta.get(LARGE_TXN) is None:
+            yield from mirror
+            return
+        # Both sides are sorted by key: merge them, the undo side winning.
+        undo = ((k[1:], v) for k, v in scan(self.undo, b"m" + prefix))
+        m, u = next(mirror, None), next(undo, None)
+        while m is not None or u is not None:
+            if u is None or (m is not None and m[0] < u[0]):
+                yield m  # type: ignore[misc]
+                m = next(mirror, None)
+                continue
+            if m is not None and m[0] == u[0]:
+                m = next(mirror, None)
+            before = decode_undo(u[1])
+            if before is not None:
+                yield u[0], before
+            u = next(undo, None)
+
+
+def scan(cf: Rdict, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Every (key, value) of a column family whose key starts with `prefix`, in order."""
+    for key, value in cf.items(from_key=prefix):
+        if not key.startswith(prefix):
+            break
+        yield key, value
+
+
+def encode_undo(before: bytes | None) -> bytes:
+    """An undo entry: the row before the large transaction touched it, or its absence."""
+    return b"\x00" if before is None else b"\x01" + before
+
+
+def decode_undo(entry: bytes) -> bytes | None:
+    return None if entry[:1] == b"\x00" else entry[1:]
 
 
 # Helpers that put metadata into a batch: writers never put meta outside a batch.

@@ -49,7 +49,12 @@ from viewstore.ingest.pgoutput import (
 from viewstore.ingest.snapshot import Progress, SnapshotReader
 from viewstore.ingest.walproto import PG_EPOCH_US, Keepalive, decode_copy_data
 from viewstore.store import db as meta
-from viewstore.store.apply import Applier, TableState
+from viewstore.store.apply import (
+    Applier,
+    LargeTransaction,
+    TableState,
+    rollback_large_transaction,
+)
 from viewstore.store.db import ColumnInfo, SnapshotState, SourceInfo, Store, TableInfo
 
 log = logging.getLogger("viewstore")
@@ -66,6 +71,8 @@ class RunConfig(BaseModel):
     resnapshot: bool = False
     commit_interval: float = 0.05  # seconds a group may stay open under load
     group_max_rows: int = 100_000
+    large_txn_rows: int = 250_000  # beyond this a transaction is applied in chunks (apply.py)
+    chunk_rows: int = 50_000
     status_interval: float = 1.0  # standby status at least this often (wal_sender_timeout/2 > this)
     slot_busy_wait: float = 10.0  # after a kill -9 the old walsender lingers a moment
     progress_interval: float = (
@@ -103,6 +110,8 @@ class Pipeline:
         self.stop = threading.Event()
         self.store: Store | None = None
         self.applier: Applier | None = None
+        self.large_txns: set[Lsn] = set()  # commit LSNs of transactions to apply in chunks
+        self.txn_lsn = Lsn(0)  # commit LSN of the transaction being received
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -117,6 +126,11 @@ class Pipeline:
         )
         self.store = store = Store.open(cfg.data_dir)
         try:
+            restored = rollback_large_transaction(store)
+            if restored:
+                log.warning(
+                    "rolled back a large transaction interrupted by a crash (%d rows)", restored
+                )
             backoff, first = 0.5, True
             while True:
                 try:
@@ -132,7 +146,12 @@ class Pipeline:
                     backoff = min(backoff * 2, 30.0)
                 finally:
                     first = False
-            self.applier = Applier(store)
+            self.applier = Applier(
+                store,
+                large_txn_rows=cfg.large_txn_rows,
+                chunk_rows=cfg.chunk_rows,
+                on_chunk=self.crash,
+            )
             return self._stream_with_reconnect(repl, database)
         finally:
             if self.applier is not None:
@@ -316,6 +335,16 @@ class Pipeline:
                 backoff = 0.5
                 self._stream(repl)
                 return applier.synced_lsn
+            except LargeTransaction as exc:
+                # Replay from the synced LSN: this transaction then begins on an empty group
+                # and is written in chunks with an undo log, in bounded memory.
+                applier.discard_group()
+                self.large_txns.add(self.txn_lsn)
+                log.info(
+                    "transaction committed at %s has over %s rows: applying it in chunks",
+                    self.txn_lsn,
+                    exc.args[0],
+                )
             except SourceError as exc:
                 if not exc.transient:
                     raise
@@ -449,19 +478,25 @@ class Pipeline:
                 if not skip:
                     apply_delete(relations[msg.relation_oid], msg.old)
             elif cls is Begin:
-                in_txn = True
                 idle_pos = None
                 # Already applied before a crash or reconnect: the slot may resend it.
                 skip = msg.final_lsn < applier.applied_lsn
+                self.txn_lsn = msg.final_lsn
+                if msg.final_lsn in self.large_txns and not skip:
+                    sync_and_ack()  # what precedes it, durable: then an empty group
+                    applier.begin_large()
+                in_txn = True
                 log.debug("begin xid %s commit %s skip=%s", msg.xid, msg.final_lsn, skip)
             elif cls is Commit:
                 in_txn = False
                 if msg.end_lsn > received:
                     received = msg.end_lsn
                 if not skip:
+                    large = applier.large
                     applier.end_transaction(msg.end_lsn, msg.commit_time + PG_EPOCH_US)
                     if (
-                        now - applier.group_started >= commit_interval
+                        large
+                        or now - applier.group_started >= commit_interval
                         or applier.group_rows >= group_max
                     ):
                         sync_and_ack()

@@ -95,6 +95,16 @@ def main() -> None:
     is_flag=True,
     help="Drop the store's contents and the slot, and take a new snapshot.",
 )
+@click.option(
+    "--large-txn-rows",
+    default=250_000,
+    show_default=True,
+    help="Transactions larger than this are applied in chunks with an undo log, so "
+    "memory stays bounded.",
+)
+@click.option(
+    "--chunk-rows", default=50_000, show_default=True, help="Rows per chunk of a large transaction."
+)
 @click.option("-v", "--verbose", is_flag=True)
 def run(
     dsn: str,
@@ -104,6 +114,8 @@ def run(
     tables: tuple[str, ...],
     views_file: Path | None,
     resnapshot: bool,
+    large_txn_rows: int,
+    chunk_rows: int,
     verbose: bool,
 ) -> None:
     """Run the pipeline until SIGINT/SIGTERM, then flush and print the final LSN."""
@@ -124,6 +136,8 @@ def run(
         slot=slot,
         tables=list(tables),
         resnapshot=resnapshot,
+        large_txn_rows=large_txn_rows,
+        chunk_rows=chunk_rows,
     )
     hook = _crash_hook_from_env()
     pipeline = Pipeline(config, hook) if hook else Pipeline(config)

@@ -19,8 +19,9 @@ def test_writes_to_unpublished_tables_do_not_grow_retained_wal(
 ) -> None:  # type: ignore[no-untyped-def]
     pg_exec(dsn, "CREATE TABLE published (id int PRIMARY KEY); CREATE TABLE other (v text)")
     control = names.new()  # a slot nobody reads: it retains everything, for comparison
-    with PipelineThread(dsn, tmp_path / "data", slot=names.slot, publication=names.publication,
-                        tables=["published"]) as p:
+    with PipelineThread(
+        dsn, tmp_path / "data", slot=names.slot, publication=names.publication, tables=["published"]
+    ) as p:
         pg_exec(dsn, "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", control)
         for _ in range(15):
             pg_exec(dsn, "INSERT INTO other SELECT repeat('x', 200) FROM generate_series(1, 20000)")
