@@ -58,23 +58,29 @@ def qualified(schema: str, table: str) -> str:
 @contextmanager
 def translated_errors(dsn: str, doing: str) -> Iterator[None]:
     """Turn psycopg errors into viewstore errors that name what was being done."""
-    secret = password_of(dsn) or ""
     try:
         yield
-    except pgerrors.ObjectInUse as exc:
-        raise SlotError(
-            f"{doing}: {redact_text(str(exc).strip(), secret)}",
+    except psycopg.Error as exc:
+        raise translate(exc, dsn, doing) from None
+
+
+def translate(exc: psycopg.Error, dsn: str, doing: str) -> SlotError | SourceError:
+    """The viewstore error for a psycopg error, with the DSN's password scrubbed."""
+    # Parsing the DSN costs microseconds: only on the error path, never per message.
+    detail = redact_text(str(exc).strip(), password_of(dsn) or "")
+    if isinstance(exc, pgerrors.ObjectInUse):
+        return SlotError(
+            f"{doing}: {detail}",
             hint="another consumer uses this replication slot: stop it, or end its walsender "
             "with SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots",
-        ) from None
-    except psycopg.OperationalError as exc:
-        raise SourceError(
-            f"{doing}: {redact_text(str(exc).strip(), secret)} ({redact(dsn)})",
+        )
+    if isinstance(exc, psycopg.OperationalError):
+        return SourceError(
+            f"{doing}: {detail} ({redact(dsn)})",
             hint="check that Postgres is running and the DSN is right",
             transient=True,
-        ) from None
-    except psycopg.Error as exc:
-        raise SourceError(f"{doing}: {redact_text(str(exc).strip(), secret)}") from None
+        )
+    return SourceError(f"{doing}: {detail}")
 
 
 def _pin_settings(conn: psycopg.Connection[Any]) -> None:
@@ -151,8 +157,9 @@ class ReplicationConnection:
 
     def read(self, timeout: float) -> bytes | None:
         """The next CopyData payload, or None if none arrived within `timeout` seconds."""
+        # The hot path: a plain try, no context manager, nothing computed unless it fails.
         pgconn = self.pgconn
-        with translated_errors(self.dsn, "replication stream failed"):
+        try:
             nbytes, data = pgconn.get_copy_data(1)
             if nbytes == 0:
                 if timeout > 0:
@@ -164,6 +171,8 @@ class ReplicationConnection:
             if nbytes == 0:
                 return None
             self._raise_stream_end()
+        except psycopg.Error as exc:
+            raise translate(exc, self.dsn, "replication stream failed") from None
         raise AssertionError("unreachable")
 
     def _raise_stream_end(self) -> None:
