@@ -32,7 +32,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from viewstore.dsn import redact
-from viewstore.errors import SlotError, SourceError, StoreError, UnsupportedError
+from viewstore.errors import DecodeError, SlotError, SourceError, StoreError, UnsupportedError
 from viewstore.ingest import setup
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgconn import ReplicationConnection, connect
@@ -58,6 +58,8 @@ from viewstore.store.apply import (
 from viewstore.store.db import ColumnInfo, SnapshotState, SourceInfo, Store, TableInfo
 
 log = logging.getLogger("viewstore")
+
+XLOGDATA_HEADER = 25  # 'w', dataStart, walEnd, sendTime: then the pgoutput message
 
 
 class RunConfig(BaseModel):
@@ -454,8 +456,14 @@ class Pipeline:
                     sync_and_ack()
                 continue
 
-            frame = decode_copy_data(data)
-            if type(frame) is Keepalive:
+            if data[0] == 0x77 and len(data) > XLOGDATA_HEADER:
+                # XLogData: only its payload matters (commit LSNs come from Begin/Commit), so
+                # no frame object is built for it: this runs once per row.
+                msg = decode(data[XLOGDATA_HEADER:])
+            else:
+                frame = decode_copy_data(data)  # a keepalive; DecodeError if malformed
+                if type(frame) is not Keepalive:
+                    raise DecodeError(f"empty XLogData message at {frame.wal_end}")
                 if frame.wal_end > received:
                     received = frame.wal_end
                 if not in_txn:
@@ -466,7 +474,6 @@ class Pipeline:
                     sync_and_ack()
                 continue
 
-            msg = decode(frame.payload)
             cls = type(msg)
             if cls is Insert:
                 if not skip:
