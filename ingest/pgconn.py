@@ -155,25 +155,35 @@ class ReplicationConnection:
                 f"START_REPLICATION SLOT {quote_ident(slot)} LOGICAL {lsn} ({options})"
             )
 
-    def read(self, timeout: float) -> bytes | None:
-        """The next CopyData payload, or None if none arrived within `timeout` seconds."""
-        # The hot path: a plain try, no context manager, nothing computed unless it fails.
-        pgconn = self.pgconn
+    def messages(self) -> Iterator[memoryview]:
+        """The CopyData payloads libpq has already received, without waiting for more.
+
+        The hot path of ingest: one libpq call per message and nothing else, so the caller
+        loops over whatever arrived in one go and checks its timers between batches.
+        """
+        get = self.pgconn.get_copy_data
         try:
-            nbytes, data = pgconn.get_copy_data(1)
-            if nbytes == 0:
-                if timeout > 0:
-                    select.select([pgconn.socket], [], [], timeout)
-                pgconn.consume_input()
-                nbytes, data = pgconn.get_copy_data(1)
-            if nbytes > 0:
-                return data  # type: ignore[return-value]
-            if nbytes == 0:
-                return None
-            self._raise_stream_end()
+            while True:
+                nbytes, data = get(1)
+                if nbytes > 0:
+                    yield data  # type: ignore[misc]
+                elif nbytes == 0:
+                    return
+                else:
+                    self._raise_stream_end()
         except psycopg.Error as exc:
             raise translate(exc, self.dsn, "replication stream failed") from None
-        raise AssertionError("unreachable")
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for data, then take in what arrived (never blocks
+        longer; with 0 it only reads what the socket already holds)."""
+        pgconn = self.pgconn
+        try:
+            if timeout > 0:
+                select.select([pgconn.socket], [], [], timeout)
+            pgconn.consume_input()
+        except psycopg.Error as exc:
+            raise translate(exc, self.dsn, "replication stream failed") from None
 
     def _raise_stream_end(self) -> None:
         result = self.pgconn.get_result()

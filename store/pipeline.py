@@ -447,75 +447,81 @@ class Pipeline:
             if self.stop.is_set() and not in_txn:
                 sync_and_ack()
                 return
-            data = repl.read(0.0 if applier.group_pending else 0.1)
-            now = time.monotonic()
-            if data is None:
-                # Caught up with the server: make the group durable now (group commit ends).
-                idle_progress(now, force=False)
-                if applier.group_pending or now - last_status >= cfg.status_interval:
-                    sync_and_ack()
-                continue
-
-            if data[0] == 0x77 and len(data) > XLOGDATA_HEADER:
-                # XLogData: only its payload matters (commit LSNs come from Begin/Commit), so
-                # no frame object is built for it: this runs once per row.
-                msg = decode(data[XLOGDATA_HEADER:])
-            else:
-                frame = decode_copy_data(data)  # a keepalive; DecodeError if malformed
-                if type(frame) is not Keepalive:
-                    raise DecodeError(f"empty XLogData message at {frame.wal_end}")
-                if frame.wal_end > received:
-                    received = frame.wal_end
-                if not in_txn:
-                    idle_pos = frame.wal_end
-                if frame.reply_requested:
-                    sync_and_ack()  # the pending group first: progress needs an empty one
-                    idle_progress(now, force=True)
-                    sync_and_ack()
-                continue
-
-            cls = type(msg)
-            if cls is Insert:
-                if not skip:
-                    apply_insert(relations[msg.relation_oid], msg.new)
-            elif cls is Update:
-                if not skip:
-                    apply_update(relations[msg.relation_oid], msg.old_kind, msg.old, msg.new)
-            elif cls is Delete:
-                if not skip:
-                    apply_delete(relations[msg.relation_oid], msg.old)
-            elif cls is Begin:
-                idle_pos = None
-                # Already applied before a crash or reconnect: the slot may resend it.
-                skip = msg.final_lsn < applier.applied_lsn
-                self.txn_lsn = msg.final_lsn
-                if msg.final_lsn in self.large_txns and not skip:
-                    sync_and_ack()  # what precedes it, durable: then an empty group
-                    applier.begin_large()
-                in_txn = True
-                log.debug("begin xid %s commit %s skip=%s", msg.xid, msg.final_lsn, skip)
-            elif cls is Commit:
-                in_txn = False
-                if msg.end_lsn > received:
-                    received = msg.end_lsn
-                if not skip:
-                    large = applier.large
-                    applier.end_transaction(msg.end_lsn, msg.commit_time + PG_EPOCH_US)
-                    if (
-                        large
-                        or now - applier.group_started >= commit_interval
-                        or applier.group_rows >= group_max
-                    ):
+            received_any = False
+            # Everything libpq holds, in one tight loop; timers are checked between batches.
+            for n, data in enumerate(repl.messages()):
+                received_any = True
+                if data[0] == 0x77 and len(data) > XLOGDATA_HEADER:
+                    # XLogData: only its payload matters (commit LSNs come from Begin and
+                    # Commit), so no frame object is built for it: this runs once per row.
+                    msg = decode(data[XLOGDATA_HEADER:])
+                else:
+                    frame = decode_copy_data(data)  # a keepalive; DecodeError if malformed
+                    if type(frame) is not Keepalive:
+                        raise DecodeError(f"empty XLogData message at {frame.wal_end}")
+                    if frame.wal_end > received:
+                        received = frame.wal_end
+                    if not in_txn:
+                        idle_pos = frame.wal_end
+                    if frame.reply_requested:
+                        sync_and_ack()  # the pending group first: progress needs an empty one
+                        idle_progress(time.monotonic(), force=True)
                         sync_and_ack()
-                skip = False
-            elif cls is Relation:
-                relations[msg.oid] = self._relation(msg, tables)
-            elif cls is Truncate and not skip:
-                for oid in msg.relation_oids:
-                    applier.truncate(relations[oid])
-            # Origin, Type and Message carry nothing the mirror needs.
-            if now - last_status >= cfg.status_interval:
+                    continue
+
+                cls = type(msg)
+                if cls is Insert:
+                    if not skip:
+                        apply_insert(relations[msg.relation_oid], msg.new)
+                elif cls is Update:
+                    if not skip:
+                        apply_update(relations[msg.relation_oid], msg.old_kind, msg.old, msg.new)
+                elif cls is Delete:
+                    if not skip:
+                        apply_delete(relations[msg.relation_oid], msg.old)
+                elif cls is Begin:
+                    idle_pos = None
+                    # Already applied before a crash or reconnect: the slot may resend it.
+                    skip = msg.final_lsn < applier.applied_lsn
+                    self.txn_lsn = msg.final_lsn
+                    if msg.final_lsn in self.large_txns and not skip:
+                        sync_and_ack()  # what precedes it, durable: then an empty group
+                        applier.begin_large()
+                    in_txn = True
+                elif cls is Commit:
+                    in_txn = False
+                    if msg.end_lsn > received:
+                        received = msg.end_lsn
+                    if not skip:
+                        large = applier.large
+                        applier.end_transaction(msg.end_lsn, msg.commit_time + PG_EPOCH_US)
+                        if (
+                            large
+                            or time.monotonic() - applier.group_started >= commit_interval
+                            or applier.group_rows >= group_max
+                        ):
+                            sync_and_ack()
+                    skip = False
+                    if n >= 5000:
+                        break  # look at the clock and the stop flag now and then
+                elif cls is Relation:
+                    relations[msg.oid] = self._relation(msg, tables)
+                elif cls is Truncate and not skip:
+                    for oid in msg.relation_oids:
+                        applier.truncate(relations[oid])
+                # Origin, Type and Message carry nothing the mirror needs.
+
+            now = time.monotonic()
+            if received_any:
+                if now - last_status >= cfg.status_interval:
+                    sync_and_ack()  # also during a long transaction: keeps the walsender calm
+                repl.wait(0)
+                continue
+            # Caught up with the server: make the group durable now (group commit ends).
+            idle_progress(now, force=False)
+            if applier.group_pending or now - last_status >= cfg.status_interval:
                 sync_and_ack()
+            repl.wait(0.1)
 
     def _relation(self, msg: Relation, tables: dict[str, TableState]) -> TableState:
         """Check an in-stream Relation message against the schema the mirror was built with."""
