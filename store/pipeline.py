@@ -114,6 +114,7 @@ class Pipeline:
         self.applier: Applier | None = None
         self.large_txns: set[Lsn] = set()  # commit LSNs of transactions to apply in chunks
         self.txn_lsn = Lsn(0)  # commit LSN of the transaction being received
+        self.reconnects = 0  # connections lost and reopened (tests and status read it)
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -351,6 +352,7 @@ class Pipeline:
                 if not exc.transient:
                     raise
                 applier.discard_group()
+                self.reconnects += 1
                 log.warning("%s; reconnecting in %.1fs from %s", exc, backoff, applier.synced_lsn)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
