@@ -107,6 +107,17 @@ def ensure_publication(conn: Any, publication: str, tables: list[str]) -> bool:
     return False
 
 
+def check_publication_exists(conn: Any, publication: str) -> None:
+    """Raise if the publication is gone (checked again on every reconnect)."""
+    if not query(conn, "SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)):
+        raise PreflightError(
+            f"publication {publication!r} no longer exists; changes to its tables since the "
+            "last applied transaction cannot be read without it",
+            hint=f"recreate it (CREATE PUBLICATION {quote_ident(publication)} FOR TABLE ...) "
+            "and rebuild the store with --resnapshot",
+        )
+
+
 def _normalise(table: str) -> str:
     return table if "." in table else f"public.{table}"
 

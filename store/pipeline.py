@@ -368,6 +368,7 @@ class Pipeline:
         start = applier.synced_lsn
         conn = connect(cfg.dsn)
         try:
+            setup.check_publication_exists(conn, cfg.publication_name)
             self._wait_slot_usable(conn, database, start)
             repl.start(cfg.slot_name, start, cfg.publication_name)
             # Check again now that we hold the slot: nothing can move it under us any more.

@@ -232,3 +232,16 @@ def test_schema_change_stops_without_acknowledging(dsn: str, tmp_path: Path) -> 
     from viewstore.ingest.lsn import Lsn
 
     assert Lsn.parse(slot) <= good  # nothing acknowledged past the last good transaction
+
+
+def test_publication_dropped_while_running_stops_with_error(dsn: str, tmp_path: Path) -> None:
+    pg_exec(dsn, "CREATE TABLE a (id int PRIMARY KEY)")
+    data = tmp_path / "data"
+    p = PipelineThread(dsn, data).start()
+    wait_caught_up(dsn, data, alive=p.check)
+    name = p.pipeline.config.publication_name
+    pg_exec(dsn, f'DROP PUBLICATION "{name}"')
+    pg_exec(dsn, "INSERT INTO a VALUES (1)")
+    p.thread.join(30)
+    assert isinstance(p.error, PreflightError), p.error
+    assert f"publication '{name}' no longer exists" in str(p.error)
