@@ -1,0 +1,306 @@
+"""Parsing views.sql: what is accepted, its typed form, and each rejected construct's message."""
+
+from __future__ import annotations
+
+import pytest
+
+from viewstore.errors import ConfigError
+from viewstore.store.viewresolve import TableShape, resolve
+from viewstore.store.viewsql import parse_views
+from viewstore.store.viewtree import INT4, INT8, NUMERIC, TEXT, Agg, Col, Func
+
+SEED = (
+    "CREATE MATERIALIZED VIEW player_total_scores AS SELECT p.id AS player_id, p.name, "
+    "COALESCE(SUM(s.score), 0) AS total_score FROM players p LEFT JOIN player_scores s "
+    "ON p.id = s.player_id GROUP BY p.id;"
+)
+TABLES = {
+    "players": TableShape([("id", INT4), ("name", TEXT), ("team_id", INT4)], ["id"]),
+    "player_scores": TableShape(
+        [("id", INT8), ("player_id", INT4), ("score", INT4), ("amount", NUMERIC)], ["id"]
+    ),
+    "teams": TableShape([("id", INT4), ("title", TEXT)], ["id"]),
+}
+
+
+def test_seed_view_verbatim() -> None:
+    (v,) = parse_views("-- the leaderboard\n" + SEED + "\n")
+    assert v.name == "player_total_scores"
+    assert v.sql.startswith("SELECT p.id AS player_id") and v.sql.endswith("GROUP BY p.id")
+    sel = v.select
+    assert [c.name for c in sel.columns] == ["player_id", "name", "total_score"]
+    assert sel.base.table == "players" and sel.base.alias == "p"
+    (join,) = sel.joins
+    assert join.kind == "left" and join.table.alias == "s"
+    assert join.on == ((Col("p", "id"), Col("s", "player_id")),)
+    assert sel.group_by == (Col("p", "id"),)
+    assert v.base_tables == ("players", "player_scores")
+    r = resolve(v, TABLES)
+    types = [c.expr.type for c in r.columns]
+    assert types == [INT4, TEXT, INT8]  # SUM(int4) is int8, and COALESCE with 0 stays int8
+    total = r.columns[2].expr
+    assert isinstance(total, Func) and isinstance(total.args[0], Agg)
+    assert total.args[0].arg == Col("s", "score", 5, type=INT4)
+
+
+def test_several_views_and_create_view() -> None:
+    text = "/* two */ CREATE VIEW a AS SELECT id FROM players;\n\nCREATE VIEW b AS SELECT 1 AS x FROM teams;"
+    a, b = parse_views(text)
+    assert (a.name, b.name) == ("a", "b")
+    assert b.sql == "SELECT 1 AS x FROM teams"
+
+
+def test_three_table_chain() -> None:
+    (v,) = parse_views(
+        "CREATE VIEW t AS SELECT t.title, p.name, s.score FROM teams t "
+        "JOIN players p ON p.team_id = t.id LEFT JOIN player_scores s ON s.player_id = p.id "
+        "AND s.score = p.team_id;"
+    )
+    r = resolve(v, TABLES)
+    assert [j.kind for j in r.joins] == ["inner", "left"]
+    # Pairs are normalised to (earlier table's column, joined table's column).
+    assert [(a.table, b.table) for a, b in r.joins[0].on] == [("t", "p")]
+    assert [(a.index, b.index) for a, b in r.joins[1].on] == [(2, 6), (4, 7)]
+    assert [t.offset for t in r.tables] == [0, 2, 5]
+
+
+def test_self_join() -> None:
+    (v,) = parse_views(
+        "CREATE VIEW mates AS SELECT a.name, b.name AS mate FROM players a "
+        "JOIN players b ON a.team_id = b.team_id;"
+    )
+    r = resolve(v, TABLES)
+    assert v.base_tables == ("players",)
+    assert [c.expr.index for c in r.columns] == [1, 4]  # type: ignore[attr-defined]
+
+
+def test_group_by_functional_dependency_and_errors() -> None:
+    (v,) = parse_views(
+        "CREATE VIEW x AS SELECT p.name, count(*) FROM players p GROUP BY p.team_id;"
+    )
+    with pytest.raises(ConfigError) as exc:
+        resolve(v, TABLES)
+    assert str(exc.value) == (
+        'views.sql:1:25: view x: column "p.name" must appear in the GROUP BY clause or be used '
+        "in an aggregate function"
+    )
+    (v,) = parse_views(
+        "CREATE VIEW x AS SELECT lower(name), count(*) FROM players GROUP BY lower(name);"
+    )
+    resolve(v, TABLES)
+
+
+def test_result_types() -> None:
+    (v,) = parse_views(
+        "CREATE VIEW x AS SELECT sum(s.id) a, avg(s.score) b, sum(s.amount) c, count(s.id) d, "
+        "max(s.amount) e, s.score / 2 f, s.score + 1.5 g, s.score || 'x' h "
+        "FROM player_scores s GROUP BY s.id;"
+    )
+    r = resolve(v, TABLES)
+    assert [c.expr.type for c in r.columns] == [
+        NUMERIC,
+        NUMERIC,
+        NUMERIC,
+        INT8,
+        NUMERIC,
+        INT4,
+        NUMERIC,
+        TEXT,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        (
+            "SELECT p.id FROM nope p",
+            'views.sql:2:35: view v: table "nope" is not in the publication',
+        ),
+        ("SELECT p.nope FROM players p", "views.sql:2:25: view v: column p.nope does not exist"),
+        (
+            "SELECT id FROM players a JOIN players b ON a.id = b.id",
+            'views.sql:2:25: view v: column reference "id" is ambiguous',
+        ),
+        (
+            "SELECT q.id FROM players p",
+            'views.sql:2:25: view v: missing FROM-clause entry for table "q"',
+        ),
+        (
+            "SELECT p.id FROM players p WHERE p.id",
+            "views.sql:2:51: view v: argument of WHERE must be type boolean, not type integer",
+        ),
+        (
+            "SELECT p.name + 1 FROM players p",
+            "views.sql:2:25: view v: operator does not exist: text + integer",
+        ),
+        (
+            "SELECT sum(p.name) FROM players p",
+            "views.sql:2:25: view v: function sum(text) does not exist",
+        ),
+        (
+            "SELECT p.id FROM players p WHERE p.id = 'abc'",
+            'views.sql:2:51: view v: invalid input syntax for type integer: "abc"',
+        ),
+    ],
+)
+def test_resolve_errors(sql: str, message: str) -> None:
+    (v,) = parse_views(f"-- line one\nCREATE VIEW v AS {sql};")
+    with pytest.raises(ConfigError) as exc:
+        resolve(v, TABLES)
+    assert str(exc.value) == message
+
+
+REJECTED = [
+    (
+        "SELECT rank() OVER (ORDER BY id) FROM players",
+        "1:25: view v: window functions are not supported (rank() OVER (ORDER BY id))",
+    ),
+    (
+        "SELECT sum(id) OVER () FROM players",
+        "1:25: view v: window functions are not supported (sum(id) OVER ())",
+    ),
+    (
+        "SELECT id FROM (SELECT id FROM players) q",
+        "1:34: view v: subqueries in FROM are not supported",
+    ),
+    (
+        "SELECT id FROM players WHERE id IN (SELECT 1)",
+        "1:47: view v: subqueries are not supported (id IN (SELECT 1))",
+    ),
+    ("SELECT (SELECT 1) FROM players", "1:25: view v: subqueries are not supported ((SELECT 1))"),
+    (
+        "SELECT id FROM players WHERE EXISTS (SELECT 1)",
+        "1:47: view v: subqueries are not supported (EXISTS (SELECT 1))",
+    ),
+    ("SELECT id FROM players UNION SELECT id FROM teams", "1:41: view v: UNION is not supported"),
+    (
+        "SELECT id FROM players INTERSECT SELECT id FROM teams",
+        "1:41: view v: INTERSECT is not supported",
+    ),
+    ("SELECT id FROM players EXCEPT SELECT id FROM teams", "1:41: view v: EXCEPT is not supported"),
+    ("SELECT id FROM players ORDER BY id", "1:41: view v: ORDER BY inside a view is not supported"),
+    ("SELECT id FROM players LIMIT 5", "1:41: view v: LIMIT/OFFSET inside a view is not supported"),
+    (
+        "SELECT id FROM players OFFSET 5",
+        "1:41: view v: LIMIT/OFFSET inside a view is not supported",
+    ),
+    ("SELECT DISTINCT id FROM players", "1:25: view v: SELECT DISTINCT is not supported"),
+    (
+        "WITH c AS (SELECT 1) SELECT 1 FROM c",
+        "1:18: view v: WITH (common table expressions) is not supported",
+    ),
+    (
+        "SELECT now() FROM players",
+        "1:25: view v: non-deterministic function now() is not supported: a view must depend only on its tables' rows",
+    ),
+    (
+        "SELECT random() FROM players",
+        "1:25: view v: non-deterministic function random() is not supported: a view must depend only on its tables' rows",
+    ),
+    (
+        "SELECT current_timestamp FROM players",
+        "1:25: view v: non-deterministic function current_timestamp is not supported: a view must depend only on its tables' rows",
+    ),
+    (
+        "SELECT clock_timestamp() FROM players",
+        "1:25: view v: non-deterministic function clock_timestamp() is not supported: a view must depend only on its tables' rows",
+    ),
+    (
+        "SELECT nextval('s') FROM players",
+        "1:25: view v: non-deterministic function nextval() is not supported: a view must depend only on its tables' rows",
+    ),
+    (
+        "SELECT 1 FROM players p RIGHT JOIN teams t ON p.id = t.id",
+        "1:42: view v: RIGHT JOIN is not supported (only INNER and LEFT)",
+    ),
+    (
+        "SELECT 1 FROM players p FULL JOIN teams t ON p.id = t.id",
+        "1:42: view v: FULL JOIN is not supported (only INNER and LEFT)",
+    ),
+    (
+        "SELECT 1 FROM players p CROSS JOIN teams t",
+        "1:42: view v: CROSS JOIN is not supported (only INNER and LEFT)",
+    ),
+    (
+        "SELECT 1 FROM players p, teams t",
+        "1:43: view v: comma-separated FROM items (a cross join) are not supported",
+    ),
+    (
+        "SELECT 1 FROM players p JOIN teams t ON p.id < t.id",
+        "1:58: view v: join conditions must be equalities between columns, AND-ed (p.id < t.id is not)",
+    ),
+    (
+        "SELECT 1 FROM players p JOIN teams t ON p.id = t.id AND t.id > 3",
+        "1:74: view v: join conditions must be equalities between columns, AND-ed (t.id > 3 is not)",
+    ),
+    (
+        "SELECT 1 FROM players p JOIN teams t USING (id)",
+        "1:42: view v: NATURAL and USING joins are not supported; write ON a = b",
+    ),
+    ("SELECT md5(name) FROM players", "1:25: view v: function md5() is not supported"),
+    ("SELECT ARRAY[1] FROM players", "1:25: view v: arrays (ARRAY[1]) is not supported"),
+    ("SELECT * FROM players", "1:25: view v: SELECT * is not supported; name the columns"),
+    (
+        "SELECT id FROM players WHERE count(*) > 1",
+        "1:47: view v: aggregate functions are not allowed in WHERE",
+    ),
+    (
+        "SELECT sum(count(*)) FROM players",
+        "1:29: view v: aggregate functions are not allowed in aggregate arguments (nested aggregates)",
+    ),
+    (
+        "SELECT sum(DISTINCT id) FROM players",
+        "1:25: view v: DISTINCT is supported in COUNT only, not in sum()",
+    ),
+    ("SELECT id::point FROM players", "1:25: view v: cast to point is not supported"),
+    (
+        "SELECT id FROM players GROUP BY ROLLUP (id)",
+        "1:50: view v: GROUPING SETS/ROLLUP/CUBE are not supported",
+    ),
+]
+
+
+@pytest.mark.parametrize(("sql", "message"), REJECTED)
+def test_rejected(sql: str, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_views(f"CREATE VIEW v AS {sql};", "views.sql")
+    assert str(exc.value).startswith("views.sql:" + message), str(exc.value)
+    assert exc.value.hint
+
+
+def test_position_is_line_and_column_in_file() -> None:
+    text = (
+        "CREATE VIEW ok AS SELECT id FROM players;\n"
+        "-- ranks\n"
+        "CREATE MATERIALIZED VIEW player_ranks AS\n"
+        "  SELECT id, rank() OVER (ORDER BY id) FROM players;\n"
+    )
+    with pytest.raises(ConfigError) as exc:
+        parse_views(text, "my/views.sql")
+    assert str(exc.value).startswith(
+        "my/views.sql:4:14: view player_ranks: window functions are not supported (rank() OVER"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "CREATE TABLE t (a int);",
+            "views.sql:1:1: only CREATE [MATERIALIZED] VIEW statements are allowed, not 'CREATE TABLE t (a int)'",
+        ),
+        (
+            "CREATE VIEW a AS SELECT 1 FROM t;\n  DROP TABLE t;",
+            "views.sql:2:3: only CREATE [MATERIALIZED] VIEW statements are allowed, not 'DROP TABLE t'",
+        ),
+        ("CREATE VIEW a AS SELECT 1 FRM t;", 'views.sql:1:31: syntax error at or near "t"'),
+        (
+            "CREATE VIEW a AS SELECT 1 FROM t; CREATE VIEW a AS SELECT 2 FROM t;",
+            "views.sql:1:35: view a is defined twice",
+        ),
+    ],
+)
+def test_top_level_errors(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_views(text)
+    assert str(exc.value) == message
