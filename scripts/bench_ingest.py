@@ -7,12 +7,13 @@ its snapshot (its slot is created then), stopped, and a second slot is created f
 reference; only then is the load written, with both consumers stopped: `--rows` inserts into
 `player_scores` in transactions of `--txn-size` rows (default 1,000,000 in 1,000-row
 transactions), or with `--big-txn ROWS` all of them in one transaction. Both slots therefore
-decode the same WAL, in catch-up mode, each consumer with the machine to itself.
+decode the same WAL, in catch-up mode, one consumer at a time.
 
 Reference. `pg_recvlogical --start` on the second slot, pgoutput proto_version 1 (what viewstore
 asks for), output to /dev/null, `--endpos` the WAL insert position after the load: the
-walsender's decode-and-send rate with a receiver that does no work, which is the ceiling for
-any pgoutput consumer on this machine.
+walsender's decode-and-send rate with a receiver that does no work: about as fast as any
+pgoutput consumer can go on this machine (not a hard ceiling: a slower receiver lets the
+walsender send in larger writes, and it then spends less CPU per row).
 
 viewstore. `viewstore run` on its slot, timed from process start until its store has durably
 applied the target LSN, then stopped with SIGTERM; the store is then checked (status API) to
@@ -885,6 +886,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
         if leaked:
             print(f"warning: slots not dropped before the cluster was removed: {leaked}")
+    result["slots_left_behind"] = leaked  # [] unless a slot could not be dropped
     result["duration_s"] = round((datetime.now(UTC) - began).total_seconds(), 1)
     result["out"] = str(args.out)
     args.out.parent.mkdir(parents=True, exist_ok=True)
