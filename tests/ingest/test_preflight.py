@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from helpers import pg_exec, pg_query, unique_name
 from psycopg.conninfo import make_conninfo
-from runner import PipelineThread, assert_mirror_equals, wait_caught_up
+from runner import PipelineThread, applied_lsn, assert_mirror_equals, wait_caught_up
 
 from viewstore.errors import PreflightError, SlotError, UnsupportedError
+from viewstore.ingest.lsn import Lsn
 from viewstore.pgcluster import ThrowawayPostgres
 from viewstore.store.pipeline import Pipeline, RunConfig
 
@@ -172,8 +173,15 @@ def test_slot_advanced_while_down_is_refused(dsn: str, tmp_path: Path, names) ->
     pg_exec(dsn, "CREATE TABLE a (id int PRIMARY KEY)")
     data = tmp_path / "data"
     _ran_once(dsn, data, slot=names.slot, publication=names.publication)
-    pg_exec(dsn, "INSERT INTO a SELECT generate_series(1, 100)")
-    pg_exec(dsn, "SELECT pg_replication_slot_advance(%s, pg_current_wal_lsn())", names.slot)
+    # A synchronous commit: the slot can only be advanced up to WAL that is flushed.
+    pg_exec(dsn, "SET synchronous_commit = on; INSERT INTO a SELECT generate_series(1, 100)")
+    pg_exec(dsn, "SELECT pg_replication_slot_advance(%s, pg_current_wal_flush_lsn())", names.slot)
+    moved = pg_query(
+        dsn,
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+        names.slot,
+    )[0][0]
+    assert Lsn.parse(moved) > applied_lsn(data)  # the precondition: the slot is now ahead
     with pytest.raises(SlotError) as err:
         _run(dsn, data, slot=names.slot, publication=names.publication)
     assert f"slot '{names.slot}' is ahead of the store: it confirmed" in str(err.value)
@@ -201,6 +209,12 @@ def test_slot_recreated_while_down_is_refused(dsn: str, tmp_path: Path, names) -
     pg_exec(dsn, "SELECT pg_drop_replication_slot(%s)", names.slot)
     pg_exec(dsn, "INSERT INTO a VALUES (1)")  # lost to the store: the new slot starts later
     pg_exec(dsn, "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", names.slot)
+    moved = pg_query(
+        dsn,
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+        names.slot,
+    )[0][0]
+    assert Lsn.parse(moved) > applied_lsn(data)  # the precondition: the new slot starts later
     with pytest.raises(SlotError) as err:
         _run(dsn, data, slot=names.slot, publication=names.publication)
     assert "is ahead of the store" in str(err.value)
