@@ -115,6 +115,7 @@ class Pipeline:
         self.large_txns: set[Lsn] = set()  # commit LSNs of transactions to apply in chunks
         self.txn_lsn = Lsn(0)  # commit LSN of the transaction being received
         self.reconnects = 0  # connections lost and reopened (tests and status read it)
+        self.connected = False  # reached Postgres at least once
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -134,21 +135,19 @@ class Pipeline:
                 log.warning(
                     "rolled back a large transaction interrupted by a crash (%d rows)", restored
                 )
-            backoff, first = 0.5, True
+            backoff = 0.5
             while True:
                 try:
                     repl, database = self._prepare(store)
                     break
                 except SourceError as exc:
-                    # The first connection fails fast (a wrong DSN should say so at once);
-                    # later drops, e.g. a Postgres restart mid-snapshot, are retried.
-                    if first or not exc.transient or self.stop.is_set():
+                    # Never reached Postgres: fail fast, a wrong DSN should say so at once.
+                    # Reached it and lost it (a restart mid-snapshot, say): retry.
+                    if not self.connected or not exc.transient or self.stop.is_set():
                         raise
                     log.warning("%s; retrying in %.1fs", exc, backoff)
                     self.stop.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
-                finally:
-                    first = False
             self.applier = Applier(
                 store,
                 large_txn_rows=cfg.large_txn_rows,
@@ -169,6 +168,7 @@ class Pipeline:
         """
         cfg = self.config
         conn = connect(cfg.dsn)
+        self.connected = True
         repl = None
         try:
             setup.check_server(conn)
@@ -223,7 +223,8 @@ class Pipeline:
                     hint="use another --slot, drop this one with SELECT "
                     f"pg_drop_replication_slot('{slot}'), or pass --resnapshot to replace it",
                 )
-            log.info("dropping slot %s left by an unfinished snapshot", slot)
+            why = "left by an unfinished snapshot" if ours else "to replace it (--resnapshot)"
+            log.info("dropping slot %s %s", slot, why)
             setup.drop_slot(conn, slot)
 
         # Mark the snapshot as started *before* creating the slot: a crash from here on makes
@@ -516,7 +517,10 @@ class Pipeline:
 
             now = time.monotonic()
             if received_any:
-                if now - last_status >= cfg.status_interval:
+                # A group is bounded in time even when the stream never pauses (keepalives
+                # keep coming while unpublished tables are written).
+                group_due = applier.group_pending and now - applier.group_started >= commit_interval
+                if group_due or now - last_status >= cfg.status_interval:
                     sync_and_ack()  # also during a long transaction: keeps the walsender calm
                 repl.wait(0)
                 continue

@@ -471,7 +471,9 @@ class _Resolver:
             elif name == "avg":
                 t = FLOAT8 if at in (FLOAT4, FLOAT8) else NUMERIC if at in NUM_RANK else None
             elif name in ("min", "max"):
-                t = at if at != BOOL else None
+                # Postgres has min/max(text) and min/max(bpchar) but none for varchar or
+                # name, which resolve to the text version; none at all for bool.
+                t = None if at == BOOL else TEXT if at in (VARCHAR, NAME) else at
             else:
                 t = BOOL if at == BOOL else None
             if t is None:

@@ -7,7 +7,7 @@ import pytest
 from viewstore.errors import ConfigError
 from viewstore.store.viewresolve import TableShape, resolve
 from viewstore.store.viewsql import parse_views
-from viewstore.store.viewtree import INT4, INT8, NUMERIC, TEXT, Agg, Col, Func
+from viewstore.store.viewtree import INT4, INT8, NUMERIC, TEXT, VARCHAR, Agg, Col, Func
 
 SEED = (
     "CREATE MATERIALIZED VIEW player_total_scores AS SELECT p.id AS player_id, p.name, "
@@ -107,6 +107,13 @@ def test_result_types() -> None:
         NUMERIC,
         TEXT,
     ]
+
+
+def test_min_max_of_varchar_is_text_as_in_postgres() -> None:
+    # pg_typeof(min(x::varchar)) is text: Postgres has no min(varchar), it uses min(text).
+    (v,) = parse_views("CREATE VIEW x AS SELECT min(t.code) lo, max(t.code) hi FROM tags t;")
+    r = resolve(v, {"tags": TableShape([("id", INT4), ("code", VARCHAR)], ["id"])})
+    assert [c.expr.type for c in r.columns] == [TEXT, TEXT]
 
 
 @pytest.mark.parametrize(
