@@ -324,6 +324,12 @@ class Bench:
         return f"bench_ref_{self.suffix}"
 
     @property
+    def ref_after_slot(self) -> str:
+        # A second reference, drained after viewstore: shows whether running first or second
+        # (cold or warm caches, snapshot files already written) favours either consumer.
+        return f"bench_ref2_{self.suffix}"
+
+    @property
     def data_dir(self) -> Path:
         return self.work / "store"
 
@@ -346,9 +352,9 @@ class Bench:
             "--publication", self.publication, "--slot", self.slot,
         ]  # fmt: skip
 
-    def reference_argv(self, target: Lsn) -> list[str]:
+    def reference_argv(self, target: Lsn, slot: str) -> list[str]:
         return [
-            str(self.pg.bindir / "pg_recvlogical"), "--start", "-S", self.ref_slot,
+            str(self.pg.bindir / "pg_recvlogical"), "--start", "-S", slot,
             "-d", self.pg.dsn, "--plugin", "pgoutput",
             "-o", "proto_version=1", "-o", f"publication_names={self.publication}",
             "-f", "/dev/null", "--endpos", str(target), "--no-loop",
@@ -387,9 +393,8 @@ class Bench:
     def load(self) -> dict[str, Any]:
         """Write the workload with both consumers stopped; returns where it ends in the WAL."""
         with self.connect() as conn:
-            conn.execute(
-                "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (self.ref_slot,)
-            )
+            for slot in (self.ref_slot, self.ref_after_slot):
+                conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
         w = self.workload
         with self.connect(autocommit=False) as conn:
             start = _lsn(conn, "SELECT pg_current_wal_insert_lsn()::text")
@@ -423,10 +428,10 @@ class Bench:
 
     # -- the two consumers
 
-    def run_reference(self, target: Lsn) -> dict[str, Any]:
+    def run_reference(self, target: Lsn, slot: str) -> dict[str, Any]:
         meter = CpuMeter(self.postmaster(), connections=0)
         meter.begin()
-        child = self.start(self.reference_argv(target), "pg_recvlogical.log")
+        child = self.start(self.reference_argv(target, slot), f"pg_recvlogical-{slot}.log")
         try:
             code = child.wait(self.args.timeout)
         except BenchError:
@@ -623,7 +628,7 @@ class Bench:
         for child in self.children:
             with contextlib.suppress(Exception):
                 child.kill()
-        slots = [self.slot, self.ref_slot]
+        slots = [self.slot, self.ref_slot, self.ref_after_slot]
         if not self.pg.running:
             return []
         with contextlib.suppress(psycopg.Error), self.connect() as conn:
@@ -854,9 +859,14 @@ def main(argv: list[str] | None = None) -> int:
             f"WAL up to {target}; pg_recvlogical",
             flush=True,
         )
-        result["reference"] = bench.run_reference(target)
-        print(f"pg_recvlogical: {result['reference']['seconds']:.2f}s; viewstore", flush=True)
+        before = bench.run_reference(target, bench.ref_slot)
+        print(f"pg_recvlogical: {before['seconds']:.2f}s; viewstore", flush=True)
         result["viewstore"] = bench.run_viewstore(Lsn.parse(loaded["start_lsn"]), target)
+        print("pg_recvlogical again, after viewstore", flush=True)
+        after = bench.run_reference(target, bench.ref_after_slot)
+        # The ratio is against the faster reference run: the conservative choice.
+        result["reference"] = max(before, after, key=lambda r: r["rows_per_s"])
+        result["reference_runs"] = {"before_viewstore": before, "after_viewstore": after}
         result["ratio"] = round(
             result["viewstore"]["rows_per_s"] / result["reference"]["rows_per_s"], 3
         )

@@ -135,6 +135,7 @@ class Applier:
         self.applied_time = store.applied_time()
         self.stats = store.stats() or {"transactions": 0, "rows": 0}
         self.large = False  # writing a large transaction in chunks
+        self.group_writes = 0  # synced group writes by this applier (tests read it)
         self.txn_rows = 0
         self._next_check = large_txn_rows
         self._reset_group()
@@ -173,6 +174,7 @@ class Applier:
         meta.put_applied(batch, self.store, self.applied_lsn, self.applied_time)
         self.stats["transactions"] += self.group_txns
         self.stats["rows"] += self.group_rows
+        self.group_writes += 1
         meta.put_json(batch, self.store, meta.STATS, self.stats)
         if self.large:
             batch.delete_range(*_ALL, self.undo_cf)
@@ -243,6 +245,8 @@ class Applier:
 
     def end_transaction(self, end_lsn: Lsn, commit_time: int) -> None:
         """Close a transaction: its changes are in the group, its end LSN is the group's."""
+        if self.group_txns == 0:
+            self.group_started = time.monotonic()  # the group's age: its oldest commit
         self.applied_lsn = end_lsn
         self.applied_time = commit_time
         self.group_txns += 1
@@ -251,10 +255,6 @@ class Applier:
             self._next_check = self.large_txn_rows
 
     # -- row changes -----------------------------------------------------------------------
-
-    def _start(self) -> None:
-        if self.group_rows == 0:
-            self.group_started = time.monotonic()
 
     def get_row(self, key: bytes) -> bytes | None:
         """The row at a mirror key as of everything fed so far (group included)."""
