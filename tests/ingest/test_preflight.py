@@ -169,6 +169,14 @@ def _wait_active(dsn: str, slot: str) -> None:
     raise AssertionError("pg_recvlogical never took the slot")
 
 
+def _assert_slot_ahead(dsn: str, slot: str, data: Path) -> None:
+    """The test's precondition: the slot now confirms more than the store has applied."""
+    (confirmed,) = pg_query(
+        dsn, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", slot
+    )[0]
+    assert Lsn.parse(confirmed) > applied_lsn(data), (confirmed, applied_lsn(data))
+
+
 def test_slot_advanced_while_down_is_refused(dsn: str, tmp_path: Path, names) -> None:  # type: ignore[no-untyped-def]
     pg_exec(dsn, "CREATE TABLE a (id int PRIMARY KEY)")
     data = tmp_path / "data"
@@ -176,12 +184,7 @@ def test_slot_advanced_while_down_is_refused(dsn: str, tmp_path: Path, names) ->
     # A synchronous commit: the slot can only be advanced up to WAL that is flushed.
     pg_exec(dsn, "SET synchronous_commit = on; INSERT INTO a SELECT generate_series(1, 100)")
     pg_exec(dsn, "SELECT pg_replication_slot_advance(%s, pg_current_wal_flush_lsn())", names.slot)
-    moved = pg_query(
-        dsn,
-        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-        names.slot,
-    )[0][0]
-    assert Lsn.parse(moved) > applied_lsn(data)  # the precondition: the slot is now ahead
+    _assert_slot_ahead(dsn, names.slot, data)
     with pytest.raises(SlotError) as err:
         _run(dsn, data, slot=names.slot, publication=names.publication)
     assert f"slot '{names.slot}' is ahead of the store: it confirmed" in str(err.value)
@@ -209,12 +212,7 @@ def test_slot_recreated_while_down_is_refused(dsn: str, tmp_path: Path, names) -
     pg_exec(dsn, "SELECT pg_drop_replication_slot(%s)", names.slot)
     pg_exec(dsn, "INSERT INTO a VALUES (1)")  # lost to the store: the new slot starts later
     pg_exec(dsn, "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", names.slot)
-    moved = pg_query(
-        dsn,
-        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-        names.slot,
-    )[0][0]
-    assert Lsn.parse(moved) > applied_lsn(data)  # the precondition: the new slot starts later
+    _assert_slot_ahead(dsn, names.slot, data)
     with pytest.raises(SlotError) as err:
         _run(dsn, data, slot=names.slot, publication=names.publication)
     assert "is ahead of the store" in str(err.value)
