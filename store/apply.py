@@ -34,12 +34,17 @@ from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgoutput import UNCHANGED, Value
 from viewstore.store import db as meta
 from viewstore.store.codec import decode_row, encode_row
-from viewstore.store.db import Store, TableInfo, decode_undo, encode_undo, scan
+from viewstore.store.db import (
+    ALL_KEYS,
+    UNDO_MIRROR,
+    Store,
+    TableInfo,
+    decode_undo,
+    encode_undo,
+    scan,
+)
 
 log = logging.getLogger("viewstore")
-
-UNDO_MIRROR = b"m"  # undo keys: a tag for the column family (Store.rows reads it), then the key
-_ALL = (b"", b"\xff" * 9)  # every key of a column family, for delete_range
 
 
 class LargeTransaction(Exception):
@@ -66,7 +71,7 @@ def rollback_large_transaction(store: Store) -> int:
         if n % 50_000 == 0:
             store.write(batch, sync=False)
             batch = store.new_batch()
-    batch.delete_range(*_ALL, store.cf["undo"])
+    batch.delete_range(*ALL_KEYS, store.cf["undo"])
     batch.delete(meta.LARGE_TXN, store.cf["meta"])
     store.write(batch, sync=True)
     return n
@@ -169,15 +174,14 @@ class Applier:
         if self.group_txns == 0 and self.group_rows == 0:
             return self.synced_lsn
         batch = self.batch
-        for table_id in self.dirty_counts:
-            meta.put_row_count(batch, self.store, table_id, self.counts[table_id])
+        self._put_dirty_counts()
         meta.put_applied(batch, self.store, self.applied_lsn, self.applied_time)
         self.stats["transactions"] += self.group_txns
         self.stats["rows"] += self.group_rows
         self.group_writes += 1
         meta.put_json(batch, self.store, meta.STATS, self.stats)
         if self.large:
-            batch.delete_range(*_ALL, self.undo_cf)
+            batch.delete_range(*ALL_KEYS, self.undo_cf)
             batch.delete(meta.LARGE_TXN, self.store.cf["meta"])
             self.large = False
         self.store.write(batch, sync=True)
@@ -185,6 +189,10 @@ class Applier:
         self.committed_counts = dict(self.counts)
         self._reset_group()
         return self.synced_lsn
+
+    def _put_dirty_counts(self) -> None:
+        for table_id in self.dirty_counts:
+            meta.put_row_count(self.batch, self.store, table_id, self.counts[table_id])
 
     def discard_group(self) -> None:
         """Forget everything not yet synced: the stream will resend it from `synced_lsn`."""
@@ -373,8 +381,7 @@ class Applier:
     def write_chunk(self) -> None:
         """Write what the group holds without sync (snapshot loading: durability comes with the
         synced completion marker, and an unfinished snapshot is thrown away on restart)."""
-        for table_id in self.dirty_counts:
-            meta.put_row_count(self.batch, self.store, table_id, self.counts[table_id])
+        self._put_dirty_counts()
         self.store.write(self.batch, sync=False)
         self.committed_counts = dict(self.counts)
         self._reset_group()

@@ -43,6 +43,9 @@ ROWCOUNT_PREFIX = b"rowcount/"  # + 4-byte table id -> 8-byte count
 
 _I64 = struct.Struct(">q")
 
+ALL_KEYS = (b"", b"\xff" * 9)  # delete_range bounds covering every key of a column family
+UNDO_MIRROR = b"m"  # undo keys: a tag for the column family (the mirror), then its key
+
 
 class ColumnInfo(BaseModel):
     name: str
@@ -225,7 +228,7 @@ class Store:
             yield from mirror
             return
         # Both sides are sorted by key: merge them, the undo side winning.
-        undo = ((k[1:], v) for k, v in scan(self.undo, b"m" + prefix))
+        undo = ((k[1:], v) for k, v in scan(self.undo, UNDO_MIRROR + prefix))
         m, u = next(mirror, None), next(undo, None)
         while m is not None or u is not None:
             if u is None or (m is not None and m[0] < u[0]):

@@ -59,6 +59,7 @@ from viewstore.store.db import ColumnInfo, SnapshotState, SourceInfo, Store, Tab
 
 log = logging.getLogger("viewstore")
 
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0  # seconds between attempts to reach Postgres again
 XLOGDATA_HEADER = 25  # 'w', dataStart, walEnd, sendTime: then the pgoutput message
 
 
@@ -135,7 +136,7 @@ class Pipeline:
                 log.warning(
                     "rolled back a large transaction interrupted by a crash (%d rows)", restored
                 )
-            backoff = 0.5
+            backoff = BACKOFF_FIRST
             while True:
                 try:
                     repl, database = self._prepare(store)
@@ -146,8 +147,7 @@ class Pipeline:
                     if not self.connected or not exc.transient or self.stop.is_set():
                         raise
                     log.warning("%s; retrying in %.1fs", exc, backoff)
-                    self.stop.wait(backoff)
-                    backoff = min(backoff * 2, 30.0)
+                    backoff = self._back_off(backoff)
             self.applier = Applier(
                 store,
                 large_txn_rows=cfg.large_txn_rows,
@@ -230,7 +230,7 @@ class Pipeline:
         # Mark the snapshot as started *before* creating the slot: a crash from here on makes
         # the next start drop the slot and begin again, never resume from half a mirror.
         batch = store.new_batch()
-        batch.delete_range(b"", b"\xff" * 8, store.cf["mirror"])
+        batch.delete_range(*meta.ALL_KEYS, store.cf["mirror"])
         for key, _ in list(store.meta.items()):
             batch.delete(key, store.cf["meta"])
         meta.put_json(batch, store, meta.SNAPSHOT, SnapshotState(state="in_progress", slot=slot))
@@ -327,16 +327,21 @@ class Pipeline:
 
     # -- streaming -------------------------------------------------------------------------
 
+    def _back_off(self, seconds: float) -> float:
+        """Wait `seconds` (a stop request cuts it short); return the next, longer wait."""
+        self.stop.wait(seconds)
+        return min(seconds * 2, BACKOFF_MAX)
+
     def _stream_with_reconnect(self, repl: ReplicationConnection | None, database: str) -> Lsn:
         applier = self.applier
         assert applier is not None
-        backoff = 0.5
+        backoff = BACKOFF_FIRST
         while not self.stop.is_set():
             try:
                 if repl is None:
                     repl = ReplicationConnection(self.config.dsn)
                 self._start_streaming(repl, database)
-                backoff = 0.5
+                backoff = BACKOFF_FIRST
                 self._stream(repl)
                 return applier.synced_lsn
             except LargeTransaction as exc:
@@ -355,8 +360,7 @@ class Pipeline:
                 applier.discard_group()
                 self.reconnects += 1
                 log.warning("%s; reconnecting in %.1fs from %s", exc, backoff, applier.synced_lsn)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = self._back_off(backoff)
             finally:
                 if repl is not None:
                     repl.close()
