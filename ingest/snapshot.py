@@ -57,8 +57,11 @@ class SnapshotReader:
 class Progress:
     """Logs `rows` and rows/s for one table every `every` seconds, and once at the end."""
 
-    def __init__(self, table: str, estimate: int, every: float = 2.0) -> None:
+    def __init__(
+        self, table: str, estimate: int, every: float = 2.0, task: str = "snapshot"
+    ) -> None:
         self.table = table
+        self.task = task
         self.estimate = estimate
         self.every = every
         self.rows = 0
@@ -69,10 +72,10 @@ class Progress:
         now = time.monotonic()
         if now - self.last >= self.every:
             self.last = now
-            log.info("snapshot %s: %s", self.table, self._line(now))
+            log.info("%s %s: %s", self.task, self.table, self._line(now))
 
     def done(self) -> None:
-        log.info("snapshot %s: done, %s", self.table, self._line(time.monotonic()))
+        log.info("%s %s: done, %s", self.task, self.table, self._line(time.monotonic()))
 
     def _line(self, now: float) -> str:
         elapsed = max(now - self.started, 1e-9)

@@ -37,12 +37,14 @@ from viewstore.store.codec import decode_row, encode_row
 from viewstore.store.db import (
     ALL_KEYS,
     UNDO_MIRROR,
+    UNDO_VIEWS,
     Store,
     TableInfo,
     decode_undo,
     encode_undo,
     scan,
 )
+from viewstore.store.viewengine import ActiveView, ViewEngine
 
 log = logging.getLogger("viewstore")
 
@@ -58,15 +60,15 @@ def rollback_large_transaction(store: Store) -> int:
     """
     if store.meta.get(meta.LARGE_TXN) is None:
         return 0
-    mirror_cf, n = store.cf["mirror"], 0
+    cfs, n = {UNDO_MIRROR: store.cf["mirror"], UNDO_VIEWS: store.cf["views"]}, 0
     batch = store.new_batch()
     for key, entry in store.undo.items():
         before = decode_undo(entry)
-        mirror_key = key[1:]
+        cf, target = cfs[key[:1]], key[1:]
         if before is None:
-            batch.delete(mirror_key, mirror_cf)
+            batch.delete(target, cf)
         else:
-            batch.put(mirror_key, before, mirror_cf)
+            batch.put(target, before, cf)
         n += 1
         if n % 50_000 == 0:
             store.write(batch, sync=False)
@@ -119,9 +121,11 @@ class Applier:
         large_txn_rows: int = 250_000,
         chunk_rows: int = 50_000,
         on_chunk: Callable[[str], None] | None = None,
+        views: Sequence[ActiveView] = (),
     ) -> None:
         self.store = store
         self.mirror_cf = store.cf["mirror"]
+        self.views_cf = store.cf["views"]
         self.undo_cf = store.cf["undo"]
         self._mirror_get = store.mirror.get
         self._undo_get = store.undo.get
@@ -143,13 +147,18 @@ class Applier:
         self.group_writes = 0  # synced group writes by this applier (tests read it)
         self.txn_rows = 0
         self._next_check = large_txn_rows
+        # The views kept in the same batches as the mirror; `view_tables` are the tables whose
+        # changes they need (with the old row, which the applier then reads from the mirror).
+        self.engine = ViewEngine(views, store.views, self) if views else None
+        self.view_tables = self.engine.tables if self.engine is not None else frozenset()
         self._reset_group()
 
     def close(self) -> None:
         """Drop every RocksDB handle: rocksdict keeps the database (and its lock) open while
         any handle lives, and a traceback can keep this object alive long after."""
         self.batch = None  # type: ignore[assignment]
-        self.mirror_cf = self.undo_cf = None
+        self.mirror_cf = self.undo_cf = self.views_cf = None
+        self.engine = None
         self._mirror_get = self._undo_get = None  # type: ignore[assignment]
 
     # -- group lifecycle -------------------------------------------------------------------
@@ -162,7 +171,9 @@ class Applier:
         self.group_txns = 0
         self.group_started = 0.0
         self.dirty_counts: set[int] = set()
-        self.touched: set[bytes] = set()  # large transaction: keys with undo in this chunk
+        self.touched: set[bytes] = set()  # large transaction: undo keys written in this chunk
+        if self.engine is not None:
+            self.engine.reset()
 
     @property
     def group_pending(self) -> bool:
@@ -222,24 +233,40 @@ class Applier:
         self._next_check = self.txn_rows + self.chunk_rows
 
     def _write_chunk_of_large(self) -> None:
+        if self.engine is not None:
+            self.engine.end_transaction()  # the views as of this chunk, undo-logged like it
         self.store.write(self.batch, sync=False)
         self.batch = self.store.new_batch()
         self.overlay.clear()
         self.truncated.clear()
         self.touched.clear()
+        if self.engine is not None:
+            self.engine.reset()
         if self.on_chunk is not None:
             self.on_chunk("large-chunk")
 
-    def _remember(self, key: bytes, before: bytes | object | None = UNCHANGED) -> None:
-        """Record the row at `key` as it was before the large transaction, once per key."""
-        if key in self.touched:
+    def _remember(
+        self, key: bytes, before: bytes | object | None = UNCHANGED, tag: bytes = UNDO_MIRROR
+    ) -> None:
+        """Record the value at `key` (a mirror key, or with `tag` UNDO_VIEWS a views key) as
+        it was before the large transaction, once per key."""
+        undo_key = tag + key
+        if undo_key in self.touched:
             return
-        undo_key = UNDO_MIRROR + key
         if self._undo_get(undo_key) is None:  # not in an earlier chunk either
             if before is UNCHANGED:
-                before = self.get_row(key)
+                before = self.get_row(key) if tag == UNDO_MIRROR else self.store.views.get(key)
             self.batch.put(undo_key, encode_undo(before), self.undo_cf)  # type: ignore[arg-type]
-        self.touched.add(key)
+        self.touched.add(undo_key)
+
+    def view_write(self, key: bytes, value: bytes | None) -> None:
+        """Put (or with None delete) a key of the views column family in the group."""
+        if self.large:
+            self._remember(key, tag=UNDO_VIEWS)
+        if value is None:
+            self.batch.delete(key, self.views_cf)
+        else:
+            self.batch.put(key, value, self.views_cf)
 
     def record_progress(self, lsn: Lsn) -> None:
         """Persist an idle position (no transaction in flight, nothing pending) and sync it."""
@@ -253,6 +280,8 @@ class Applier:
 
     def end_transaction(self, end_lsn: Lsn, commit_time: int) -> None:
         """Close a transaction: its changes are in the group, its end LSN is the group's."""
+        if self.engine is not None:
+            self.engine.end_transaction()
         if self.group_txns == 0:
             self.group_started = time.monotonic()  # the group's age: its oldest commit
         self.applied_lsn = end_lsn
@@ -282,6 +311,8 @@ class Applier:
         self.overlay[key] = data
         self.batch.put(key, data, self.mirror_cf)
         tid = table.info.table_id
+        if tid in self.view_tables:
+            self.engine.insert(table.info, key, new)  # type: ignore[union-attr, arg-type]
         self.counts[tid] += 1
         self.dirty_counts.add(tid)
         self._row_done()
@@ -304,6 +335,12 @@ class Applier:
             new = self._fill_unchanged(table, old_kind, old, new, old_key)
         key = table.key(new)
         data = encode_row(new)  # type: ignore[arg-type]
+        viewed = table.info.table_id in self.view_tables
+        if viewed:
+            before_key = old_key if old_key is not None else key
+            before = self.get_row(before_key)
+            if before is not None:
+                self.engine.delete(table.info, before_key, decode_row(before))  # type: ignore[union-attr]
         if self.large:
             self._remember(key)
         if old_key is not None and old_key != key:
@@ -313,20 +350,33 @@ class Applier:
             self.batch.delete(old_key, self.mirror_cf)
         self.overlay[key] = data
         self.batch.put(key, data, self.mirror_cf)
+        if viewed:
+            self.engine.insert(table.info, key, new)  # type: ignore[union-attr, arg-type]
         self._row_done()
 
     def delete(self, table: TableState, old: Sequence[Value]) -> None:
         key = table.key(old)
+        tid = table.info.table_id
+        if tid in self.view_tables:
+            before = self.get_row(key)
+            if before is not None:
+                self.engine.delete(table.info, key, decode_row(before))  # type: ignore[union-attr]
         if self.large:
             self._remember(key)
         self.overlay[key] = None
         self.batch.delete(key, self.mirror_cf)
-        tid = table.info.table_id
         self.counts[tid] -= 1
         self.dirty_counts.add(tid)
         self._row_done()
 
     def truncate(self, table: TableState) -> None:
+        if table.info.table_id in self.view_tables:
+            # The views need every row that leaves: delete them one by one.
+            for key in self._current_keys(table.prefix):
+                data = self.get_row(key)
+                if data is not None:
+                    self.delete(table, decode_row(data))
+            return
         prefix = table.prefix
         if self.large:
             # Every row of the table needs its before-image; the scan must see this
@@ -345,6 +395,13 @@ class Applier:
         self.counts[tid] = 0
         self.dirty_counts.add(tid)
         self._row_done()
+
+    def _current_keys(self, prefix: bytes) -> list[bytes]:
+        """Mirror keys of one table as of everything fed so far (group included)."""
+        keys = [] if prefix in self.truncated else [k for k, _ in scan(self.store.mirror, prefix)]
+        seen = set(keys)
+        keys += [k for k in self.overlay if k.startswith(prefix) and k not in seen]
+        return keys
 
     def _fill_unchanged(
         self,

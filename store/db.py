@@ -5,7 +5,7 @@ family per concern:
 
     meta     applied LSN, snapshot state, source identity, table schemas, row counts
     mirror   table id (4 bytes) + encoded primary key  ->  encoded row (store.codec)
-    views    reserved for view state
+    views    view state: join indexes, groups, output rows, sort indexes (store.viewengine)
     history  reserved for the LSN-keyed change log
     undo     before-images of the rows a large transaction has written so far (see apply.py)
 
@@ -45,6 +45,9 @@ _I64 = struct.Struct(">q")
 
 ALL_KEYS = (b"", b"\xff" * 9)  # delete_range bounds covering every key of a column family
 UNDO_MIRROR = b"m"  # undo keys: a tag for the column family (the mirror), then its key
+UNDO_VIEWS = b"v"  # ... or the views column family
+VIEW_PREFIX = b"view/"  # + view name -> JSON ViewInfo (store.viewcatalog)
+JOIN_INDEX_PREFIX = b"joinindex/"  # + table id (4) + column (2) -> b"ready"
 
 
 class ColumnInfo(BaseModel):
@@ -127,6 +130,7 @@ class Store:
         self.meta = db.get_column_family("meta")
         self.mirror = db.get_column_family("mirror")
         self.undo = db.get_column_family("undo")
+        self.views = db.get_column_family("views")
         self._sync = WriteOptions()
         self._sync.sync = True
         self._nosync = WriteOptions()
@@ -222,33 +226,54 @@ class Store:
         """(mirror key, encoded row) of every row of `table`, in key-byte order, as of the
         last committed transaction: the rows of a large transaction still being written are
         replaced by their before-images from the undo log."""
-        prefix = table.prefix
-        mirror = scan(self.mirror, prefix)
+        return self.committed(self.mirror, UNDO_MIRROR, table.prefix)
+
+    def committed(
+        self, cf: Rdict, tag: bytes, prefix: bytes, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) under `prefix` in column family `cf` (undo tag `tag`) as of the last
+        committed transaction, in key order (or reversed): while a large transaction is being
+        written, the keys it touched read as their before-images from the undo log."""
+        data = scan(cf, prefix, reverse=reverse)
         if self.meta.get(LARGE_TXN) is None:
-            yield from mirror
+            yield from data
             return
         # Both sides are sorted by key: merge them, the undo side winning.
-        undo = ((k[1:], v) for k, v in scan(self.undo, UNDO_MIRROR + prefix))
-        m, u = next(mirror, None), next(undo, None)
+        undo = ((k[1:], v) for k, v in scan(self.undo, tag + prefix, reverse=reverse))
+        first = (lambda a, b: a > b) if reverse else (lambda a, b: a < b)
+        m, u = next(data, None), next(undo, None)
         while m is not None or u is not None:
-            if u is None or (m is not None and m[0] < u[0]):
+            if u is None or (m is not None and first(m[0], u[0])):
                 yield m  # type: ignore[misc]
-                m = next(mirror, None)
+                m = next(data, None)
                 continue
             if m is not None and m[0] == u[0]:
-                m = next(mirror, None)
+                m = next(data, None)
             before = decode_undo(u[1])
             if before is not None:
                 yield u[0], before
             u = next(undo, None)
 
 
-def scan(cf: Rdict, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """Every (key, value) of a column family whose key starts with `prefix`, in order."""
-    for key, value in cf.items(from_key=prefix):
+def scan(cf: Rdict, prefix: bytes, *, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+    """Every (key, value) of a column family whose key starts with `prefix`, in key order
+    (or reversed)."""
+    if reverse:
+        items = cf.items(from_key=prefix_end(prefix), backwards=True)
+    else:
+        items = cf.items(from_key=prefix)
+    for key, value in items:
         if not key.startswith(prefix):
+            if reverse and key >= prefix:
+                continue  # the key at prefix_end itself
             break
         yield key, value
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key after every key that starts with `prefix`."""
+    p = prefix.rstrip(b"\xff")
+    return p[:-1] + bytes([p[-1] + 1]) if p else b"\xff" * (len(prefix) + 1)
 
 
 def encode_undo(before: bytes | None) -> bytes:

@@ -1,7 +1,9 @@
 """Pipeline: Postgres → decode → apply → RocksDB, and the only path of feedback back.
 
     start:   preflight → publication → store → snapshot (first start) or slot check (resume)
-    stream:  CopyData → walproto → pgoutput → Applier (one WriteBatch per commit group)
+    views:   compile views.sql; drop stale view state, backfill new views from the mirror
+    stream:  CopyData → walproto → pgoutput → Applier (mirror + views, one WriteBatch per
+             commit group)
     ack:     standby status with flush = the applied LSN of the last *synced* group
 
 Durability story, in order of what can go wrong:
@@ -56,6 +58,7 @@ from viewstore.store.apply import (
     rollback_large_transaction,
 )
 from viewstore.store.db import ColumnInfo, SnapshotState, SourceInfo, Store, TableInfo
+from viewstore.store.viewcatalog import prepare_views, read_views_file, views_from_store
 
 log = logging.getLogger("viewstore")
 
@@ -71,6 +74,7 @@ class RunConfig(BaseModel):
     publication: str | None = None
     slot: str | None = None
     tables: list[str] = Field(default_factory=list)
+    views_file: Path | None = None  # CREATE MATERIALIZED VIEW statements to keep current
     resnapshot: bool = False
     commit_interval: float = 0.05  # seconds a group may stay open under load
     group_max_rows: int = 100_000
@@ -129,6 +133,10 @@ class Pipeline:
             cfg.publication_name,
             cfg.slot_name,
         )
+        # A views file with an error fails now, before anything touches Postgres or the store.
+        view_defs = read_views_file(cfg.views_file) if cfg.views_file is not None else None
+        if view_defs is not None and not cfg.tables:
+            cfg.tables = sorted({t for v in view_defs for t in v.base_tables})
         self.store = store = Store.open(cfg.data_dir)
         try:
             restored = rollback_large_transaction(store)
@@ -148,11 +156,15 @@ class Pipeline:
                         raise
                     log.warning("%s; retrying in %.1fs", exc, backoff)
                     backoff = self._back_off(backoff)
+            if view_defs is None:
+                view_defs = views_from_store(store)  # a restart without --views keeps them
+            views = prepare_views(store, view_defs)
             self.applier = Applier(
                 store,
                 large_txn_rows=cfg.large_txn_rows,
                 chunk_rows=cfg.chunk_rows,
                 on_chunk=self.crash,
+                views=views,
             )
             return self._stream_with_reconnect(repl, database)
         finally:
@@ -231,6 +243,7 @@ class Pipeline:
         # the next start drop the slot and begin again, never resume from half a mirror.
         batch = store.new_batch()
         batch.delete_range(*meta.ALL_KEYS, store.cf["mirror"])
+        batch.delete_range(*meta.ALL_KEYS, store.cf["views"])  # views are rebuilt from the mirror
         for key, _ in list(store.meta.items()):
             batch.delete(key, store.cf["meta"])
         meta.put_json(batch, store, meta.SNAPSHOT, SnapshotState(state="in_progress", slot=slot))

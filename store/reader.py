@@ -4,6 +4,7 @@
     vs = viewstore.open("./data")
     vs.applied_lsn()                # Lsn('0/1532260')
     vs.rows("public.players")       # [{'id': 1, 'name': 'alice'}, ...]
+    vs.query("player_total_scores", order_by="total_score", desc=True, limit=10)
 
 Each call opens the store read-only for its duration, so it sees every group that `run` has
 synced by then (RocksDB replays the write-ahead log on a read-only open) and never blocks it.
@@ -11,7 +12,7 @@ synced by then (RocksDB replays the write-ahead log on a read-only open) and nev
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from viewstore.ingest.values import converter
 from viewstore.store.codec import decode_row
 from viewstore.store.db import Store, TableInfo
 from viewstore.store.status import StatusReport, read_status
+from viewstore.store.viewcatalog import stored_views
+from viewstore.store.viewread import find_view, query_rows
 
 
 class Reader:
@@ -64,6 +67,37 @@ class Reader:
                     }
                 )
             return out
+
+    def views(self) -> list[str]:
+        """Names of the views the store keeps."""
+        with self._store() as store:
+            return sorted(stored_views(store))
+
+    def view_columns(self, view: str) -> list[str]:
+        """Output column names of `view`, in order."""
+        with self._store() as store:
+            return [c.name for c in find_view(store, view).columns]
+
+    def query(
+        self,
+        view: str,
+        where: Mapping[str, Any] | None = None,
+        order_by: str | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Current rows of `view` as dicts: `where` maps columns to values (equality; text is
+        parsed as the column's type), `order_by` a column (`desc` for descending), `limit` a
+        row count. Lookups by the view's key, and ordering by any column, use an index:
+
+            vs.query("player_total_scores", order_by="total_score", desc=True, limit=10)
+            vs.query("player_total_scores", where={"player_id": 3})
+        """
+        with self._store() as store:
+            info = find_view(store, view)
+            names = [c.name for c in info.columns]
+            rows = query_rows(store, info, where, order_by, desc, limit)
+            return [dict(zip(names, r, strict=True)) for r in rows]
 
     def status(self, dsn: str | None = None) -> StatusReport:
         """The same report as `viewstore status` (lag only when a DSN is given)."""

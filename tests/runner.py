@@ -185,3 +185,31 @@ def assert_mirror_equals(dsn: str, data_dir: Path, table: str) -> int:
             f"missing (first 5): {missing}; unexpected (first 5): {extra}"
         )
     return len(expected)
+
+
+def view_rows(data_dir: Path, view: str) -> list[tuple[Any, ...]]:
+    rows = viewstore.open(data_dir).query(view)
+    return sorted((tuple(_norm(v) for v in r.values()) for r in rows), key=repr)
+
+
+def postgres_view_rows(dsn: str, sql: str) -> list[tuple[Any, ...]]:
+    """The view's own SELECT, evaluated by Postgres (the oracle), normalised like view_rows."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        rows = conn.execute(sql).fetchall()  # type: ignore[call-overload]
+    return sorted((tuple(_norm(v) for v in r) for r in rows), key=repr)
+
+
+def assert_view_equals(dsn: str, data_dir: Path, view: str, sql: str) -> int:
+    """The store's rows of `view` equal Postgres's result of `sql` (call once caught up and
+    while nothing writes: both sides are then as of the same LSN). Returns the row count."""
+    want = postgres_view_rows(dsn, sql)
+    got = view_rows(data_dir, view)
+    if got != want:
+        missing = [r for r in want if r not in got]
+        extra = [r for r in got if r not in want]
+        raise AssertionError(
+            f"view {view} differs from Postgres: {len(missing)} row(s) missing "
+            f"{missing[:5]}, {len(extra)} unexpected {extra[:5]}"
+        )
+    return len(want)

@@ -122,19 +122,13 @@ def run(
     from viewstore.store.pipeline import Pipeline, RunConfig
 
     _setup_logging(verbose)
-    if views_file is not None:
-        _fail(
-            ViewstoreError(
-                "--views is not supported yet: this build mirrors tables only",
-                hint="run without --views",
-            )
-        )
     config = RunConfig(
         dsn=dsn,
         data_dir=data_dir,
         publication=publication,
         slot=slot,
         tables=list(tables),
+        views_file=views_file,
         resnapshot=resnapshot,
         large_txn_rows=large_txn_rows,
         chunk_rows=chunk_rows,
