@@ -134,15 +134,18 @@ class ReplicationConnection:
         assert row is not None
         return str(row[0]), int(row[1]), Lsn.parse(row[2]), row[3]
 
-    def create_slot(self, slot: str) -> tuple[Lsn, str]:
+    def create_slot(self, slot: str, *, temporary: bool = False) -> tuple[Lsn, str]:
         """Create a pgoutput slot exporting its snapshot: (consistent point, snapshot name).
 
         The snapshot stays importable until this connection runs its next command, so the
         caller must finish every `SET TRANSACTION SNAPSHOT` before calling anything else here.
+        A temporary slot disappears with this connection (`verify` uses one only to learn a
+        snapshot and the LSN it is exactly as of).
         """
+        kind = "TEMPORARY LOGICAL" if temporary else "LOGICAL"
         with translated_errors(self.dsn, f"cannot create replication slot {slot}"):
             row = self.conn.execute(
-                f"CREATE_REPLICATION_SLOT {quote_ident(slot)} LOGICAL pgoutput EXPORT_SNAPSHOT"
+                f"CREATE_REPLICATION_SLOT {quote_ident(slot)} {kind} pgoutput EXPORT_SNAPSHOT"
             ).fetchone()
         assert row is not None
         return Lsn.parse(row[1]), row[2]

@@ -30,12 +30,14 @@ import time
 from collections.abc import Callable, Sequence
 
 from viewstore.errors import UnsupportedError
+from viewstore.history.changelog import change_key, encode_change
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgoutput import UNCHANGED, Value
 from viewstore.store import db as meta
 from viewstore.store.codec import decode_row, encode_row
 from viewstore.store.db import (
     ALL_KEYS,
+    UNDO_HISTORY,
     UNDO_MIRROR,
     UNDO_VIEWS,
     Store,
@@ -60,7 +62,12 @@ def rollback_large_transaction(store: Store) -> int:
     """
     if store.meta.get(meta.LARGE_TXN) is None:
         return 0
-    cfs, n = {UNDO_MIRROR: store.cf["mirror"], UNDO_VIEWS: store.cf["views"]}, 0
+    cfs = {
+        UNDO_MIRROR: store.cf["mirror"],
+        UNDO_VIEWS: store.cf["views"],
+        UNDO_HISTORY: store.cf["history"],
+    }
+    n = 0
     batch = store.new_batch()
     for key, entry in store.undo.items():
         before = decode_undo(entry)
@@ -126,6 +133,7 @@ class Applier:
         self.store = store
         self.mirror_cf = store.cf["mirror"]
         self.views_cf = store.cf["views"]
+        self.history_cf = store.cf["history"]
         self.undo_cf = store.cf["undo"]
         self._mirror_get = store.mirror.get
         self._undo_get = store.undo.get
@@ -150,6 +158,8 @@ class Applier:
         # The views kept in the same batches as the mirror; `view_tables` are the tables whose
         # changes they need (with the old row, which the applier then reads from the mirror).
         self.engine = ViewEngine(views, store.views, self) if views else None
+        self.commit_lsn = Lsn(0)  # of the transaction being applied: its history key
+        self.history_seq = 0
         self.view_tables = self.engine.tables if self.engine is not None else frozenset()
         self._reset_group()
 
@@ -157,7 +167,7 @@ class Applier:
         """Drop every RocksDB handle: rocksdict keeps the database (and its lock) open while
         any handle lives, and a traceback can keep this object alive long after."""
         self.batch = None  # type: ignore[assignment]
-        self.mirror_cf = self.undo_cf = self.views_cf = None
+        self.mirror_cf = self.undo_cf = self.views_cf = self.history_cf = None
         self.engine = None
         self._mirror_get = self._undo_get = None  # type: ignore[assignment]
 
@@ -234,7 +244,7 @@ class Applier:
 
     def _write_chunk_of_large(self) -> None:
         if self.engine is not None:
-            self.engine.end_transaction()  # the views as of this chunk, undo-logged like it
+            self._end_views()  # the views as of this chunk, undo-logged like it
         self.store.write(self.batch, sync=False)
         self.batch = self.store.new_batch()
         self.overlay.clear()
@@ -278,10 +288,24 @@ class Applier:
         self.store.write(batch, sync=True)
         self.applied_lsn = self.synced_lsn = lsn
 
+    def begin_transaction(self, commit_lsn: Lsn) -> None:
+        """A transaction begins; `commit_lsn` (its Begin's final LSN) keys its view history."""
+        self.commit_lsn = commit_lsn
+        self.history_seq = 0
+
+    def _end_views(self) -> None:
+        """Write the view rows the transaction touched, and their changes to the history."""
+        for vid, okey, before, after in self.engine.end_transaction():  # type: ignore[union-attr]
+            key = change_key(vid, self.commit_lsn, self.history_seq)
+            self.history_seq += 1
+            if self.large:
+                self._remember(key, None, UNDO_HISTORY)
+            self.batch.put(key, encode_change(okey, before, after), self.history_cf)
+
     def end_transaction(self, end_lsn: Lsn, commit_time: int) -> None:
         """Close a transaction: its changes are in the group, its end LSN is the group's."""
         if self.engine is not None:
-            self.engine.end_transaction()
+            self._end_views()
         if self.group_txns == 0:
             self.group_started = time.monotonic()  # the group's age: its oldest commit
         self.applied_lsn = end_lsn

@@ -6,7 +6,7 @@ family per concern:
     meta     applied LSN, snapshot state, source identity, table schemas, row counts
     mirror   table id (4 bytes) + encoded primary key  ->  encoded row (store.codec)
     views    view state: join indexes, groups, output rows, sort indexes (store.viewengine)
-    history  reserved for the LSN-keyed change log
+    history  every change of every view, keyed by view and commit LSN (history.changelog)
     undo     before-images of the rows a large transaction has written so far (see apply.py)
 
 Everything that describes "how far the store has got" lives in `meta` and is written in the same
@@ -46,6 +46,7 @@ _I64 = struct.Struct(">q")
 ALL_KEYS = (b"", b"\xff" * 9)  # delete_range bounds covering every key of a column family
 UNDO_MIRROR = b"m"  # undo keys: a tag for the column family (the mirror), then its key
 UNDO_VIEWS = b"v"  # ... or the views column family
+UNDO_HISTORY = b"h"  # ... or the history column family
 VIEW_PREFIX = b"view/"  # + view name -> JSON ViewInfo (store.viewcatalog)
 JOIN_INDEX_PREFIX = b"joinindex/"  # + table id (4) + column (2) -> b"ready"
 
@@ -131,6 +132,7 @@ class Store:
         self.mirror = db.get_column_family("mirror")
         self.undo = db.get_column_family("undo")
         self.views = db.get_column_family("views")
+        self.history = db.get_column_family("history")
         self._sync = WriteOptions()
         self._sync.sync = True
         self._nosync = WriteOptions()
@@ -221,6 +223,11 @@ class Store:
     def row_count(self, table: TableInfo) -> int:
         raw = self.meta.get(ROWCOUNT_PREFIX + table.prefix)
         return 0 if raw is None else _I64.unpack(raw)[0]
+
+    @property
+    def large_txn_pending(self) -> bool:
+        """A large transaction is partly written (its before-images are in the undo log)."""
+        return self.meta.get(LARGE_TXN) is not None
 
     def rows(self, table: TableInfo) -> Iterator[tuple[bytes, bytes]]:
         """(mirror key, encoded row) of every row of `table`, in key-byte order, as of the

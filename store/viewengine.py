@@ -397,9 +397,9 @@ class ViewEngine:
             return None
         return tuple(f(values) for f in plan.outputs)
 
-    def end_transaction(self) -> list[tuple[int, bytes, Typed | None, Typed | None]]:
+    def end_transaction(self) -> list[tuple[int, bytes, bytes | None, bytes | None]]:
         """Write the output rows the transaction touched; returns (view id, output key,
-        before, after) for each row that changed."""
+        encoded row before, encoded row after) for each row that changed."""
         changes = []
         by_id = {v.view_id: v for v in self.views}
         for (vid, okey), before in self.touched.items():
@@ -421,7 +421,7 @@ class ViewEngine:
                     self.vput(prefix + encode_value(before[c]) + okey, None)
                 if after is not None:
                     self.vput(prefix + encode_value(after[c]) + okey, b"")
-            changes.append((vid, okey, before, after))
+            changes.append((vid, okey, before_data, after_data))
         self.touched.clear()
         return changes
 
