@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
+import math
 import os
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +184,140 @@ def status(data_dir: Path, dsn: str | None, as_json: bool) -> None:
     click.echo("tables:")
     for t in report.tables:
         click.echo(f"  {t.name:<40} {t.rows:>12,} rows")
+
+
+def _text(value: Any) -> str:
+    """A value as Postgres prints it (NULL as the empty string)."""
+    if value is None:
+        return ""
+    if value is True or value is False:
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    return str(value)
+
+
+def _json_value(value: Any) -> Any:
+    # Exact decimal text for numeric (a JSON number would go through float in most readers).
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    return _text(value)
+
+
+def _print_rows(columns: list[str], rows: list[dict[str, Any]], fmt: str) -> None:
+    if fmt == "json":
+        for r in rows:
+            click.echo(json.dumps({c: _json_value(r[c]) for c in columns}))
+    elif fmt == "csv":
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(columns)
+        for r in rows:
+            out.writerow([_text(r[c]) for c in columns])
+    else:
+        cells = [[_text(r[c]) for c in columns] for r in rows]
+        widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+        click.echo(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+        click.echo("-+-".join("-" * w for w in widths))
+        for row in cells:
+            click.echo(" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+        click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
+@click.argument("view")
+@click.option(
+    "--where",
+    "where",
+    multiple=True,
+    metavar="COL=VALUE",
+    help="Only rows whose column equals the value (repeatable; uses an index).",
+)
+@click.option("--order-by", metavar="COL", help="Order by this column (uses its sort index).")
+@click.option("--desc", is_flag=True, help="Descending order (NULLs first, as in Postgres).")
+@click.option("--limit", type=click.IntRange(min=0), help="At most this many rows.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="json: one object per line, numeric values as exact decimal text.",
+)
+def query(
+    data_dir: Path,
+    view: str,
+    where: tuple[str, ...],
+    order_by: str | None,
+    desc: bool,
+    limit: int | None,
+    fmt: str,
+) -> None:
+    """Print the current rows of VIEW (also while `viewstore run` writes the store)."""
+    import viewstore
+
+    filters = {}
+    for item in where:
+        col, sep, value = item.partition("=")
+        if not sep:
+            _fail(
+                ViewstoreError(f"--where {item!r}: expected COL=VALUE", hint="--where player_id=3")
+            )
+        filters[col.strip()] = value
+    try:
+        reader = viewstore.open(data_dir)
+        columns = reader.view_columns(view)
+        rows = reader.query(view, where=filters, order_by=order_by, desc=desc, limit=limit)
+    except ViewstoreError as exc:
+        _fail(exc)
+    _print_rows(columns, rows, fmt)
+
+
+@main.command()
+@click.option(
+    "--dsn",
+    required=True,
+    envvar="VIEWSTORE_DSN",
+    help="Postgres connection string (or $VIEWSTORE_DSN). Passwords are never printed.",
+)
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
+@click.argument("views", nargs=-1)
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the store to apply the snapshot's LSN.",
+)
+def verify(dsn: str, data_dir: Path, views: tuple[str, ...], timeout: float) -> None:
+    """Compare VIEWS (default: all) with Postgres running their SQL, as of one LSN.
+
+    Exit status 1 when a view differs; the differing rows are printed.
+    """
+    from viewstore.store.verify import verify as run_verify
+
+    try:
+        checks = run_verify(dsn, data_dir, views, timeout=timeout, progress=click.echo)
+    except ViewstoreError as exc:
+        _fail(exc)
+    failed = False
+    for c in checks:
+        if c.ok:
+            click.echo(f"{c.view}: OK, {c.rows:,} rows equal Postgres as of {c.lsn}")
+            continue
+        failed = True
+        click.echo(
+            f"{c.view}: DIFFERS as of {c.lsn}: {len(c.missing)} row(s) only in Postgres, "
+            f"{len(c.extra)} only in the store"
+        )
+        for r in c.missing[:20]:
+            click.echo(f"  only in Postgres: {r}")
+        for r in c.extra[:20]:
+            click.echo(f"  only in store:    {r}")
+    sys.exit(1 if failed else 0)
 
 
 @main.command()
