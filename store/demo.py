@@ -139,7 +139,7 @@ def run_demo(
             f"{data_dir} is not empty",
             hint="give --data a new or empty directory: the demo builds a fresh store there",
         )
-    stopping = threading.Event()
+    stopping, cleaning = threading.Event(), threading.Event()
     cluster = ThrowawayPostgres() if dsn is None else None
     tmp: Path | None = None
     if data_dir is None:
@@ -150,7 +150,7 @@ def run_demo(
     conn: Any = None
     pipeline: _PipelineThread | None = None
     workload: _Workload | None = None
-    with _stop_on_signals(stopping):
+    with _stop_on_signals(stopping, cleaning):
         try:
             if cluster is not None:
                 _say(out, f"starting a throwaway Postgres from {cluster.bindir} ...")
@@ -177,7 +177,8 @@ def run_demo(
             views_file.write_text(VIEW_SQL)
             config = RunConfig(dsn=dsn, data_dir=data, views_file=views_file)
             pipeline = _PipelineThread(Pipeline(config))
-            _say(out, f"keeping {VIEW} ({views_file}) current in {data}: snapshot first ...")
+            _say(out, f"wrote the view to {views_file}; viewstore keeps it in {data}")
+            _say(out, "snapshot first, then the view is built from it ...")
             reader = viewstore.open(data)
             if not _wait_view_ready(reader, pipeline, stopping):
                 _say(out, "stopped before the view was built")
@@ -201,6 +202,7 @@ def run_demo(
             _say(out, f"pipeline stopped at {pipeline.finish()}")
             _verify(conn, reader, final.top, out)
         finally:
+            cleaning.set()
             try:
                 if workload is not None:
                     workload.finish(raise_error=False)
@@ -227,15 +229,19 @@ def run_demo(
 
 
 @contextmanager
-def _stop_on_signals(stopping: threading.Event) -> Iterator[None]:
+def _stop_on_signals(stopping: threading.Event, cleaning: threading.Event) -> Iterator[None]:
     """The first SIGINT or SIGTERM sets `stopping` instead of raising, so the demo ends with
     its checks and Postgres is never left running; a second one raises KeyboardInterrupt, for
-    when the user does not want to wait for them. Only the main thread can handle signals."""
+    when the user does not want to wait for the checks. Once `cleaning` is set, signals are
+    ignored: an interrupted clean-up could leave a slot in the user's database (every step of
+    it waits with a time limit, so this cannot hang). Only the main thread can handle signals."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def on_signal(_signum: int, _frame: object) -> None:
+        if cleaning.is_set():
+            return
         if stopping.is_set():
             raise KeyboardInterrupt
         stopping.set()
@@ -514,7 +520,8 @@ class _Screen:
             body = "".join(f"{line}{_EOL}\n" for line in lines)
             self.out.write(clear + _HOME + body + _EOS)
         else:
-            self.out.write("\n".join(lines) + "\n\n")
+            # A blank line around each block: one snapshot per paragraph in a log.
+            self.out.write(("" if self.drawn else "\n") + "\n".join(lines) + "\n\n")
         self.out.flush()
         self.drawn = True
 
@@ -537,14 +544,15 @@ class _Frame:
     top: list[dict[str, Any]]
 
     def lines(self, title: str) -> list[str]:
-        rate = "measuring" if self.rate is None else f"{self.rate:.1f}"
+        # No rate until two readings are far enough apart to divide by.
+        rate = "" if self.rate is None else f"{self.rate:.1f} transactions/s applied, "
         lines = [
             title,
             f"applied LSN   {self.lsn}",
             f"lag           {self.lag_bytes:,} bytes, {self.lag_seconds:.2f} s "
             f"(Postgres is at {self.server})",
-            f"throughput    {rate} transactions/s applied "
-            f"({self.applied:,} applied; the workload committed {self.committed:,})",
+            f"throughput    {rate}{self.applied:,} applied; "
+            f"the workload committed {self.committed:,}",
             "",
         ]
         return lines + _table(self.top)
