@@ -170,6 +170,8 @@ class Store:
         self.meta.close()
         self.mirror.close()
         self.undo.close()
+        self.views.close()
+        self.history.close()
         self.cf.clear()
         self.db.close()
 

@@ -5,7 +5,8 @@ A temporary logical slot gives one: creating it exports a snapshot that holds ex
 transactions committed before its consistent point L. The views' SELECTs run inside that
 snapshot; then we wait until the store has applied L and read each view as of L (its current
 rows with the later history undone, `history.changelog.rows_as_of`), so a pipeline that keeps
-running under load does not make the comparison race.
+running under load does not make the comparison race. (TRUNCATE, which is not MVCC-safe, is
+kept out of the snapshot's way: see `_postgres_rows`.)
 """
 
 from __future__ import annotations
@@ -21,13 +22,21 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from viewstore.errors import ConfigError, StoreError
+from viewstore.errors import ConfigError, SourceError, StoreError
 from viewstore.history.changelog import rows_as_of
 from viewstore.ingest.lsn import Lsn
-from viewstore.ingest.pgconn import ReplicationConnection, connect, quote_literal, translated_errors
+from viewstore.ingest.pgconn import (
+    ReplicationConnection,
+    connect,
+    qualified,
+    quote_literal,
+    translated_errors,
+)
 from viewstore.store.db import Store
 from viewstore.store.viewcatalog import ViewInfo, stored_views
 from viewstore.store.viewread import find_view
+
+_ATTEMPTS = 10
 
 
 @dataclass
@@ -61,29 +70,49 @@ def _norm_row(row: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(normalise(v) for v in row)
 
 
-def _postgres_rows(dsn: str, views: list[ViewInfo]) -> tuple[Lsn, dict[str, list[tuple]]]:
-    """Each view's SELECT in Postgres, all in one exported snapshot; and that snapshot's LSN."""
-    repl = ReplicationConnection(dsn)
+def _postgres_rows(
+    dsn: str, views: list[ViewInfo], tables: list[str]
+) -> tuple[Lsn, dict[str, list[tuple]]] | None:
+    """Each view's SELECT in Postgres, all in one exported snapshot, and that snapshot's LSN;
+    None when a TRUNCATE may have slipped in (try again).
+
+    TRUNCATE is not MVCC-safe: a snapshot taken before it sees the table empty once it has
+    committed. So the tables are locked (ACCESS SHARE: no TRUNCATE from then on) first thing
+    in the snapshot's transaction, and their file nodes, which TRUNCATE replaces, compared with
+    those read before the slot existed: if one changed, a TRUNCATE committed in between and
+    this snapshot may not show the tables as of its LSN.
+    """
+    quoted = [qualified(*t.split(".", 1)) for t in tables]
+    names = ", ".join(quoted)
+    nodes_sql = (
+        "SELECT array_agg(pg_relation_filenode(t::regclass) ORDER BY t) FROM unnest(%s::text[]) t"
+    )
+    conn = connect(dsn, application_name="viewstore verify")
     try:
-        slot = f"viewstore_verify_{os.getpid()}_{time.monotonic_ns() % 10**9}"
-        lsn, snapshot = repl.create_slot(slot, temporary=True)
-        conn = connect(dsn, application_name="viewstore verify")
+        with translated_errors(dsn, "verify: cannot read the tables"):
+            before = conn.execute(nodes_sql, (quoted,)).fetchone()
+        repl = ReplicationConnection(dsn)
         try:
-            out = {}
+            slot = f"viewstore_verify_{os.getpid()}_{time.monotonic_ns() % 10**9}"
+            lsn, snapshot = repl.create_slot(slot, temporary=True)
             with translated_errors(dsn, "verify: cannot read the snapshot"):
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 conn.execute(f"SET TRANSACTION SNAPSHOT {quote_literal(snapshot)}")
-            for info in views:
-                with translated_errors(
-                    dsn, f"verify: view {info.name}: its SQL failed in Postgres"
-                ):
-                    out[info.name] = conn.execute(info.sql).fetchall()  # type: ignore[call-overload]
-            conn.execute("COMMIT")
+                conn.execute(f"LOCK TABLE {names} IN ACCESS SHARE MODE")
+                after = conn.execute(nodes_sql, (quoted,)).fetchone()
         finally:
-            conn.close()
+            repl.close()  # drops the temporary slot; the snapshot lives on in our transaction
+        if after != before:
+            conn.execute("ROLLBACK")
+            return None
+        out = {}
+        for info in views:
+            with translated_errors(dsn, f"verify: view {info.name}: its SQL failed in Postgres"):
+                out[info.name] = conn.execute(info.sql).fetchall()  # type: ignore[call-overload]
+        conn.execute("COMMIT")
+        return lsn, out
     finally:
-        repl.close()  # drops the temporary slot
-    return lsn, out
+        conn.close()
 
 
 def _wait_applied(
@@ -126,7 +155,18 @@ def verify(
         raise ConfigError(
             f"the store in {data_dir} keeps no views", hint="start `viewstore run --views FILE`"
         )
-    lsn, pg_rows = _postgres_rows(dsn, infos)
+    with Store.open(data_dir, readonly=True) as store:
+        tables = sorted(store.tables())
+    for _ in range(_ATTEMPTS):
+        got = _postgres_rows(dsn, infos, tables)
+        if got is not None:
+            break
+        progress("a TRUNCATE raced the snapshot; taking another")
+    else:
+        raise SourceError(
+            f"verify: a TRUNCATE raced each of {_ATTEMPTS} snapshots", hint="verify again"
+        )
+    lsn, pg_rows = got
     progress(f"Postgres evaluated {len(infos)} view(s) as of {lsn}")
     _wait_applied(data_dir, lsn, timeout, progress)
     checks = []
@@ -141,12 +181,12 @@ def verify(
                     f"view {info.name} was built at {now.built_at}, after {lsn}",
                     hint="verify again: the next snapshot will be after the build",
                 )
-            store_rows = Counter(
-                _norm_row(r) for r in rows_as_of(store, info.view_id, lsn).values()
-            )
-            want = Counter(_norm_row(r) for r in pg_rows[info.name])
-            check = ViewCheck(info.name, lsn, sum(want.values()))
-            check.missing = sorted((want - store_rows).elements(), key=repr)
-            check.extra = sorted((store_rows - want).elements(), key=repr)
+            ours = list(rows_as_of(store, info.view_id, lsn).values())
+            theirs = pg_rows[info.name]
+            shown = {_norm_row(r): tuple(r) for r in [*ours, *theirs]}  # to print as given
+            have, want = Counter(map(_norm_row, ours)), Counter(map(_norm_row, theirs))
+            check = ViewCheck(info.name, lsn, len(theirs))
+            check.missing = [shown[r] for r in sorted((want - have).elements(), key=repr)]
+            check.extra = [shown[r] for r in sorted((have - want).elements(), key=repr)]
             checks.append(check)
     return checks

@@ -314,9 +314,9 @@ def verify(dsn: str, data_dir: Path, views: tuple[str, ...], timeout: float) -> 
             f"{len(c.extra)} only in the store"
         )
         for r in c.missing[:20]:
-            click.echo(f"  only in Postgres: {r}")
+            click.echo("  only in Postgres: " + " | ".join(_text(v) for v in r))
         for r in c.extra[:20]:
-            click.echo(f"  only in store:    {r}")
+            click.echo("  only in store:    " + " | ".join(_text(v) for v in r))
     sys.exit(1 if failed else 0)
 
 
