@@ -168,12 +168,14 @@ class Applier:
         any handle lives, and a traceback can keep this object alive long after."""
         self.batch = None  # type: ignore[assignment]
         self.mirror_cf = self.undo_cf = self.views_cf = self.history_cf = None
+        if self.engine is not None:
+            self.engine.reset()  # its iterator, too, holds RocksDB open
         self.engine = None
         self._mirror_get = self._undo_get = None  # type: ignore[assignment]
 
     # -- group lifecycle -------------------------------------------------------------------
 
-    def _reset_group(self) -> None:
+    def _reset_group(self, written: bool = False) -> None:
         self.batch = self.store.new_batch()
         self.overlay: dict[bytes, bytes | None] = {}
         self.truncated: set[bytes] = set()
@@ -183,7 +185,10 @@ class Applier:
         self.dirty_counts: set[int] = set()
         self.touched: set[bytes] = set()  # large transaction: undo keys written in this chunk
         if self.engine is not None:
-            self.engine.reset()
+            if written:
+                self.engine.written()
+            else:
+                self.engine.reset()
 
     @property
     def group_pending(self) -> bool:
@@ -201,6 +206,8 @@ class Applier:
         self.stats["rows"] += self.group_rows
         self.group_writes += 1
         meta.put_json(batch, self.store, meta.STATS, self.stats)
+        if self.engine is not None:
+            self.engine.flush()
         if self.large:
             batch.delete_range(*ALL_KEYS, self.undo_cf)
             batch.delete(meta.LARGE_TXN, self.store.cf["meta"])
@@ -208,7 +215,7 @@ class Applier:
         self.store.write(batch, sync=True)
         self.synced_lsn = self.applied_lsn
         self.committed_counts = dict(self.counts)
-        self._reset_group()
+        self._reset_group(written=True)
         return self.synced_lsn
 
     def _put_dirty_counts(self) -> None:
@@ -245,13 +252,14 @@ class Applier:
     def _write_chunk_of_large(self) -> None:
         if self.engine is not None:
             self._end_views()  # the views as of this chunk, undo-logged like it
+            self.engine.flush()
         self.store.write(self.batch, sync=False)
         self.batch = self.store.new_batch()
         self.overlay.clear()
         self.truncated.clear()
         self.touched.clear()
         if self.engine is not None:
-            self.engine.reset()
+            self.engine.written()
         if self.on_chunk is not None:
             self.on_chunk("large-chunk")
 

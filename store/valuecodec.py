@@ -79,23 +79,48 @@ CORRUPT_HINT = "the view state is damaged or from another version; rebuild the v
 _VERSION = b"\x01"
 
 
+# The common types by exact type, for pack/unpack in the view engine's hot loop; anything else
+# (subclasses included) takes the general path above.
+_FAST_ENCODE = {
+    type(None): lambda v: b"N",
+    bool: lambda v: b"T" if v else b"F",
+    int: lambda v: b"i" + str(v).encode(),
+    str: lambda v: b"s" + v.encode("utf-8", "surrogatepass"),
+}
+_FAST_DECODE = {
+    ord("N"): lambda body: None,
+    ord("T"): lambda body: True,
+    ord("F"): lambda body: False,
+    ord("i"): int,
+    ord("s"): lambda body: body.decode("utf-8", "surrogatepass"),
+    ord("d"): lambda body: Decimal(body.decode()),
+}
+
+
 def pack_fields(fields: list[Any]) -> bytes:
     parts = [_VERSION]
+    fast = _FAST_ENCODE
+    pack = _U32.pack
     for f in fields:
-        b = encode_value(f)
-        parts += [_U32.pack(len(b)), b]
+        enc = fast.get(type(f))
+        b = enc(f) if enc is not None else encode_value(f)
+        parts += [pack(len(b)), b]
     return b"".join(parts)
 
 
 def unpack_fields(data: bytes) -> list[Any]:
     if data[:1] != _VERSION:
         raise StoreError(f"aggregate state: unknown format {data[:1]!r}", CORRUPT_HINT)
-    out, pos = [], 1
+    out, pos, end = [], 1, len(data)
+    fast = _FAST_DECODE
+    unpack = _U32.unpack_from
     try:
-        while pos < len(data):
-            (n,) = _U32.unpack_from(data, pos)
-            out.append(decode_value(data[pos + 4 : pos + 4 + n]))
-            pos += 4 + n
-    except (struct.error, ValueError, ArithmeticError) as exc:
+        while pos < end:
+            (n,) = unpack(data, pos)
+            start = pos + 4
+            pos = start + n
+            dec = fast.get(data[start])
+            out.append(dec(data[start + 1 : pos]) if dec else decode_value(data[start:pos]))
+    except (struct.error, ValueError, ArithmeticError, IndexError) as exc:
         raise StoreError(f"aggregate state: cannot decode: {exc}", CORRUPT_HINT) from None
     return out

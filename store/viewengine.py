@@ -41,12 +41,13 @@ from rocksdict import Rdict
 
 from viewstore.errors import StoreError
 from viewstore.store.codec import Row, decode_row, encode_row
-from viewstore.store.db import TableInfo, scan
+from viewstore.store.db import TableInfo
 from viewstore.store.keycodec import encode_key, encode_value, value_length
 from viewstore.store.valuecodec import CORRUPT_HINT, pack_fields, unpack_fields
 from viewstore.store.viewplan import IndexSpec, Lookup, Position, ViewPlan
 
 _U16 = struct.Struct(">H")
+CACHE_LIMIT = 200_000  # cached rows, view keys and groups kept between batches
 Typed = tuple[Any, ...]
 
 
@@ -135,13 +136,43 @@ class ViewEngine:
         self.reset()
 
     def reset(self) -> None:
-        """Forget every cache and overlay: the group was written, discarded or chunked out."""
+        """Forget every cache and overlay (the group was discarded: RocksDB is the truth)."""
         self.rows: dict[bytes, Typed | None] = {}  # mirror key -> typed row (read cache)
-        self.vover: dict[bytes, bytes | None] = {}  # views CF writes not yet in RocksDB
+        self.vover: dict[bytes, bytes | None] = {}  # views CF: written by us, or read before
         self.iover: dict[bytes, dict[bytes, bool]] = {}  # index prefix -> {mirror key: present}
         self.groups: dict[tuple[int, bytes], _Group] = {}
+        self.dirty: set[tuple[int, bytes]] = set()  # groups whose state is not in the batch
         self.pending: dict[tuple[int, bytes], Typed | None] = {}  # non-grouped output rows
-        self.touched: dict[tuple[int, bytes], Typed | None] = {}  # -> output before the txn
+        self.touched: dict[tuple[int, bytes], bytes | None] = {}  # -> output before the txn
+        self._iter: Any = None  # a views CF iterator, as of the last batch written
+
+    def written(self) -> None:
+        """The batch is in RocksDB. The caches stay true (every write went through them), and
+        they save the gets of the next transactions on hot rows, so keep them unless large."""
+        if len(self.rows) + len(self.vover) + len(self.groups) > CACHE_LIMIT:
+            self.reset()
+        else:
+            self.iover.clear()  # index scans read RocksDB again: nothing to merge
+            self._iter = None
+
+    def flush(self) -> None:
+        """Put the state of every group changed since the last flush into the batch (called
+        before the batch is written: a group's state is written once per batch, not per
+        transaction)."""
+        for vid, gkey in sorted(self.dirty):
+            group = self.groups[(vid, gkey)]
+            key = view_prefix(vid) + b"g" + gkey
+            if group.count == 0:
+                self.vput(key, None)
+                del self.groups[(vid, gkey)]
+            else:
+                # count, key values, carried values, then per aggregate: n, its n fields
+                fields = [group.count, *group.key, *group.carried]
+                for state in group.states:
+                    own = state.fields()
+                    fields += [len(own), *own]
+                self.vput(key, pack_fields(fields))
+        self.dirty.clear()
 
     # ---- reading state -------------------------------------------------------------------
 
@@ -165,7 +196,8 @@ class ViewEngine:
         try:
             return self.vover[key]
         except KeyError:
-            return self.views_cf.get(key)
+            value = self.vover[key] = self.views_cf.get(key)
+            return value
 
     def vput(self, key: bytes, value: bytes | None) -> None:
         self.vover[key] = value
@@ -174,7 +206,19 @@ class ViewEngine:
     def index_scan(self, prefix: bytes) -> list[bytes]:
         """Mirror keys in the join index under `prefix` (one table, column and value)."""
         n = len(prefix)
-        found = [k[n:] for k, _ in scan(self.views_cf, prefix)]
+        # One iterator per batch (it sees RocksDB as of its creation, and `iover` holds every
+        # index write since): seeking a live iterator costs about half of making a new one.
+        it = self._iter
+        if it is None:
+            it = self._iter = self.views_cf.iter()
+        found = []
+        it.seek(prefix)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
+                break
+            found.append(key[n:])
+            it.next()
         over = self.iover.get(prefix)
         if over:
             have = set(found)
@@ -360,14 +404,17 @@ class ViewEngine:
         if data is None:
             group = _Group(gk, 0, [a.new_state() for a in plan.aggs], (None,) * len(plan.carried))
         else:
-            fields = unpack_fields(data)
+            fields = unpack_fields(data)  # laid out as `flush` writes them
             nkey = len(plan.group_key)
             ncar = len(plan.carried)
             states = []
-            for agg, enc in zip(plan.aggs, fields[1 + nkey + ncar :], strict=True):
+            pos = 1 + nkey + ncar
+            for agg in plan.aggs:
+                n = fields[pos]
                 state = agg.new_state()
-                state.load(unpack_fields(enc))
+                state.load(fields[pos + 1 : pos + 1 + n])
                 states.append(state)
+                pos += 1 + n
             group = _Group(
                 tuple(fields[1 : 1 + nkey]),
                 fields[0],
@@ -380,8 +427,7 @@ class ViewEngine:
     def _touch(self, view: ActiveView, okey: bytes) -> None:
         k = (view.view_id, okey)
         if k not in self.touched:
-            data = self.vget(row_key(view.view_id, okey))
-            self.touched[k] = None if data is None else decode_output(data)
+            self.touched[k] = self.vget(row_key(view.view_id, okey))
 
     def touch_global(self, view: ActiveView) -> None:
         """Make sure an aggregate view without GROUP BY has its one row (even over no rows)."""
@@ -402,19 +448,19 @@ class ViewEngine:
         encoded row before, encoded row after) for each row that changed."""
         changes = []
         by_id = {v.view_id: v for v in self.views}
-        for (vid, okey), before in self.touched.items():
+        for (vid, okey), before_data in self.touched.items():
             view = by_id[vid]
             if view.plan.aggregate:
                 group = self.groups[(vid, okey)]
                 after = self.output(view, group)
-                self._put_group(view, okey, group)
+                self.dirty.add((vid, okey))
             else:
                 after = self.pending.pop((vid, okey))
-            before_data = None if before is None else pack_fields(list(before))
             after_data = None if after is None else pack_fields(list(after))
             if before_data == after_data:
                 continue
             self.vput(row_key(vid, okey), after_data)
+            before = None if before_data is None else decode_output(before_data)
             for c in view.plan.sort_columns:
                 prefix = sort_prefix(vid, c)
                 if before is not None:
@@ -424,15 +470,6 @@ class ViewEngine:
             changes.append((vid, okey, before_data, after_data))
         self.touched.clear()
         return changes
-
-    def _put_group(self, view: ActiveView, gkey: bytes, group: _Group) -> None:
-        key = view_prefix(view.view_id) + b"g" + gkey
-        if group.count == 0:
-            self.vput(key, None)
-            del self.groups[(view.view_id, gkey)]
-            return
-        fields = [group.count, *group.key, *group.carried, *(s.encode() for s in group.states)]
-        self.vput(key, pack_fields(fields))
 
     # ---- backfill ------------------------------------------------------------------------
 
@@ -453,8 +490,10 @@ class ViewEngine:
             n += 1
             if n % 2000 == 0:
                 self.end_transaction()
+                self.flush()
                 yield n
         self.end_transaction()
+        self.flush()
         yield n
 
 
