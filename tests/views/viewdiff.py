@@ -1,0 +1,225 @@
+"""Differential testing of views: random transactions against Postgres, the oracle.
+
+A `Table` says how to make random values for each column of one table; a `Workload` runs random
+transactions over a few tables (inserts, updates of one or several columns, updates that move
+the primary key, deletes of one row or a range, occasionally a TRUNCATE; one to four statements
+on any of the tables; some rolled back). Ids come from a small range, so that updates and
+deletes usually hit a row and inserts often collide (ON CONFLICT DO NOTHING): no bookkeeping on
+our side, and a rolled-back transaction needs none either.
+
+`run_differential` starts the pipeline with a views file, then after every batch of
+transactions waits until the store has caught up and compares every view with Postgres
+evaluating the view's own SELECT (`assert_view_equals`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from runner import PipelineThread, assert_view_equals, wait_caught_up
+
+Gen = Callable[[random.Random], Any]
+
+
+def seed(default: int) -> int:
+    """The workload's seed: `default`, or $VIEWSTORE_DIFF_SEED to explore other histories."""
+    return int(os.environ.get("VIEWSTORE_DIFF_SEED", default))
+
+
+def maybe_null(gen: Gen, p: float = 0.12) -> Gen:
+    """`gen`, but NULL with probability `p`."""
+    return lambda rng: None if rng.random() < p else gen(rng)
+
+
+def choice(*values: Any) -> Gen:
+    return lambda rng: rng.choice(values)
+
+
+def ints(lo: int, hi: int) -> Gen:
+    return lambda rng: rng.randint(lo, hi)
+
+
+@dataclass
+class Table:
+    """How to make rows of one table: `ids` is the primary key range (an int `id` column)."""
+
+    name: str
+    ids: int
+    columns: dict[str, Gen]
+    weight: float = 1.0  # how often a statement picks this table
+
+    def row(self, rng: random.Random) -> dict[str, Any]:
+        return {c: g(rng) for c, g in self.columns.items()}
+
+
+@dataclass
+class View:
+    name: str
+    select: str
+
+    @property
+    def ddl(self) -> str:
+        return f"CREATE MATERIALIZED VIEW {self.name} AS\n{self.select};\n"
+
+
+def views_file(path: Path, views: Sequence[View]) -> Path:
+    path.write_text("\n".join(v.ddl for v in views))
+    return path
+
+
+@dataclass
+class Workload:
+    dsn: str
+    tables: list[Table]
+    rng: random.Random
+    truncate_every: int = 90  # every so many transactions one is a TRUNCATE
+    rollback_p: float = 0.1
+    max_statements: int = 4
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def count(self, what: str) -> None:
+        self.stats[what] = self.stats.get(what, 0) + 1
+
+    def fill(self, conn: psycopg.Connection[Any], n: dict[str, int]) -> None:
+        """Initial rows (taken by the snapshot, so views are first built by the backfill)."""
+        with conn.transaction():
+            for t in self.tables:
+                for _ in range(n.get(t.name, 0)):
+                    self.insert(conn, t)
+
+    def insert(self, conn: psycopg.Connection[Any], t: Table) -> None:
+        row = {"id": self.rng.randint(1, t.ids), **t.row(self.rng)}
+        q = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING").format(
+            sql.Identifier(t.name),
+            sql.SQL(", ").join(map(sql.Identifier, row)),
+            sql.SQL(", ").join(sql.Placeholder() * len(row)),
+        )
+        conn.execute(q, list(row.values()))
+
+    def statement(self, conn: psycopg.Connection[Any]) -> None:
+        rng = self.rng
+        t = rng.choices(self.tables, weights=[t.weight for t in self.tables])[0]
+        name = sql.Identifier(t.name)
+        r = rng.random()
+        if r < 0.42:
+            self.count("insert")
+            self.insert(conn, t)
+        elif r < 0.72:
+            self.count("update")
+            cols = rng.sample(list(t.columns), k=min(len(t.columns), rng.choice((1, 1, 2, 3))))
+            sets = sql.SQL(", ").join(
+                sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder()) for c in cols
+            )
+            values = [t.columns[c](rng) for c in cols]
+            lo = rng.randint(1, t.ids)
+            if rng.random() < 0.2:  # several rows at once
+                hi = lo + rng.randint(1, 4)
+                q = sql.SQL("UPDATE {} SET {} WHERE id BETWEEN %s AND %s").format(name, sets)
+                conn.execute(q, [*values, lo, hi])
+            else:
+                q = sql.SQL("UPDATE {} SET {} WHERE id = %s").format(name, sets)
+                conn.execute(q, [*values, lo])
+        elif r < 0.8:
+            self.count("move key")
+            old, new = rng.randint(1, t.ids), rng.randint(1, t.ids)
+            q = sql.SQL(
+                "UPDATE {0} SET id = %s WHERE id = %s AND NOT EXISTS (SELECT 1 FROM {0} WHERE id = %s)"
+            ).format(name)
+            conn.execute(q, [new, old, new])
+        elif r < 0.96:
+            self.count("delete")
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE id = %s").format(name), [rng.randint(1, t.ids)]
+            )
+        else:
+            self.count("delete range")
+            lo = rng.randint(1, t.ids)
+            q = sql.SQL("DELETE FROM {} WHERE id BETWEEN %s AND %s").format(name)
+            conn.execute(q, [lo, lo + rng.randint(1, 5)])
+
+    def transaction(self, conn: psycopg.Connection[Any], i: int) -> None:
+        """Run the `i`th transaction (from 1)."""
+        rng = self.rng
+        if i % self.truncate_every == self.truncate_every // 2:
+            # TRUNCATE one table or two at once, then they fill again in the same transaction:
+            # the views must see every row leave, then the new ones come.
+            ts = rng.sample(self.tables, k=min(len(self.tables), rng.choice((1, 1, 2))))
+            self.count("truncate " + " ".join(t.name for t in ts))
+            with conn.transaction():
+                names = sql.SQL(", ").join(sql.Identifier(t.name) for t in ts)
+                conn.execute(sql.SQL("TRUNCATE {}").format(names))
+                for t in ts:
+                    for _ in range(rng.randint(0, t.ids // 2)):
+                        self.insert(conn, t)
+            return
+        rollback = rng.random() < self.rollback_p
+        self.count("rollback" if rollback else "commit")
+        conn.execute("BEGIN")
+        for _ in range(rng.randint(1, self.max_statements)):
+            self.statement(conn)
+        conn.execute("ROLLBACK" if rollback else "COMMIT")
+
+
+def run_differential(
+    dsn: str,
+    tmp_path: Path,
+    schema: str,
+    tables: list[Table],
+    views: Sequence[View],
+    *,
+    seed_value: int,
+    transactions: int,
+    check_every: int = 40,
+    initial: dict[str, int] | None = None,
+    **pipeline_config: Any,
+) -> dict[str, int]:
+    """Create `schema`, fill it, start the pipeline with `views`, run `transactions` random
+    transactions and compare every view with Postgres after each `check_every`. Returns the
+    workload's statement counts and each view's largest row count (the caller can assert
+    that the mix happened)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(schema)  # type: ignore[arg-type]
+        work = Workload(dsn, tables, random.Random(seed_value))
+        work.fill(conn, initial or {t.name: t.ids // 2 for t in tables})
+        data = tmp_path / "data"
+        path = views_file(tmp_path / "views.sql", views)
+        rows: dict[str, int] = {}
+        with PipelineThread(dsn, data, views_file=path, **pipeline_config) as p:
+
+            def check(after: int) -> None:
+                wait_caught_up(dsn, data, alive=p.check)
+                for v in views:
+                    try:
+                        n = assert_view_equals(dsn, data, v.name, v.select)
+                    except AssertionError as exc:
+                        raise AssertionError(
+                            f"after {after} transactions (seed {seed_value}): {exc}"
+                        ) from None
+                    rows[v.name] = max(rows.get(v.name, 0), n)
+
+            check(0)
+            for i in range(1, transactions + 1):
+                work.transaction(conn, i)
+                if i % check_every == 0 or i == transactions:
+                    check(i)
+    # A view that never had a row compared nothing: the test would pass whatever the engine did.
+    empty = [v.name for v in views if not rows.get(v.name)]
+    assert not empty, f"views never had a row: {empty}; change the data or the views"
+    work.stats["transactions"] = transactions
+    return {**work.stats, **{f"rows {k}": n for k, n in rows.items()}}
+
+
+def assert_mix(stats: dict[str, int], *, commits: int = 300) -> None:
+    """The workload did what the test claims: enough committed transactions, some rolled back,
+    keys moved, rows deleted, and at least one TRUNCATE."""
+    truncates = sum(n for k, n in stats.items() if k.startswith("truncate"))
+    assert stats.get("commit", 0) + truncates >= commits, stats
+    assert stats.get("rollback", 0) >= 5 and truncates >= 1, stats
+    assert stats.get("move key", 0) >= 10 and stats.get("delete", 0) >= 10, stats
