@@ -51,6 +51,7 @@ from viewstore.store.viewtree import (
     INT4,
     INT8,
     NUMERIC,
+    TEXT,
     TIMESTAMP,
     TIMESTAMPTZ,
     VARCHAR,
@@ -180,10 +181,18 @@ def _ts_text(v: datetime) -> str:
     return s
 
 
+def _rtrim(s: str) -> str:
+    return s.rstrip(" ")
+
+
 def to_text(t: int) -> Callable[[Any], str]:
-    """The function giving a value of type `t` as Postgres's output function writes it."""
+    """The function giving a value of type `t` as text, as Postgres's cast to text does."""
     if t in INT_RANGE:
         return str
+    if t == BPCHAR:
+        # character(n) keeps its padding (ingest leaves it), but Postgres's cast to text or
+        # varchar (rtrim1) drops trailing spaces: 'ab'::char(4) || 'x' is 'abx'.
+        return _rtrim
     if t == NUMERIC:
         return _numeric_text
     if t == FLOAT8:
@@ -217,6 +226,8 @@ def _implicit(src: int | None, dst: int | None) -> Callable[[Any], Any] | None:
         return Decimal
     if dst == TIMESTAMP and src == DATE:
         return lambda d: d if isinstance(d, str) else datetime(d.year, d.month, d.day)
+    if src == BPCHAR and dst in TEXTS and dst != BPCHAR:
+        return _rtrim  # char(n) to text/varchar drops the padding (see to_text)
     return None
 
 
@@ -384,6 +395,16 @@ def _comparable(ta: int | None, tb: int | None) -> tuple[Callable[[Any], Any] | 
         )
     if {ta, tb} == {DATE, TIMESTAMP}:
         return _implicit(ta, TIMESTAMP), _implicit(tb, TIMESTAMP)
+    if BPCHAR in (ta, tb) and ta in TEXTS and tb in TEXTS:
+        # character(n) compares without trailing spaces. Against char(n) or varchar Postgres
+        # picks bpchar's own operators (both sides trimmed: 'ab  '::char(4) = 'ab '::varchar);
+        # against text or name it casts char(n) to text and compares texts (only the char(n)
+        # side trimmed: 'ab  '::char(4) = 'ab '::text is false).
+        both = {ta, tb} <= {BPCHAR, VARCHAR}
+        return (
+            _rtrim if both or ta == BPCHAR else None,
+            _rtrim if both or tb == BPCHAR else None,
+        )
     return None, None
 
 
@@ -764,9 +785,10 @@ class _Compiler:
         return self.compile(BoolOp("not", (both,), type=BOOL) if e.negated else both)
 
     def c_Like(self, e: Like) -> Fn:
+        # char(n) LIKE (bpcharlike) matches the padded value: 'ab'::char(4) LIKE 'ab' is
+        # false. A char(n) pattern is cast to text, which drops its padding (to_text).
         a = self.compile(e.arg)
         ins, neg = e.insensitive, e.negated
-        strip = e.arg.type == BPCHAR
 
         if isinstance(e.pattern, Const):
             if e.pattern.value is None:
@@ -777,10 +799,10 @@ class _Compiler:
                 v = a(row)
                 if v is None:
                     return None
-                return (rx.fullmatch(v.rstrip(" ") if strip else v) is not None) != neg
+                return (rx.fullmatch(v) is not None) != neg
 
             return like_const
-        p = self.compile(e.pattern)
+        p = self.converted(e.pattern, TEXT)
 
         def like(row: Row) -> bool | None:
             v, pat = a(row), p(row)
@@ -833,7 +855,8 @@ class _Compiler:
         if name in ("greatest", "least"):
             fs = [self.converted(a, t) for a in e.args]
             pick = max if name == "greatest" else min
-            key = _nan_key if t in FLOATS else None
+            # char(n) values compare without their padding (as in _comparable).
+            key = _nan_key if t in FLOATS else _rtrim if t == BPCHAR else None
 
             def extreme(row: Row) -> Any:
                 vals = [v for f in fs if (v := f(row)) is not None]
@@ -856,10 +879,9 @@ class _Compiler:
             assert isinstance(e.args[0], Const)
             trunc = _date_trunc(e.args[0].value)
             return _apply(self.compile(e.args[1]), trunc)
-        f = self.compile(e.args[0])
+        # lower/upper/length take text: a char(n) argument loses its padding (to_text).
+        f = self.converted(e.args[0], TEXT)
         if name == "length":
-            if e.args[0].type == BPCHAR:  # char(n) length ignores the padding
-                return _apply(f, lambda s: len(s.rstrip(" ")))
             return _apply(f, len)
         return _apply(f, str.lower if name == "lower" else str.upper)
 

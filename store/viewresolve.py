@@ -211,6 +211,16 @@ class _Resolver:
                 "with a column of an earlier table",
             )
         self.comparable(ra, rb, a.pos)
+        if BPCHAR in (ra.type, rb.type):
+            # Postgres compares character(n) without its trailing spaces, but the engine joins
+            # by exact value (join indexes, key gets), and without the columns' lengths it
+            # cannot tell whether two padded values may differ only in padding.
+            raise self.fail(
+                a.pos,
+                f"join condition {a.name} = {b.name}: joins on character(n) columns are not "
+                "supported (Postgres ignores their trailing spaces)",
+                "join on text or varchar columns",
+            )
         return ra, rb
 
     # ---- expressions
@@ -269,7 +279,14 @@ class _Resolver:
         if cat == "numeric":
             return FLOAT8 if FLOAT8 in known else max(known, key=NUM_RANK.__getitem__)  # type: ignore[arg-type]
         if cat == "text":
-            return known[0] if len(set(known)) == 1 else TEXT  # type: ignore[return-value]
+            # The first type wins unless it casts to a later one implicitly and not back (as
+            # select_common_type decides): among the string types only char(n) and varchar
+            # give way, to name. COALESCE(char_col, text_col) is char(n), keeping the padding.
+            t = known[0]
+            for n in known[1:]:
+                if n == NAME and t in (BPCHAR, VARCHAR):
+                    t = NAME
+            return t  # type: ignore[return-value]
         if cat == "datetime":
             if TIMESTAMPTZ in known and len(set(known)) > 1:
                 raise self.fail(
