@@ -21,7 +21,7 @@ import psycopg
 from helpers import pg_query
 
 import viewstore
-from viewstore.errors import StoreError
+from viewstore.errors import ConfigError, StoreError
 from viewstore.ingest.lsn import Lsn
 from viewstore.store.pipeline import Pipeline, RunConfig
 
@@ -187,8 +187,18 @@ def assert_mirror_equals(dsn: str, data_dir: Path, table: str) -> int:
     return len(expected)
 
 
-def view_rows(data_dir: Path, view: str) -> list[tuple[Any, ...]]:
-    rows = viewstore.open(data_dir).query(view)
+def view_rows(data_dir: Path, view: str, timeout: float = 60) -> list[tuple[Any, ...]]:
+    """The view's rows, normalised and sorted (waiting while a new view is being built: the
+    store is caught up with the source before its views are backfilled)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            rows = viewstore.open(data_dir).query(view)
+            break
+        except ConfigError as exc:
+            if "being built" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     return sorted((tuple(_norm(v) for v in r.values()) for r in rows), key=repr)
 
 
