@@ -505,3 +505,23 @@ def test_expressions_equal_postgres(dsn: str, tmp_path: Path) -> None:
         transactions=400,
     )
     assert_mix(stats)
+
+
+def test_chunked_transactions_equal_postgres(dsn: str, tmp_path: Path) -> None:
+    # Past --large-txn-rows a transaction is replayed and applied in chunks, the views written
+    # as of each chunk and the engine's caches dropped between them: longer transactions and a
+    # tiny threshold make many of them large.
+    stats = run_differential(
+        dsn,
+        tmp_path,
+        SCORES_SCHEMA + JOINS_SCHEMA,
+        [PLAYERS, PLAYER_SCORES, *JOIN_TABLES],
+        AGGREGATE_VIEWS + JOIN_VIEWS,
+        seed_value=seed(4),
+        transactions=300,
+        max_statements=8,
+        large_txn_rows=5,
+        chunk_rows=2,
+    )
+    assert_mix(stats, commits=250)
+    assert stats["large transactions"] >= 20, stats

@@ -178,15 +178,17 @@ def run_differential(
     transactions: int,
     check_every: int = 40,
     initial: dict[str, int] | None = None,
+    max_statements: int = 4,
     **pipeline_config: Any,
 ) -> dict[str, int]:
     """Create `schema`, fill it, start the pipeline with `views`, run `transactions` random
-    transactions and compare every view with Postgres after each `check_every`. Returns the
+    transactions (of up to `max_statements` statements) and compare every view with Postgres
+    after each `check_every`; `pipeline_config` goes to `RunConfig`. Returns the
     workload's statement counts and each view's largest row count (the caller can assert
     that the mix happened)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(schema)  # type: ignore[arg-type]
-        work = Workload(dsn, tables, random.Random(seed_value))
+        work = Workload(dsn, tables, random.Random(seed_value), max_statements=max_statements)
         work.fill(conn, initial or {t.name: t.ids // 2 for t in tables})
         data = tmp_path / "data"
         path = views_file(tmp_path / "views.sql", views)
@@ -209,6 +211,7 @@ def run_differential(
                 work.transaction(conn, i)
                 if i % check_every == 0 or i == transactions:
                     check(i)
+            work.stats["large transactions"] = len(p.pipeline.large_txns)
     # A view that never had a row compared nothing: the test would pass whatever the engine did.
     empty = [v.name for v in views if not rows.get(v.name)]
     assert not empty, f"views never had a row: {empty}; change the data or the views"
