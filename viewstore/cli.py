@@ -220,10 +220,10 @@ def _print_rows(columns: list[str], rows: list[dict[str, Any]], fmt: str) -> Non
     else:
         cells = [[_text(r[c]) for c in columns] for r in rows]
         widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-        click.echo(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+        click.echo(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
         click.echo("-+-".join("-" * w for w in widths))
         for row in cells:
-            click.echo(" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+            click.echo(" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
         click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
 
 
