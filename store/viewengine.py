@@ -226,6 +226,26 @@ class ViewEngine:
             found += [k for k, present in over.items() if present and k not in have]
         return found
 
+    def index_any(self, prefix: bytes, exclude: bytes | None) -> bool:
+        """Whether the join index has a key under `prefix` other than `exclude`."""
+        over = self.iover.get(prefix, {})
+        if any(present and k != exclude for k, present in over.items()):
+            return True
+        it = self._iter
+        if it is None:
+            it = self._iter = self.views_cf.iter()
+        n = len(prefix)
+        it.seek(prefix)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
+                return False
+            suffix = key[n:]
+            if suffix != exclude and over.get(suffix, True):
+                return True
+            it.next()
+        return False
+
     def lookup(self, pos: Position, lk: Lookup, value: Any, change: _Change | None) -> list[Typed]:
         """Rows of the FROM item at `pos` whose column `lk.column` equals `value`, as the
         change being processed lets that position see them."""
@@ -317,9 +337,20 @@ class ViewEngine:
                 self.emit(view, -sign, self.extend(plan, [m + pos.nulls], p + 1, change))
 
     def has_other(self, pos: Position, m: Typed, change: _Change) -> bool:
+        """Whether the prefix `m` has a match at `pos` other than the changed row."""
         lk = pos.forward
         assert lk is not None
-        for row in self.lookup(pos, lk, m[lk.source], change):
+        value = m[lk.source]
+        if value is None:
+            return False
+        if lk.by_key is None and len(pos.on) == 1:
+            # The index entry alone says the row matches: stop at the first one, without
+            # reading rows (a player with thousands of scores costs one seek, not thousands).
+            table = pos.table
+            prefix = b"x" + table.prefix + _U16.pack(lk.column) + encode_value(value)
+            mine = change.table_id == table.table_id
+            return self.index_any(prefix, change.key[4:] if mine else None)
+        for row in self.lookup(pos, lk, value, change):
             if all(m[a] is not None and m[a] == row[b] for a, b in pos.on):
                 return True
         return False
