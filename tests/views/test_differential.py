@@ -13,7 +13,9 @@ lowercase (viewstore orders text by code point, the test cluster may use another
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
+import string
 from decimal import Decimal
 from pathlib import Path
 
@@ -36,11 +38,30 @@ CREATE TABLE player_scores (
     bonus bigint,
     small smallint,
     amount numeric,
+    weight double precision,
+    w4 real,
     ok boolean,
     tag text,
-    day date
+    day date,
+    at timestamptz
 );
 """
+
+
+def _amount(rng: random.Random) -> Decimal:
+    # Unconstrained numeric: scales 0 to 3, so a sum's scale moves as values come and go;
+    # rarely NaN or an infinity, which SUM/AVG count apart so that removing them works.
+    if rng.random() < 0.02:
+        return Decimal(rng.choice(("NaN", "Infinity", "-Infinity")))
+    return Decimal(rng.randint(-99999, 99999)).scaleb(-rng.randint(0, 3))
+
+
+def _weight(rng: random.Random) -> float:
+    # Multiples of 1/4 in a small range: every float sum is exact, whatever order Postgres
+    # adds in, so float SUM/AVG compare exactly. Rarely an infinity or NaN.
+    if rng.random() < 0.02:
+        return rng.choice((math.inf, -math.inf, math.nan))
+    return rng.randint(-400, 400) / 4
 
 
 def _score(rng: random.Random) -> Decimal:
@@ -73,13 +94,17 @@ PLAYER_SCORES = Table(
             lambda rng: rng.choice((rng.randint(-(10**15), 10**15), 2**62, -(2**62)))
         ),
         "small": maybe_null(ints(-1000, 1000)),
-        # Unconstrained numeric: scales 0 to 3, so a sum's scale moves as values come and go.
-        "amount": maybe_null(
-            lambda rng: Decimal(rng.randint(-99999, 99999)).scaleb(-rng.randint(0, 3))
-        ),
+        "amount": maybe_null(_amount),
+        "weight": maybe_null(_weight),
+        "w4": maybe_null(_weight),
         "ok": maybe_null(choice(True, False), 0.15),
         "tag": maybe_null(choice("a", "b", "c", "ab", "ba", "abc", "z"), 0.15),
         "day": maybe_null(lambda rng: dt.date(2024, 1, 1) + dt.timedelta(days=rng.randint(0, 400))),
+        "at": maybe_null(
+            lambda rng: (
+                dt.datetime(2024, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=rng.randint(0, 10**7))
+            )
+        ),
     },
 )
 
@@ -105,7 +130,8 @@ AGGREGATE_VIEWS = [
        MIN(s.points) AS min_points, MAX(s.points) AS max_points,
        MIN(s.bonus) AS min_bonus, MAX(s.bonus) AS max_bonus,
        MIN(s.tag) AS min_tag, MAX(s.tag) AS max_tag,
-       MIN(s.day) AS first_day, MAX(s.day) AS last_day
+       MIN(s.day) AS first_day, MAX(s.day) AS last_day,
+       MIN(s.at) AS first_at, MAX(s.at) AS last_at, MAX(s.w4) AS max_w4
 FROM player_scores s
 GROUP BY s.player_id""",
     ),
@@ -114,9 +140,11 @@ GROUP BY s.player_id""",
         "score_sums",
         """SELECT s.player_id,
        SUM(s.points) AS sum_points, SUM(s.bonus) AS sum_bonus, SUM(s.score) AS sum_score,
-       SUM(s.small) AS sum_small, SUM(s.amount) AS sum_amount,
+       SUM(s.small) AS sum_small, SUM(s.amount) AS sum_amount, SUM(s.weight) AS sum_weight,
+       SUM(s.w4) AS sum_w4,
        AVG(s.points) AS avg_points, AVG(s.bonus) AS avg_bonus, AVG(s.score) AS avg_score,
-       AVG(s.small) AS avg_small, AVG(s.amount) AS avg_amount
+       AVG(s.small) AS avg_small, AVG(s.amount) AS avg_amount, AVG(s.weight) AS avg_weight,
+       AVG(s.w4) AS avg_w4
 FROM player_scores s
 GROUP BY s.player_id""",
     ),
@@ -127,7 +155,9 @@ GROUP BY s.player_id""",
         """SELECT s.tag, COUNT(*) AS n, COUNT(s.score) AS n_score,
        COUNT(DISTINCT s.points) AS distinct_points,
        COUNT(DISTINCT s.player_id) AS distinct_players,
-       COUNT(DISTINCT s.score) AS distinct_scores
+       COUNT(DISTINCT s.score) AS distinct_scores, COUNT(DISTINCT s.amount) AS distinct_amounts,
+       COUNT(DISTINCT s.day) AS distinct_days,
+       COUNT(DISTINCT s.points) FILTER (WHERE s.ok) AS distinct_ok_points
 FROM player_scores s
 GROUP BY s.tag""",
     ),
@@ -174,6 +204,43 @@ WHERE p.active""",
 FROM player_scores s
 WHERE s.points IS NOT NULL
 GROUP BY s.points % 3, upper(s.tag)""",
+    ),
+    # Aggregates of expressions, expressions of aggregates and group keys, an aggregate used
+    # twice, GROUP BY a bool and a date, GROUP BY position.
+    View(
+        "score_expressions",
+        """SELECT s.ok, s.day, SUM(s.points * 2 + 1) AS odd_sum,
+       SUM(CASE WHEN s.tag = 'a' THEN 1 ELSE 0 END) AS a_count,
+       AVG(s.score * s.points) AS avg_product, MAX(s.points + s.small) AS max_mix,
+       COUNT(DISTINCT lower(s.tag)) AS tags,
+       SUM(s.points) AS points, SUM(s.points) + 1 AS points_plus,
+       MAX(s.points) - MIN(s.points) AS spread,
+       COALESCE(SUM(s.score), 0) / NULLIF(COUNT(*), 0) AS mean_score,
+       CASE WHEN s.ok THEN COUNT(*) END AS ok_rows, s.day - DATE '2024-01-01' + COUNT(*) AS mix
+FROM player_scores s
+WHERE s.day < '2024-03-01'
+GROUP BY 1, 2""",
+    ),
+    # Grouped by the key of the joined (second) table: its columns are carried; HAVING on one.
+    View(
+        "scores_by_player",
+        """SELECT p.id, p.name, upper(p.name) || ':' || COUNT(*) AS label, SUM(s.points) AS points
+FROM player_scores s
+JOIN players p ON p.id = s.player_id
+GROUP BY p.id
+HAVING p.team IS NULL OR p.team <> 'red'""",
+    ),
+    # GROUP BY on the LEFT JOIN's nullable side, and a grouped column not in the output.
+    View(
+        "scores_by_maybe_player",
+        """SELECT p.id, p.team, COUNT(*) AS n, BOOL_AND(s.ok) AS all_ok
+FROM player_scores s
+LEFT JOIN players p ON p.id = s.player_id
+GROUP BY p.id""",
+    ),
+    View(
+        "tag_sizes",
+        "SELECT COUNT(*) AS n, MAX(s.points) AS best FROM player_scores s GROUP BY s.tag",
     ),
     View(
         "player_summary",
@@ -525,3 +592,106 @@ def test_chunked_transactions_equal_postgres(dsn: str, tmp_path: Path) -> None:
     )
     assert_mix(stats, commits=250)
     assert stats["large transactions"] >= 20, stats
+
+
+# --------------------------------------------------------------------------- keys and names
+
+KEYS_SCHEMA = """
+CREATE SCHEMA app;
+CREATE TABLE app.courses (code text PRIMARY KEY, title text, credits integer);
+CREATE TABLE "Students" ("Id" integer PRIMARY KEY, "Name" text, essay text, mood integer);
+ALTER TABLE "Students" ALTER COLUMN essay SET STORAGE EXTERNAL;
+CREATE TABLE enrollments (
+    student_id integer,
+    course text,
+    grade integer,
+    PRIMARY KEY (student_id, course)
+);
+CREATE TABLE audits (id integer PRIMARY KEY, v integer);
+"""
+COURSES = ("math", "art", "bio", "chem", "law", "zoo", "geo")
+
+
+def _essay(rng: random.Random) -> str:
+    # Long, stored out of line (TOAST, STORAGE EXTERNAL): an UPDATE of another column
+    # replicates it as "unchanged", and the engine must take it from the mirror.
+    return "".join(rng.choices(string.ascii_lowercase, k=rng.choice((12, 4000))))
+
+
+KEY_TABLES = [
+    Table(
+        "app.courses",
+        ids=5,
+        key={"code": choice(*COURSES[:6])},
+        columns={
+            "title": maybe_null(choice("intro", "advanced")),
+            "credits": maybe_null(ints(1, 5)),
+        },
+        weight=0.4,
+    ),
+    Table(
+        "Students",
+        ids=16,
+        key={"Id": ints(1, 16)},
+        columns={
+            "Name": maybe_null(choice("ann", "bob", "cid")),
+            "essay": maybe_null(_essay),
+            "mood": maybe_null(ints(1, 3)),
+        },
+    ),
+    Table(
+        "enrollments",
+        ids=40,
+        key={"student_id": ints(1, 17), "course": choice(*COURSES)},
+        columns={"grade": maybe_null(ints(1, 6))},
+    ),
+]
+
+KEY_VIEWS = [
+    # A composite key, a text key found by a key get, quoted mixed-case names, another schema.
+    View(
+        "enrollment_details",
+        """SELECT e.student_id, e.course, c.title, s."Name", e.grade, length(s.essay) AS essay_len
+FROM enrollments e
+LEFT JOIN app.courses c ON c.code = e.course
+LEFT JOIN "Students" s ON s."Id" = e.student_id""",
+    ),
+    View(
+        "course_grades",
+        """SELECT c.code, c.title, COUNT(e.grade) AS graded, AVG(e.grade) AS avg_grade,
+       SUM(c.credits) AS credits
+FROM app.courses c
+LEFT JOIN enrollments e ON e.course = c.code
+GROUP BY c.code""",
+    ),
+    # Grouped by a whole composite key: the other columns are carried.
+    View(
+        "enrollment_groups",
+        """SELECT e.student_id, e.course, e.grade, COUNT(*) AS n
+FROM enrollments e
+GROUP BY e.student_id, e.course""",
+    ),
+    View(
+        "student_essays",
+        """SELECT s."Id" AS "StudentId", s."Name", length(s.essay) AS len,
+       s.essay LIKE 'a%' AS starts_a, upper(s."Name") AS shout, s.mood
+FROM "Students" s
+WHERE s.essay IS NOT NULL""",
+    ),
+    # Over a table no transaction touches, empty from the start: one row of COUNT 0 and NULLs.
+    View("audit_totals", "SELECT COUNT(*) AS n, SUM(v) AS total, MAX(v) AS top FROM audits"),
+]
+
+
+def test_keys_and_names_equal_postgres(dsn: str, tmp_path: Path) -> None:
+    stats = run_differential(
+        dsn,
+        tmp_path,
+        KEYS_SCHEMA,
+        KEY_TABLES,
+        KEY_VIEWS,
+        seed_value=seed(5),
+        transactions=300,
+        initial={"app.courses": 4, "Students": 10, "enrollments": 25},
+    )
+    assert_mix(stats, commits=250)

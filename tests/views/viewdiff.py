@@ -48,15 +48,33 @@ def ints(lo: int, hi: int) -> Gen:
 
 @dataclass
 class Table:
-    """How to make rows of one table: `ids` is the primary key range (an int `id` column)."""
+    """How to make rows of one table (`name` may be `schema.table`). The primary key is an
+    integer `id` from 1 to `ids`, or the columns of `key` with their own generators (then
+    `ids` only sizes the initial fill and a TRUNCATE's refill)."""
 
     name: str
     ids: int
     columns: dict[str, Gen]
     weight: float = 1.0  # how often a statement picks this table
+    key: dict[str, Gen] = field(default_factory=dict)
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(*self.name.split("."))
+
+    def key_of(self, rng: random.Random) -> dict[str, Any]:
+        if not self.key:
+            return {"id": rng.randint(1, self.ids)}
+        return {c: g(rng) for c, g in self.key.items()}
 
     def row(self, rng: random.Random) -> dict[str, Any]:
         return {c: g(rng) for c, g in self.columns.items()}
+
+
+def _where(key: dict[str, Any]) -> tuple[sql.Composable, list[Any]]:
+    """`k1 = %s AND k2 = %s` for a key, and its parameters."""
+    cond = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in key)
+    return cond, list(key.values())
 
 
 @dataclass
@@ -95,9 +113,9 @@ class Workload:
                     self.insert(conn, t)
 
     def insert(self, conn: psycopg.Connection[Any], t: Table) -> None:
-        row = {"id": self.rng.randint(1, t.ids), **t.row(self.rng)}
-        q = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING").format(
-            sql.Identifier(t.name),
+        row = {**t.key_of(self.rng), **t.row(self.rng)}
+        q = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING").format(
+            t.ident,
             sql.SQL(", ").join(map(sql.Identifier, row)),
             sql.SQL(", ").join(sql.Placeholder() * len(row)),
         )
@@ -106,7 +124,7 @@ class Workload:
     def statement(self, conn: psycopg.Connection[Any]) -> None:
         rng = self.rng
         t = rng.choices(self.tables, weights=[t.weight for t in self.tables])[0]
-        name = sql.Identifier(t.name)
+        name = t.ident
         r = rng.random()
         if r < 0.42:
             self.count("insert")
@@ -118,26 +136,29 @@ class Workload:
                 sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder()) for c in cols
             )
             values = [t.columns[c](rng) for c in cols]
-            lo = rng.randint(1, t.ids)
-            if rng.random() < 0.2:  # several rows at once
-                hi = lo + rng.randint(1, 4)
+            key = t.key_of(rng)
+            if rng.random() < 0.2 and not t.key:  # several rows at once
+                lo, hi = key["id"], key["id"] + rng.randint(1, 4)
                 q = sql.SQL("UPDATE {} SET {} WHERE id BETWEEN %s AND %s").format(name, sets)
                 conn.execute(q, [*values, lo, hi])
             else:
-                q = sql.SQL("UPDATE {} SET {} WHERE id = %s").format(name, sets)
-                conn.execute(q, [*values, lo])
+                cond, params = _where(key)
+                q = sql.SQL("UPDATE {} SET {} WHERE {}").format(name, sets, cond)
+                conn.execute(q, [*values, *params])
         elif r < 0.8:
             self.count("move key")
-            old, new = rng.randint(1, t.ids), rng.randint(1, t.ids)
+            old = t.key_of(rng)
+            column = rng.choice(list(old)) if t.key else "id"
+            new = {**old, column: t.key_of(rng)[column]}
+            (cond, params), (cond_new, params_new) = _where(old), _where(new)
             q = sql.SQL(
-                "UPDATE {0} SET id = %s WHERE id = %s AND NOT EXISTS (SELECT 1 FROM {0} WHERE id = %s)"
-            ).format(name)
-            conn.execute(q, [new, old, new])
-        elif r < 0.96:
+                "UPDATE {0} SET {1} = %s WHERE {2} AND NOT EXISTS (SELECT 1 FROM {0} WHERE {3})"
+            ).format(name, sql.Identifier(column), cond, cond_new)
+            conn.execute(q, [new[column], *params, *params_new])
+        elif r < 0.96 or t.key:
             self.count("delete")
-            conn.execute(
-                sql.SQL("DELETE FROM {} WHERE id = %s").format(name), [rng.randint(1, t.ids)]
-            )
+            cond, params = _where(t.key_of(rng))
+            conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(name, cond), params)
         else:
             self.count("delete range")
             lo = rng.randint(1, t.ids)
@@ -153,7 +174,7 @@ class Workload:
             ts = rng.sample(self.tables, k=min(len(self.tables), rng.choice((1, 1, 2))))
             self.count("truncate " + " ".join(t.name for t in ts))
             with conn.transaction():
-                names = sql.SQL(", ").join(sql.Identifier(t.name) for t in ts)
+                names = sql.SQL(", ").join(t.ident for t in ts)
                 conn.execute(sql.SQL("TRUNCATE {}").format(names))
                 for t in ts:
                     for _ in range(rng.randint(0, t.ids // 2)):
