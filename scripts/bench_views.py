@@ -98,17 +98,20 @@ def lsn_of(conn: psycopg.Connection[Any], query: str, *params: Any) -> Lsn | Non
 
 
 PROFILE: list[str] = []  # py-spy command prefix for the timed `views` catch-up (--profile)
+CHILDREN: list[subprocess.Popen[bytes]] = []  # killed on exit, whatever the exit
 
 
 def start_run(pg: ThrowawayPostgres, data: Path, *extra: str) -> subprocess.Popen[bytes]:
     out = open(data.with_suffix(".log"), "ab")  # noqa: SIM115 - the child owns it
     argv = [sys.executable, "-m", "viewstore.cli", "run", "--dsn", pg.dsn, "--data", str(data)]
 
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [*argv, "--publication", "bench_pub", "--slot", data.name, *extra],
         stdout=out,
         stderr=subprocess.STDOUT,
     )
+    CHILDREN.append(proc)
+    return proc
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -156,16 +159,6 @@ def catch_up(pg: ThrowawayPostgres, data: Path, target: Lsn, views: Path | None)
     spy = None
     if views and PROFILE:
         spy = subprocess.Popen([*PROFILE, "--pid", str(proc.pid)], stdout=subprocess.DEVNULL)
-    if views and os.environ.get("BENCH_CPROFILE"):  # a deterministic profile, for development
-        proc.send_signal(signal.SIGTERM)
-        proc.wait()
-        data.with_suffix(".log").write_text("")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cProfile", "-o", os.environ["BENCH_CPROFILE"], "-m",
-             "viewstore.cli", "run", "--dsn", pg.dsn, "--data", str(data),
-             "--publication", "bench_pub", "--slot", data.name, "--views", str(views)],
-            stdout=open(data.with_suffix(".log"), "ab"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
     with psycopg.connect(pg.dsn, autocommit=True) as conn:
         wait_streaming(proc, data, 600)
         began = time.monotonic()
@@ -189,7 +182,9 @@ def load(conn: psycopg.Connection[Any], txns: int, players: int, seed: int) -> L
                     (rng.randint(0, 10000) / 100, rng.randint(1, max_score)),
                 )
             elif r < 0.2:
-                conn.execute("DELETE FROM player_scores WHERE id = %s", (rng.randint(1, max_score),))
+                conn.execute(
+                    "DELETE FROM player_scores WHERE id = %s", (rng.randint(1, max_score),)
+                )
             else:
                 conn.execute(
                     "INSERT INTO player_scores (player_id, score) VALUES (%s, %s)",
@@ -210,7 +205,22 @@ def timed(fn: Any, n: int = 25) -> float:
     return round(statistics.median(times), 3)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")  # unwinds: Postgres and files go
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        bench()
+    finally:
+        for proc in CHILDREN:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def bench() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--players", type=int, default=1_000_000)
     ap.add_argument("--scores", type=int, default=1_000_000)
@@ -229,14 +239,15 @@ def main() -> None:
         PROFILE.extend(["py-spy", "record", "-r", "200", "-f", "speedscope", "-o", str(speedscope)])
     result: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "players": args.players,
         "scores": args.scores,
         "transactions": args.txns,
     }
-    with tempfile.TemporaryDirectory(prefix="bench-views-") as tmp, ThrowawayPostgres(
-        settings=PG_SETTINGS
-    ) as pg:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-views-") as tmp,
+        ThrowawayPostgres(settings=PG_SETTINGS) as pg,
+    ):
         work = Path(tmp)
         views = work / "views.sql"
         views.write_text(VIEW)

@@ -1,4 +1,5 @@
-"""Smoke test of the ingest benchmark: `scripts/bench_ingest.py --quick` runs end to end.
+"""Smoke tests of the benchmarks: `scripts/bench_ingest.py --quick` and
+`scripts/bench_views.py --quick` run end to end.
 
 It starts its own throwaway Postgres (whatever server the suite was pointed at), so the test
 needs the server binaries but no fixture. It checks that the script finishes and writes
@@ -44,3 +45,25 @@ def test_bench_ingest_quick(tmp_path: Path) -> None:
     assert result["ratio"] > 0
     assert result["viewstore"]["peak_rss_kib"] > 0
     assert "error" not in result
+
+
+VIEWS_SCRIPT = SCRIPT.parent / "bench_views.py"
+
+
+def test_bench_views_quick(tmp_path: Path) -> None:
+    out = tmp_path / "views.json"
+    proc = subprocess.run(
+        [sys.executable, str(VIEWS_SCRIPT), "--quick", "--txns", "500", "--refreshes", "1",
+         "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"bench_views.py exited with {proc.returncode}:\n{proc.stdout}"
+    result = json.loads(out.read_text())
+    assert result["transactions"] == 500
+    assert result["view_rows"] == result["players"]  # and it checked them against Postgres
+    assert result["catch_up_us_per_txn"]["views"] > 0
+    assert result["refresh_median_ms"] > 0
+    assert result["reads"]["top10_open_store_ms"] > 0
