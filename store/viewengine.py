@@ -75,6 +75,13 @@ def sort_entry_key(sort_key: bytes, prefix_len: int) -> bytes:
     return sort_key[prefix_len + value_length(sort_key, prefix_len) :]
 
 
+def _joins(a: Any, b: Any) -> bool:
+    """Postgres's = between two join values (`a` not NULL): NaN equals NaN there, for numeric
+    and float alike, as in the join indexes' key encoding, where Python's == says it does not
+    (a row joined through the index would then never be found again to leave)."""
+    return a == b or (a != a and b != b)
+
+
 def decode_output(data: bytes) -> tuple[Any, ...]:
     return tuple(unpack_fields(data))
 
@@ -271,7 +278,7 @@ class ViewEngine:
                     f"join index of {table.qualified} names a row the mirror lacks", CORRUPT_HINT
                 )
             out.append(row)
-        if mine and pos.index in change.visible and change.row[lk.column] == value:  # type: ignore[union-attr]
+        if mine and pos.index in change.visible and _joins(change.row[lk.column], value):  # type: ignore[union-attr]
             out.append(change.row)  # type: ignore[union-attr]
         return out
 
@@ -292,7 +299,7 @@ class ViewEngine:
                     matches = [
                         m
                         for m in matches
-                        if all(row[a] is not None and row[a] == m[b] for a, b in others)
+                        if all(row[a] is not None and _joins(row[a], m[b]) for a, b in others)
                     ]
                 if matches:
                     grown += [row + m for m in matches]
@@ -311,7 +318,7 @@ class ViewEngine:
         out = []
         for y in self.lookup(plan.positions[j], lk, r[lk.source], change):
             for prefix in self.through(plan, j, y, p, change):
-                if all(prefix[a] is not None and prefix[a] == r[b] for a, b in pos.on):
+                if all(prefix[a] is not None and _joins(prefix[a], r[b]) for a, b in pos.on):
                     out.append(prefix)
         return out
 
@@ -351,7 +358,7 @@ class ViewEngine:
             mine = change.table_id == table.table_id
             return self.index_any(prefix, change.key[4:] if mine else None)
         for row in self.lookup(pos, lk, value, change):
-            if all(m[a] is not None and m[a] == row[b] for a, b in pos.on):
+            if all(m[a] is not None and _joins(m[a], row[b]) for a, b in pos.on):
                 return True
         return False
 

@@ -91,6 +91,15 @@ def arith_type(a: int, b: int) -> int:
     return max(a, b, key=NUM_RANK.__getitem__)
 
 
+def _join_class(t: int) -> int | str:
+    """Types whose values a join can match by key encoding and ==, as Postgres's = does."""
+    if t in (INT2, INT4, INT8, NUMERIC):
+        return "exact number"  # int and Decimal share one key encoding: 1 = 1.0
+    if t in (TEXT, VARCHAR, NAME):
+        return "text"
+    return t
+
+
 @dataclass(frozen=True)
 class TableShape:
     """A base table as the mirror knows it: columns (name, type OID) and primary key names."""
@@ -220,6 +229,18 @@ class _Resolver:
                 f"join condition {a.name} = {b.name}: joins on character(n) columns are not "
                 "supported (Postgres ignores their trailing spaces)",
                 "join on text or varchar columns",
+            )
+        if _join_class(ra.type) != _join_class(rb.type):  # type: ignore[arg-type]
+            # The engine matches join values by their key encoding and Python's ==, which
+            # agree with Postgres's = only within one class: a date is never equal to a
+            # timestamp there, an integer's encoding is not a float's, and a float4 read
+            # from Postgres is its shortest decimal, not the exact value float48eq compares.
+            raise self.fail(
+                a.pos,
+                f"join condition {a.name} = {b.name} compares {type_sql(ra.type)} with "  # type: ignore[arg-type]
+                f"{type_sql(rb.type)}: joins need columns of one type (integer types and "  # type: ignore[arg-type]
+                "numeric may mix, and so may text and varchar)",
+                "join on columns of the same type",
             )
         return ra, rb
 
