@@ -49,10 +49,14 @@ CREATE TABLE player_scores (
 
 
 def _amount(rng: random.Random) -> Decimal:
-    # Unconstrained numeric: scales 0 to 3, so a sum's scale moves as values come and go;
-    # rarely NaN or an infinity, which SUM/AVG count apart so that removing them works.
-    if rng.random() < 0.02:
+    # Unconstrained numeric: scales 0 to 3 (12 for the rare huge ones), so a sum's scale moves
+    # as values come and go; rarely NaN or an infinity, which SUM/AVG count apart so that
+    # removing them works.
+    r = rng.random()
+    if r < 0.02:
         return Decimal(rng.choice(("NaN", "Infinity", "-Infinity")))
+    if r < 0.05:  # beyond Python's default 28 digits: sums and averages must stay exact
+        return Decimal(rng.randint(-(10**40), 10**40)).scaleb(-rng.randint(0, 12))
     return Decimal(rng.randint(-99999, 99999)).scaleb(-rng.randint(0, 3))
 
 
