@@ -42,6 +42,7 @@ from rocksdict import Rdict
 from viewstore.errors import StoreError
 from viewstore.store.codec import Row, decode_row, encode_row
 from viewstore.store.db import TableInfo
+from viewstore.store.expr import EvalError
 from viewstore.store.keycodec import encode_key, encode_value, value_length
 from viewstore.store.valuecodec import CORRUPT_HINT, pack_fields, unpack_fields
 from viewstore.store.viewplan import IndexSpec, Lookup, Position, ViewPlan
@@ -73,6 +74,9 @@ def sort_prefix(view_id: int, column: int) -> bytes:
 def sort_entry_key(sort_key: bytes, prefix_len: int) -> bytes:
     """The output key at the end of a sort-index key (after prefix and one encoded value)."""
     return sort_key[prefix_len + value_length(sort_key, prefix_len) :]
+
+
+_SKIP = object()  # an aggregate's FILTER rejected the row
 
 
 def _joins(a: Any, b: Any) -> bool:
@@ -152,6 +156,9 @@ class ViewEngine:
         self.pending: dict[tuple[int, bytes], Typed | None] = {}  # non-grouped output rows
         self.touched: dict[tuple[int, bytes], bytes | None] = {}  # -> output before the txn
         self._iter: Any = None  # a views CF iterator, as of the last batch written
+        # (view id, repr of a joined row) -> (net sign, error): rows whose expressions failed
+        # in this transaction, held back until its end (see `emit`).
+        self.failed: dict[tuple[int, str], tuple[int, EvalError]] = {}
 
     def written(self) -> None:
         """The batch is in RocksDB. The caches stay true (every write went through them), and
@@ -401,32 +408,60 @@ class ViewEngine:
         where = plan.where
         vid = view.view_id
         for row in rows:
-            if where is not None and where(row) is not True:
+            # Every expression first, then the state changes: a row whose expressions fail
+            # changes nothing. Postgres evaluates the view over committed rows only, and this
+            # may be a state the transaction passes through (inserted with qty 0, then updated
+            # before the commit, under `price / qty`): the error stands only if the row is
+            # still there when the transaction ends (`end_transaction`).
+            if sign < 0 and self.failed:
+                key = (vid, repr(row))  # repr: exact, where == takes 1.0 for 1.00
+                held = self.failed.pop(key, None)
+                if held is not None:  # it failed on the way in, so it was never applied
+                    if held[0] + sign:
+                        self.failed[key] = (held[0] + sign, held[1])
+                    continue
+            try:
+                if where is not None and where(row) is not True:
+                    continue
+                if not plan.aggregate:
+                    out = tuple(f(row) for f in plan.outputs) if sign > 0 else None
+                else:
+                    gk = tuple(f(row) for f in plan.group_key)
+                    values = [
+                        _SKIP
+                        if agg.filter is not None and agg.filter(row) is not True
+                        else None
+                        if agg.arg is None
+                        else agg.arg(row)
+                        for agg in plan.aggs
+                    ]
+                    carried = tuple(f(row) for f in plan.carried) if sign > 0 else ()
+            except EvalError as exc:
+                key = (vid, repr(row))
+                net = self.failed.pop(key, (0, exc))[0] + sign
+                if net:
+                    self.failed[key] = (net, exc)
                 continue
             if not plan.aggregate:
                 okey = encode_key(
                     [row[p.offset + k] for p in plan.positions for k in p.table.key_positions]
                 )
                 self._touch(view, okey)
-                self.pending[(vid, okey)] = (
-                    tuple(f(row) for f in plan.outputs) if sign > 0 else None
-                )
+                self.pending[(vid, okey)] = out
                 continue
-            gk = tuple(f(row) for f in plan.group_key)
             gkey = encode_key(gk)
             group = self.group(view, gkey, gk)
             self._touch(view, gkey)
             group.count += sign
-            for agg, state in zip(plan.aggs, group.states, strict=True):
-                if agg.filter is not None and agg.filter(row) is not True:
+            for value, state in zip(values, group.states, strict=True):
+                if value is _SKIP:
                     continue
-                value = None if agg.arg is None else agg.arg(row)
                 if sign > 0:
                     state.add(value)
                 else:
                     state.remove(value)
-            if sign > 0 and plan.carried:
-                group.carried = tuple(f(row) for f in plan.carried)
+            if carried:
+                group.carried = carried
             if group.count < 0:
                 raise StoreError(
                     f"view {plan.name}: a group's row count fell below zero", CORRUPT_HINT
@@ -484,6 +519,12 @@ class ViewEngine:
     def end_transaction(self) -> list[tuple[int, bytes, bytes | None, bytes | None]]:
         """Write the output rows the transaction touched; returns (view id, output key,
         encoded row before, encoded row after) for each row that changed."""
+        if self.failed:
+            # A row whose expressions failed is still there as the transaction ends: the
+            # view's SELECT fails on the committed state too.
+            _, exc = next(iter(self.failed.values()))
+            self.failed.clear()
+            raise exc
         changes = []
         by_id = {v.view_id: v for v in self.views}
         for (vid, okey), before_data in self.touched.items():
