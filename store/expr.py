@@ -40,7 +40,7 @@ from operator import itemgetter
 from typing import Any
 
 from viewstore.errors import UnsupportedError
-from viewstore.store.viewresolve import NUM_RANK, TEXTS, type_sql
+from viewstore.store.viewresolve import DATETIMES, NUM_RANK, TEXTS, type_sql
 from viewstore.store.viewtree import (
     BOOL,
     BPCHAR,
@@ -364,20 +364,42 @@ def _int_op(op: str, t: int) -> Callable[[int, int], int]:
 
 
 def _date_op(op: str, ta: int, tb: int) -> Callable[[Any, Any], Any]:
-    def plus(d: date, n: int) -> date:
+    def plus(d: date | str, n: int) -> date | str:
+        if isinstance(d, str):
+            return d  # ±infinity (text from ingest) plus days is itself, as in date_pli
         try:
             return d + timedelta(days=n)
         except OverflowError:
             raise EvalError("date out of range", "22008") from None
 
+    def minus(a: date | str, b: date | str) -> int:
+        if isinstance(a, str) or isinstance(b, str):
+            raise EvalError("cannot subtract infinite dates", "22008")
+        return (a - b).days
+
     if op == "+":
         return (lambda a, b: plus(a, b)) if ta == DATE else (lambda a, b: plus(b, a))
     if tb == DATE:
-        return lambda a, b: (a - b).days
+        return minus
     return lambda a, b: plus(a, -b)
 
 
 # --------------------------------------------------------------------------- comparisons
+
+
+def _time_key(v: Any) -> tuple[Any, ...]:
+    """A date or timestamp as Postgres orders it. Ingest leaves ±infinity (and dates Python
+    cannot hold) as Postgres's text, which Python cannot compare with dates."""
+    if isinstance(v, str):
+        if v == "infinity":
+            return (2,)
+        if v == "-infinity":
+            return (0,)
+        raise UnsupportedError(
+            f"cannot compare the date/time value {v!r}",
+            "views compare dates and timestamps from year 1 to 9999, and ±infinity",
+        )
+    return (1, v)
 
 
 def _nan_key(x: float) -> tuple[int, float]:
@@ -422,10 +444,19 @@ def _comparator(op: str, ta: int | None, tb: int | None) -> Callable[[Any, Any],
     """A non-NULL comparison of a value of type ta with one of type tb."""
     fa, fb = _comparable(ta, tb)
     cmp = _CMP[op]
-    if fa is None and fb is None:
-        return cmp
     ka = fa or (lambda v: v)
     kb = fb or (lambda v: v)
+    if ta in DATETIMES and tb in DATETIMES:
+
+        def times(a: Any, b: Any) -> bool:
+            a, b = ka(a), kb(b)
+            if isinstance(a, str) or isinstance(b, str):  # ±infinity (see _time_key)
+                return cmp(_time_key(a), _time_key(b))
+            return cmp(a, b)
+
+        return times
+    if fa is None and fb is None:
+        return cmp
     return lambda a, b: cmp(ka(a), kb(b))
 
 
@@ -511,15 +542,28 @@ def _parse_bool(s: str) -> bool:
     raise EvalError(f'invalid input syntax for type boolean: "{s}"', BAD_INPUT)
 
 
-def _parse_date(s: str) -> date:
+def _infinity(s: str) -> str | None:
+    """'infinity' or '-infinity' for Postgres's spellings of them (kept as text, as ingest
+    keeps them), else None."""
+    v = s.strip().lower()
+    if v in ("infinity", "+infinity"):
+        return "infinity"
+    return "-infinity" if v == "-infinity" else None
+
+
+def _parse_date(s: str) -> date | str:
+    if (inf := _infinity(s)) is not None:
+        return inf  # WHERE valid_until = 'infinity'
     try:
         return date.fromisoformat(s.strip())
     except ValueError:
         raise EvalError(f'invalid input syntax for type date: "{s}"', BAD_DATETIME) from None
 
 
-def _parse_timestamp(tz: bool) -> Callable[[str], datetime]:
-    def parse(s: str) -> datetime:
+def _parse_timestamp(tz: bool) -> Callable[[str], datetime | str]:
+    def parse(s: str) -> datetime | str:
+        if (inf := _infinity(s)) is not None:
+            return inf
         try:
             v = datetime.fromisoformat(s.strip())
         except ValueError:
@@ -856,7 +900,15 @@ class _Compiler:
             fs = [self.converted(a, t) for a in e.args]
             pick = max if name == "greatest" else min
             # char(n) values compare without their padding (as in _comparable).
-            key = _nan_key if t in FLOATS else _rtrim if t == BPCHAR else None
+            key = (
+                _nan_key
+                if t in FLOATS
+                else _rtrim
+                if t == BPCHAR
+                else _time_key
+                if t in DATETIMES
+                else None
+            )
 
             def extreme(row: Row) -> Any:
                 vals = [v for f in fs if (v := f(row)) is not None]

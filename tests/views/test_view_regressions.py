@@ -209,3 +209,53 @@ def test_failing_states_inside_a_transaction_are_not_errors(dsn: str, tmp_path: 
         with pytest.raises(EvalError, match="division by zero"):
             wait_caught_up(dsn, data, alive=p.check)
         p.error = None  # seen; let the context manager stop the (dead) thread quietly
+
+
+# Ingest keeps ±infinity dates and timestamps as Postgres's text. Comparing one with a date
+# raised TypeError (the pipeline stopped), date + 1 did too, and the literal 'infinity' in a
+# view was refused at start-up. (Views here show dates as text: psycopg cannot load infinity.)
+INFINITY_SCHEMA = """
+CREATE TABLE spans (id integer PRIMARY KEY, d date, ts timestamp, tz timestamptz, g integer);
+"""
+INFINITY_TABLE = Table(
+    "spans",
+    ids=16,
+    columns={
+        "d": maybe_null(choice("infinity", "-infinity", "2024-01-01", "2024-06-30")),
+        "ts": maybe_null(choice("infinity", "-infinity", "2024-01-01 00:00", "2024-03-01 12:30")),
+        "tz": maybe_null(choice("infinity", "-infinity", "2024-01-01 00:00+00")),
+        "g": maybe_null(choice(1, 2)),
+    },
+)
+INFINITY_VIEWS = [
+    View(
+        "spans_compared",
+        """SELECT s.id, s.d > '2024-03-01' AS late, s.ts < s.d AS before_day,
+       s.d = 'infinity' AS open_ended, (s.d + 7)::text AS week_later,
+       GREATEST(s.d, '2024-02-01')::text AS at_least, LEAST(s.ts, '2024-02-01')::text AS at_most,
+       s.ts BETWEEN '2024-01-01' AND 'infinity' AS from_2024, s.tz >= '-infinity' AS any_tz,
+       CASE s.d WHEN 'infinity' THEN 'open' WHEN '-infinity' THEN 'always' ELSE 'dated' END AS kind,
+       s.ts::date::text AS ts_day, date_trunc('month', s.ts)::text AS ts_month
+FROM spans s
+WHERE s.d IN ('infinity', '2024-01-01') OR s.ts > '2024-02-01' OR s.tz < 'infinity'""",
+    ),
+    View(
+        "spans_grouped",
+        """SELECT s.g, MIN(s.d)::text AS first_d, MAX(s.ts)::text AS last_ts,
+       MAX(s.tz)::text AS last_tz, COUNT(*) FILTER (WHERE s.d < 'infinity') AS bounded
+FROM spans s GROUP BY s.g""",
+    ),
+]
+
+
+def test_infinite_dates_and_timestamps(dsn: str, tmp_path: Path) -> None:
+    run_differential(
+        dsn,
+        tmp_path,
+        INFINITY_SCHEMA,
+        [INFINITY_TABLE],
+        INFINITY_VIEWS,
+        seed_value=11,
+        transactions=120,
+        check_every=20,
+    )
