@@ -86,6 +86,7 @@ INT_RANGE = {
     INT8: (-(2**63), 2**63 - 1, "bigint"),
 }
 FLOATS = (FLOAT4, FLOAT8)
+_EXACT = (INT2, INT4, INT8, NUMERIC)
 OUT_OF_RANGE, DIV_ZERO, BAD_INPUT, BAD_DATETIME = "22003", "22012", "22P02", "22007"
 
 
@@ -308,22 +309,69 @@ def _nozero(d: Decimal) -> Decimal:
     return CTX.copy_abs(d) if not d and d.is_signed() else d
 
 
-def _numeric_op(op: str) -> Callable[[Any, Any], Any]:
+# Decimal's IEEE rules for NaN and infinities, with an invalid operation giving NaN (as
+# Postgres's numeric does: Infinity - Infinity, Infinity * 0) instead of raising.
+_SPECIAL_CTX = CTX.copy()
+_SPECIAL_CTX.traps[InvalidOperation] = False
+
+
+def _special(v: Any) -> bool:
+    """True for numeric NaN and ±Infinity."""
+    return isinstance(v, Decimal) and not v.is_finite()
+
+
+def _num_key(v: Any) -> Any:
+    """Postgres's numeric order, NaN/±Infinity included: -Infinity < finite < Infinity < NaN,
+    NaN = NaN (Decimal raises comparing NaN with <, and says NaN != NaN)."""
+    if _special(v):
+        return (3,) if v.is_nan() else (2,) if v > 0 else (0,)
+    return (1, v)
+
+
+def _numeric_special(op: str, a: Any, b: Any) -> Decimal:
+    """Postgres's numeric arithmetic when an operand is NaN or ±Infinity (numeric.c)."""
+    a, b = Decimal(a), Decimal(b)
+    if a.is_nan() or b.is_nan():
+        return Decimal("NaN")  # even NaN / 0
     if op == "+":
-        return lambda a, b: _nozero(CTX.add(a, b))
+        return _SPECIAL_CTX.add(a, b)
     if op == "-":
-        return lambda a, b: _nozero(CTX.subtract(a, b))
+        return _SPECIAL_CTX.subtract(a, b)
     if op == "*":
-        return lambda a, b: _nozero(CTX.multiply(a, b))
-    if op == "/":
-        return _numeric_div
+        return _SPECIAL_CTX.multiply(a, b)
+    if not b:
+        raise EvalError("division by zero", DIV_ZERO)
+    if a.is_infinite():
+        if b.is_infinite() or op == "%":
+            return Decimal("NaN")
+        return Decimal("Infinity") if (a > 0) == (b > 0) else Decimal("-Infinity")
+    return Decimal(0) if op == "/" else a  # finite / ±Infinity is 0, finite % it is itself
 
-    def mod(a: Any, b: Any) -> Decimal:
-        if not b:
-            raise EvalError("division by zero", DIV_ZERO)
-        return _nozero(CTX.remainder(Decimal(a), Decimal(b)))
 
-    return mod
+def _numeric_op(op: str) -> Callable[[Any, Any], Any]:
+    fn: Callable[[Any, Any], Any]
+    if op == "+":
+        fn = lambda a, b: _nozero(CTX.add(a, b))  # noqa: E731
+    elif op == "-":
+        fn = lambda a, b: _nozero(CTX.subtract(a, b))  # noqa: E731
+    elif op == "*":
+        fn = lambda a, b: _nozero(CTX.multiply(a, b))  # noqa: E731
+    elif op == "/":
+        fn = _numeric_div
+    else:
+
+        def fn(a: Any, b: Any) -> Decimal:
+            if not b:
+                raise EvalError("division by zero", DIV_ZERO)
+            return _nozero(CTX.remainder(Decimal(a), Decimal(b)))
+
+    def numeric(a: Any, b: Any) -> Any:
+        # NaN and infinities raise under CTX (or break the division's digit arithmetic).
+        if _special(a) or _special(b):
+            return _numeric_special(op, a, b)
+        return fn(a, b)
+
+    return numeric
 
 
 def _float_op(op: str, t: int) -> Callable[[float, float], float]:
@@ -446,6 +494,14 @@ def _comparator(op: str, ta: int | None, tb: int | None) -> Callable[[Any, Any],
     cmp = _CMP[op]
     ka = fa or (lambda v: v)
     kb = fb or (lambda v: v)
+    if NUMERIC in (ta, tb) and ta in _EXACT and tb in _EXACT:
+
+        def numbers(a: Any, b: Any) -> bool:
+            if _special(a) or _special(b):  # NaN, ±Infinity (see _num_key)
+                return cmp(_num_key(a), _num_key(b))
+            return cmp(a, b)
+
+        return numbers
     if ta in DATETIMES and tb in DATETIMES:
 
         def times(a: Any, b: Any) -> bool:
@@ -903,6 +959,8 @@ class _Compiler:
             key = (
                 _nan_key
                 if t in FLOATS
+                else _num_key
+                if t == NUMERIC
                 else _rtrim
                 if t == BPCHAR
                 else _time_key
