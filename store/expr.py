@@ -14,7 +14,8 @@ SQLSTATE Postgres would report.
 
 Known differences (documented, not silent): text compares by code point (Postgres's "C"
 collation); lower/upper use Python's Unicode rules; timestamptz is handled in the offset the
-value carries (the store pins TimeZone UTC); numeric NaN/Infinity ordering is not Postgres's.
+value carries (the store pins TimeZone UTC). Numeric NaN/±Infinity and ±infinity dates (which
+ingest keeps as text) compare and compute as in Postgres.
 """
 
 from __future__ import annotations
