@@ -200,11 +200,13 @@ def run_differential(
     check_every: int = 40,
     initial: dict[str, int] | None = None,
     max_statements: int = 4,
+    disconnect_every: int = 0,
     **pipeline_config: Any,
 ) -> dict[str, int]:
     """Create `schema`, fill it, start the pipeline with `views`, run `transactions` random
     transactions (of up to `max_statements` statements) and compare every view with Postgres
-    after each `check_every`; `pipeline_config` goes to `RunConfig`. Returns the
+    after each `check_every`; every `disconnect_every` transactions the replication connection
+    is terminated; `pipeline_config` goes to `RunConfig`. Returns the
     workload's statement counts and each view's largest row count (the caller can assert
     that the mix happened)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -230,9 +232,17 @@ def run_differential(
             check(0)
             for i in range(1, transactions + 1):
                 work.transaction(conn, i)
+                if disconnect_every and i % disconnect_every == disconnect_every // 3:
+                    # The replication connection drops: what the pipeline has not synced
+                    # is discarded (the engine's caches with it) and streamed again.
+                    conn.execute(
+                        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+                        " WHERE database = current_database() AND active_pid IS NOT NULL"
+                    )
                 if i % check_every == 0 or i == transactions:
                     check(i)
             work.stats["large transactions"] = len(p.pipeline.large_txns)
+            work.stats["reconnects"] = p.pipeline.reconnects
     # A view that never had a row compared nothing: the test would pass whatever the engine did.
     empty = [v.name for v in views if not rows.get(v.name)]
     assert not empty, f"views never had a row: {empty}; change the data or the views"
