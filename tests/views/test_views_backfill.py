@@ -9,13 +9,22 @@ the stored views. Postgres evaluating each view's SELECT is the oracle throughou
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psycopg
 import pytest
 from runner import PipelineThread, assert_view_equals, wait_caught_up
-from viewdiff import Table, View, Workload, choice, ints, maybe_null, views_file
+from viewdiff import (
+    Table,
+    View,
+    Workload,
+    choice,
+    ints,
+    maybe_null,
+    views_file,
+    wait_views_ready,
+)
 
 import viewstore
 from viewstore.errors import ConfigError
@@ -78,7 +87,8 @@ def _run(conn: psycopg.Connection, work: Workload, start: int, n: int) -> int:
     return start + n
 
 
-def _check(dsn: str, data: Path, views: Sequence[View], alive: object = None) -> None:
+def _check(dsn: str, data: Path, views: Sequence[View], alive: Callable[[], None]) -> None:
+    wait_views_ready(data, [v.name for v in views], alive)
     wait_caught_up(dsn, data, alive=alive)
     for v in views:
         # Every view has rows here: an empty one would compare nothing.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ import psycopg
 from psycopg import sql
 from runner import PipelineThread, assert_view_equals, wait_caught_up
 
+import viewstore
+from viewstore.errors import ConfigError, StoreError
 from viewstore.store.db import Store
 from viewstore.store.keycodec import encode_value
 from viewstore.store.viewread import find_view, query_rows
@@ -94,6 +97,24 @@ class View:
 def views_file(path: Path, views: Sequence[View]) -> Path:
     path.write_text("\n".join(v.ddl for v in views))
     return path
+
+
+def wait_views_ready(
+    data: Path, names: Sequence[str], alive: Callable[[], None], timeout: float = 60
+) -> None:
+    """Wait until every view in `names` is built. The snapshot's end is durable before the
+    views are built from the mirror, so "caught up" alone does not mean "readable"."""
+    deadline = time.monotonic() + timeout
+    for name in names:
+        while True:
+            try:
+                viewstore.open(data).query(name, limit=1)
+                break
+            except (ConfigError, StoreError):  # no store or view yet, or still being built
+                alive()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
 
 @dataclass
@@ -237,6 +258,7 @@ def run_differential(
                 except AssertionError as exc:
                     raise AssertionError(f"after {after} transactions: {exc}") from None
 
+            wait_views_ready(data, [v.name for v in views], p.check)
             check(0)
             for i in range(1, transactions + 1):
                 work.transaction(conn, i)
