@@ -348,6 +348,15 @@ FROM members m
 LEFT JOIN teams t ON t.id = m.team_id
 JOIN regions r ON r.id = t.region_id""",
     ),
+    # An INNER JOIN after a LEFT JOIN, on a column of the first table: a change of the middle
+    # table's rows moves the NULL-extended rows of every member.
+    View(
+        "teams_members_regions",
+        """SELECT t.id AS team_id, r.name AS region, m.id AS member_id, m.level
+FROM teams t
+LEFT JOIN regions r ON r.id = t.region_id
+JOIN members m ON m.team_id = t.id""",
+    ),
     # Four tables, all LEFT, aggregated per region.
     View(
         "region_rollup",
