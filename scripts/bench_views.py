@@ -260,8 +260,8 @@ def bench() -> None:
                 (args.players,),
             )
             conn.execute(
-                "INSERT INTO player_scores (player_id, score) SELECT 1 + (g * 7919) %% %s,"
-                " ((g * 104729) %% 10000) / 100.0 FROM generate_series(1, %s) g",
+                "INSERT INTO player_scores (player_id, score) SELECT 1 + (g::bigint * 7919) %% %s,"
+                " ((g::bigint * 104729) %% 10000) / 100.0 FROM generate_series(1, %s) g",
                 (args.players, args.scores),
             )
             conn.execute("VACUUM ANALYZE players, player_scores")
