@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -170,9 +171,7 @@ class Store:
         cfs = {name: _cf_options() for name in COLUMN_FAMILIES}
         try:
             if readonly:
-                db = Rdict(
-                    str(path), _options(), column_families=cfs, access_type=AccessType.read_only()
-                )
+                db = _open_read_only(path, cfs)
             else:
                 db = Rdict(str(path), _options(), column_families=cfs)
         except Exception as exc:
@@ -282,6 +281,25 @@ class Store:
             if before is not None:
                 yield u[0], before
             u = next(undo, None)
+
+
+def _open_read_only(path: Path, cfs: dict[str, Options]) -> Rdict:
+    # A read-only open reads the MANIFEST, then opens the table files it lists; a compaction in
+    # the writing process can delete one in between ("No such file or directory"). The next
+    # attempt reads the new MANIFEST. Once open, the files are held open and stay readable.
+    for attempt in range(_READ_ONLY_ATTEMPTS):
+        try:
+            return Rdict(
+                str(path), _options(), column_families=cfs, access_type=AccessType.read_only()
+            )
+        except Exception as exc:
+            if "No such file" not in str(exc) or attempt == _READ_ONLY_ATTEMPTS - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+_READ_ONLY_ATTEMPTS = 10
 
 
 def scan(cf: Rdict, prefix: bytes, *, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:

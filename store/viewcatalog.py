@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from viewstore.errors import ConfigError
+from viewstore.ingest.pgconn import quote_ident
 from viewstore.ingest.snapshot import Progress
 from viewstore.ingest.values import converter
 from viewstore.store import db as meta
@@ -81,8 +82,10 @@ def stored_views(store: Store) -> dict[str, ViewInfo]:
 
 def views_from_store(store: Store) -> list[ViewDef]:
     """The definitions of the views the store holds, for a restart without --views."""
+    # The name quoted (it is kept as Postgres folded it), the `;` on a line of its own (the
+    # SQL may end in a -- comment).
     text = "".join(
-        f"CREATE MATERIALIZED VIEW {info.name} AS {info.sql};\n"
+        f"CREATE MATERIALIZED VIEW {quote_ident(info.name)} AS {info.sql}\n;\n"
         for info in stored_views(store).values()
     )
     return parse_views(text, source="(views stored in the data dir)") if text else []

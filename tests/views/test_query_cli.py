@@ -168,3 +168,27 @@ def test_adding_and_removing_views_on_an_existing_store(dsn: str, tmp_path: Path
     assert ("red", 2) in view_rows(data, "teams")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
+
+
+def test_restart_without_views_keeps_quoted_names_and_trailing_comments(
+    dsn: str, tmp_path: Path
+) -> None:
+    pg_exec(dsn, SCHEMA)
+    views = tmp_path / "views.sql"
+    views.write_text('CREATE VIEW "MyView" AS SELECT id, name FROM players -- the roster\n;\n')
+    data = tmp_path / "data"
+    proc = start_process(dsn, data, "--views", str(views))
+    wait_caught_up(dsn, data)
+    assert len(view_rows(data, "MyView")) == 5
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    proc = start_process(dsn, data)  # no --views: the stored definitions
+    wait_caught_up(dsn, data)
+    pg_exec(dsn, "INSERT INTO players VALUES (6, 'Toad', 'red')")
+    wait_caught_up(dsn, data)
+    assert len(view_rows(data, "MyView")) == 6
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    log = (tmp_path / "data.log").read_text()
+    assert "rebuilding" not in log and "dropping" not in log
+    assert viewstore.open(data).views() == ["MyView"]

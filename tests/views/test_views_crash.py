@@ -42,7 +42,17 @@ FROM items WHERE flag AND qty IS NOT NULL;
 
 def _verify(dsn: str, data: Path, *views: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "viewstore.cli", "verify", "--dsn", dsn, "--data", str(data), *views],
+        [
+            sys.executable,
+            "-m",
+            "viewstore.cli",
+            "verify",
+            "--dsn",
+            dsn,
+            "--data",
+            str(data),
+            *views,
+        ],
         capture_output=True,
         text=True,
         timeout=120,
