@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from viewstore.errors import UnsupportedError
-from viewstore.history.changelog import change_key, encode_change
+from viewstore.history.changelog import entries
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgoutput import UNCHANGED, Value
 from viewstore.store import db as meta
@@ -159,6 +159,8 @@ class Applier:
         # changes they need (with the old row, which the applier then reads from the mirror).
         self.engine = ViewEngine(views, store.views, self) if views else None
         self.commit_lsn = Lsn(0)  # of the transaction being applied: its history key
+        self.commit_time_us: int | None = None
+        self.xid: int | None = None
         self.history_seq = 0
         self.view_tables = self.engine.tables if self.engine is not None else frozenset()
         self._reset_group()
@@ -296,19 +298,26 @@ class Applier:
         self.store.write(batch, sync=True)
         self.applied_lsn = self.synced_lsn = lsn
 
-    def begin_transaction(self, commit_lsn: Lsn) -> None:
-        """A transaction begins; `commit_lsn` (its Begin's final LSN) keys its view history."""
+    def begin_transaction(self, commit_lsn: Lsn, commit_time: int, xid: int) -> None:
+        """A transaction begins: its commit LSN (the Begin's final LSN) keys its view history,
+        which also records its commit time (µs since the Unix epoch) and xid."""
         self.commit_lsn = commit_lsn
+        self.commit_time_us = commit_time
+        self.xid = xid
         self.history_seq = 0
 
     def _end_views(self) -> None:
         """Write the view rows the transaction touched, and their changes to the history."""
         for vid, okey, before, after in self.engine.end_transaction():  # type: ignore[union-attr]
-            key = change_key(vid, self.commit_lsn, self.history_seq)
+            pairs = entries(
+                vid, self.commit_lsn, self.history_seq, okey, before, after,
+                self.commit_time_us, self.xid,
+            )  # fmt: skip
             self.history_seq += 1
-            if self.large:
-                self._remember(key, None, UNDO_HISTORY)
-            self.batch.put(key, encode_change(okey, before, after), self.history_cf)
+            for key, value in pairs:
+                if self.large:
+                    self._remember(key, None, UNDO_HISTORY)
+                self.batch.put(key, value, self.history_cf)
 
     def end_transaction(self, end_lsn: Lsn, commit_time: int) -> None:
         """Close a transaction: its changes are in the group, its end LSN is the group's."""

@@ -244,6 +244,7 @@ class Pipeline:
         batch = store.new_batch()
         batch.delete_range(*meta.ALL_KEYS, store.cf["mirror"])
         batch.delete_range(*meta.ALL_KEYS, store.cf["views"])  # views are rebuilt from the mirror
+        batch.delete_range(*meta.ALL_KEYS, store.cf["history"])  # ... and their history with them
         for key, _ in list(store.meta.items()):
             batch.delete(key, store.cf["meta"])
         meta.put_json(batch, store, meta.SNAPSHOT, SnapshotState(state="in_progress", slot=slot))
@@ -508,7 +509,7 @@ class Pipeline:
                     if msg.final_lsn in self.large_txns and not skip:
                         sync_and_ack()  # what precedes it, durable: then an empty group
                         applier.begin_large()
-                    applier.begin_transaction(msg.final_lsn)
+                    applier.begin_transaction(msg.final_lsn, msg.commit_time + PG_EPOCH_US, msg.xid)
                     in_txn = True
                 elif cls is Commit:
                     in_txn = False

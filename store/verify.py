@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from viewstore.errors import ConfigError, SourceError, StoreError
-from viewstore.history.changelog import rows_as_of
+from viewstore.history.changelog import current_rows_as_of, rows_as_of
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgconn import (
     ReplicationConnection,
@@ -181,12 +181,20 @@ def verify(
                     f"view {info.name} was built at {now.built_at}, after {lsn}",
                     hint="verify again: the next snapshot will be after the build",
                 )
-            ours = list(rows_as_of(store, info.view_id, lsn).values())
             theirs = pg_rows[info.name]
-            shown = {_norm_row(r): tuple(r) for r in [*ours, *theirs]}  # to print as given
-            have, want = Counter(map(_norm_row, ours)), Counter(map(_norm_row, theirs))
+            want = Counter(map(_norm_row, theirs))
             check = ViewCheck(info.name, lsn, len(theirs))
-            check.missing = [shown[r] for r in sorted((want - have).elements(), key=repr)]
-            check.extra = [shown[r] for r in sorted((have - want).elements(), key=repr)]
+            # Both ways to the view as of L: from the per-row history, and from the current
+            # rows with later changes undone. Damage to either shows as a difference.
+            for read in (rows_as_of, current_rows_as_of):
+                ours = list(read(store, info.view_id, lsn).values())
+                shown = {_norm_row(r): tuple(r) for r in [*ours, *theirs]}  # to print as given
+                have = Counter(map(_norm_row, ours))
+                for r in sorted((want - have).elements(), key=repr):
+                    if shown[r] not in check.missing:
+                        check.missing.append(shown[r])
+                for r in sorted((have - want).elements(), key=repr):
+                    if shown[r] not in check.extra:
+                        check.extra.append(shown[r])
             checks.append(check)
     return checks

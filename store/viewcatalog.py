@@ -22,6 +22,8 @@ from typing import Literal
 from pydantic import BaseModel
 
 from viewstore.errors import ConfigError
+from viewstore.history.changelog import change_key, entries, row_key_prefix
+from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgconn import quote_ident
 from viewstore.ingest.snapshot import Progress
 from viewstore.ingest.values import converter
@@ -150,6 +152,8 @@ def _drop_view(store: Store, info: ViewInfo) -> None:
     batch = store.new_batch()
     prefix = view_prefix(info.view_id)
     batch.delete_range(prefix, prefix_end(prefix), store.cf["views"])
+    for h in (change_key(info.view_id, 0, 0)[:3], row_key_prefix(info.view_id)):
+        batch.delete_range(h, prefix_end(h), store.cf["history"])
     batch.delete(meta.VIEW_PREFIX + info.name.encode(), store.cf["meta"])
     store.write(batch, sync=True)
 
@@ -240,9 +244,25 @@ def _backfill(store: Store, plan: ViewPlan, view_id: int) -> ViewInfo:
         progress.add(n - done)
         done = n
     progress.done()
+    _record_initial_rows(store, view_id, lsn)
     info = info.model_copy(update={"state": "ready", "built_at": str(lsn)})
     _put_info(store, info)
     return info
+
+
+def _record_initial_rows(store: Store, view_id: int, lsn: Lsn) -> None:
+    """Write every row the view starts with to its history, at the LSN it was built at, so that
+    each row's history is complete from there (as-of reads seek it, history.changelog)."""
+    prefix = view_prefix(view_id) + b"r"
+    history_cf = store.cf["history"]
+    batch = store.new_batch()
+    for seq, (key, row) in enumerate(meta.scan(store.views, prefix), 1):
+        for hkey, value in entries(view_id, lsn, seq, key[len(prefix) :], None, row, None, None):
+            batch.put(hkey, value, history_cf)
+        if seq % _CHUNK == 0:
+            store.write(batch, sync=False)
+            batch = store.new_batch()
+    store.write(batch, sync=False)  # the synced "ready" marker follows
 
 
 def _put_info(store: Store, info: ViewInfo) -> None:

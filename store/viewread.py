@@ -18,6 +18,8 @@ from itertools import islice
 from typing import Any
 
 from viewstore.errors import ConfigError, StoreError
+from viewstore.history.changelog import row_as_of, rows_as_of
+from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.values import converter
 from viewstore.store.db import LARGE_TXN, UNDO_VIEWS, Store, decode_undo
 from viewstore.store.keycodec import encode_key, encode_value
@@ -108,13 +110,27 @@ def query_rows(
     order_by: str | None = None,
     desc: bool = False,
     limit: int | None = None,
+    as_of: Lsn | None = None,
 ) -> list[tuple[Any, ...]]:
-    """Rows of a view (tuples in column order); see the module docstring for the plan."""
+    """Rows of a view (tuples in column order); see the module docstring for the plan.
+    With `as_of`, the rows as they stood after the last transaction committed at or before
+    that LSN, read from the history."""
     filters = parse_filters(info, where or {})
     order = None if order_by is None else column_index(info, order_by)
     rows: Iterator[tuple[Any, ...]]
     key_cols = info.key_columns
-    if filters and key_cols and all(c in filters for c in key_cols):
+    if as_of is not None:
+        check_as_of(store, info, as_of)
+        if filters and key_cols and all(c in filters for c in key_cols):
+            row = row_as_of(store, info.view_id, encode_key([filters[c] for c in key_cols]), as_of)
+            found = [] if row is None else [row]
+        else:
+            by_key = sorted(rows_as_of(store, info.view_id, as_of).items())
+            found = [r for _, r in by_key]
+            if order is not None:
+                found = sorted_rows(found, order, desc)
+        rows = iter(found)
+    elif filters and key_cols and all(c in filters for c in key_cols):
         row = _row(store, info, encode_key([filters[c] for c in key_cols]))
         rows = iter([] if row is None else [row])
     elif any(c in info.sort_columns for c in filters):
@@ -139,6 +155,23 @@ def query_rows(
     if filters:
         rows = (r for r in rows if all(_equal(r[c], v) for c, v in filters.items()))
     return list(islice(rows, limit))
+
+
+def check_as_of(store: Store, info: ViewInfo, lsn: Lsn) -> None:
+    """ConfigError unless the view's history covers `lsn`: from its build to the applied LSN."""
+    applied = store.applied_lsn()
+    if lsn > applied:
+        raise ConfigError(
+            f"as of {lsn}: the store has applied only up to {applied}",
+            hint="give an LSN at or before the applied LSN (viewstore status shows it)",
+        )
+    built = Lsn.parse(info.built_at) if info.built_at else applied
+    if lsn < built:
+        raise ConfigError(
+            f"as of {lsn}: view {info.name}'s history starts at {built}, when it was built "
+            "from the mirror",
+            hint=f"give an LSN between {built} and {applied}",
+        )
 
 
 def _by_index(store: Store, info: ViewInfo, prefix: bytes, desc: bool) -> Iterator[tuple[Any, ...]]:

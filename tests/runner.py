@@ -202,6 +202,11 @@ def view_rows(data_dir: Path, view: str, timeout: float = 60) -> list[tuple[Any,
     return sorted((tuple(_norm(v) for v in r.values()) for r in rows), key=repr)
 
 
+def normalise_rows(rows: Any) -> list[tuple[Any, ...]]:
+    """Rows (tuples) in the normalised, sorted form the view comparisons use."""
+    return sorted((tuple(_norm(v) for v in r) for r in rows), key=repr)
+
+
 def postgres_view_rows(dsn: str, sql: str) -> list[tuple[Any, ...]]:
     """The view's own SELECT, evaluated by Postgres (the oracle), normalised like view_rows."""
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -223,3 +228,39 @@ def assert_view_equals(dsn: str, data_dir: Path, view: str, sql: str) -> int:
             f"{missing[:5]}, {len(extra)} unexpected {extra[:5]}"
         )
     return len(want)
+
+
+def assert_history_chains(data_dir: Path) -> int:
+    """Every view's change log is a chain: each change's `before` is the previous `after` of
+    the same row, and the last `after` of each row is the current row. Returns the changes."""
+    from viewstore.history.changelog import changes
+    from viewstore.store.db import Store
+    from viewstore.store.valuecodec import pack_fields
+    from viewstore.store.viewcatalog import stored_views
+    from viewstore.store.viewengine import decode_output, view_prefix
+
+    n = 0
+    with Store.open(data_dir, readonly=True) as store:
+        for info in stored_views(store).values():
+            last: dict[bytes, Any] = {}
+
+            def enc(row: Any) -> Any:  # NaN != NaN: compare the stored encoding
+                return None if row is None else pack_fields(list(row))
+
+            for c in changes(store, info.view_id):
+                assert enc(last.get(c.key)) == enc(c.before), (
+                    f"view {info.name} at {c.lsn}: before {c.before} but the row was "
+                    f"{last.get(c.key)}"
+                )
+                last[c.key] = c.after
+                n += 1
+            prefix = view_prefix(info.view_id) + b"r"
+            current = {
+                k[len(prefix) :]: decode_output(v)
+                for k, v in store.views.items(from_key=prefix)
+                if k.startswith(prefix)
+            }
+            assert {k: enc(v) for k, v in last.items() if v is not None} == {
+                k: enc(v) for k, v in current.items()
+            }, info.name
+    return n

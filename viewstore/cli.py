@@ -241,6 +241,13 @@ def _print_rows(columns: list[str], rows: list[dict[str, Any]], fmt: str) -> Non
 @click.option("--desc", is_flag=True, help="Descending order (NULLs first, as in Postgres).")
 @click.option("--limit", type=click.IntRange(min=0), help="At most this many rows.")
 @click.option(
+    "--as-of",
+    "as_of",
+    metavar="LSN",
+    help="The view as of this LSN (Postgres's form, 0/1532260): after the last transaction "
+    "committed at or before it.",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "json", "csv"]),
@@ -255,9 +262,11 @@ def query(
     order_by: str | None,
     desc: bool,
     limit: int | None,
+    as_of: str | None,
     fmt: str,
 ) -> None:
-    """Print the current rows of VIEW (also while `viewstore run` writes the store)."""
+    """Print the current rows of VIEW, or its rows as of an LSN (also while `viewstore run`
+    writes the store)."""
     import viewstore
 
     filters = {}
@@ -271,7 +280,9 @@ def query(
     try:
         reader = viewstore.open(data_dir)
         columns = reader.view_columns(view)
-        rows = reader.query(view, where=filters, order_by=order_by, desc=desc, limit=limit)
+        rows = reader.query(
+            view, where=filters, order_by=order_by, desc=desc, limit=limit, as_of=as_of
+        )
     except ViewstoreError as exc:
         _fail(exc)
     _print_rows(columns, rows, fmt)
