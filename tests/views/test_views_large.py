@@ -90,7 +90,7 @@ def test_large_transaction_moves_views_once(dsn: str, tmp_path: Path) -> None:
             # As of the LSN before the transaction, the history gives back the old rows.
             old = sorted(rows_as_of(store, vid, start).values(), key=repr)
             assert len(old) == len(before[name])
-            lsns = {c.lsn for c in changes(store, vid, start)}
+            lsns = {c.lsn for c in changes(store, vid, start + 1)}  # committed after start
             assert len(lsns) == 1, f"{name}: the transaction has changes at {lsns}"
 
 
