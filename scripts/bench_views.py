@@ -51,41 +51,16 @@ import viewstore
 from viewstore.ingest.lsn import Lsn
 from viewstore.pgcluster import ThrowawayPostgres
 from viewstore.store.db import Store
+from viewstore.store.demo import SEED_SQL, VIEW_SQL
 from viewstore.store.viewread import find_view, query_rows
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 PG_SETTINGS = {"autovacuum": "off", "shared_buffers": "1GB"}
 
-SCHEMA = """
-CREATE TABLE players (
-    id SERIAL PRIMARY KEY,
-    name TEXT NOT NULL
-);
-
-CREATE TABLE player_scores (
-    id SERIAL PRIMARY KEY,
-    score DECIMAL(10, 2) NOT NULL,
-    player_id INTEGER REFERENCES players(id),
-    CONSTRAINT fk_player
-        FOREIGN KEY(player_id)
-        REFERENCES players(id)
-        ON DELETE CASCADE
-);
-"""
-VIEW = """CREATE MATERIALIZED VIEW player_total_scores AS
-SELECT
-    p.id AS player_id,
-    p.name,
-    COALESCE(SUM(s.score), 0) AS total_score
-FROM
-    players p
-LEFT JOIN
-    player_scores s ON p.id = s.player_id
-GROUP BY
-    p.id;
-"""
-SELECT = VIEW.split(" AS\n", 1)[1].rstrip().rstrip(";")
+# The seed's tables and view, verbatim, as the demo has them.
+SCHEMA = "\n".join(SEED_SQL[:2])
+VIEW = VIEW_SQL
 
 
 def log(msg: str) -> None:

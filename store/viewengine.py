@@ -59,6 +59,11 @@ def index_prefix(spec: IndexSpec) -> bytes:
     return b"x" + spec.table_id.to_bytes(4, "big") + _U16.pack(spec.column)
 
 
+def index_value_prefix(table: TableInfo, column: int, value: Any) -> bytes:
+    """The join-index prefix of the rows of `table` whose `column` equals `value`."""
+    return index_prefix(IndexSpec(table.table_id, column)) + encode_value(value)
+
+
 def view_prefix(view_id: int) -> bytes:
     return b"v" + _U16.pack(view_id)
 
@@ -128,6 +133,7 @@ class ViewEngine:
 
     def __init__(self, views: Sequence[ActiveView], views_cf: Rdict, writer: Writer) -> None:
         self.views = list(views)
+        self.by_id = {v.view_id: v for v in self.views}
         self.views_cf = views_cf
         self.writer = writer
         self.converters: dict[int, tuple[Callable[[bytes], Any], ...]] = {}
@@ -217,14 +223,17 @@ class ViewEngine:
         self.vover[key] = value
         self.writer.view_write(key, value)
 
+    def _iterator(self) -> Any:
+        # One iterator per batch (it sees RocksDB as of its creation, and `iover` holds every
+        # index write since): seeking a live iterator costs about half of making a new one.
+        if self._iter is None:
+            self._iter = self.views_cf.iter()
+        return self._iter
+
     def index_scan(self, prefix: bytes) -> list[bytes]:
         """Mirror keys in the join index under `prefix` (one table, column and value)."""
         n = len(prefix)
-        # One iterator per batch (it sees RocksDB as of its creation, and `iover` holds every
-        # index write since): seeking a live iterator costs about half of making a new one.
-        it = self._iter
-        if it is None:
-            it = self._iter = self.views_cf.iter()
+        it = self._iterator()
         found = []
         it.seek(prefix)
         while it.valid():
@@ -245,9 +254,7 @@ class ViewEngine:
         over = self.iover.get(prefix, {})
         if any(present and k != exclude for k, present in over.items()):
             return True
-        it = self._iter
-        if it is None:
-            it = self._iter = self.views_cf.iter()
+        it = self._iterator()
         n = len(prefix)
         it.seek(prefix)
         while it.valid():
@@ -270,7 +277,7 @@ class ViewEngine:
         if lk.by_key is not None:
             keys = [table.prefix + encode_row((lk.by_key(value),))]
         else:
-            prefix = b"x" + table.prefix + _U16.pack(lk.column) + encode_value(value)
+            prefix = index_value_prefix(table, lk.column, value)
             keys = [table.prefix + k for k in self.index_scan(prefix)]
         mine = change is not None and change.table_id == table.table_id
         out = []
@@ -361,7 +368,7 @@ class ViewEngine:
             # The index entry alone says the row matches: stop at the first one, without
             # reading rows (a player with thousands of scores costs one seek, not thousands).
             table = pos.table
-            prefix = b"x" + table.prefix + _U16.pack(lk.column) + encode_value(value)
+            prefix = index_value_prefix(table, lk.column, value)
             mine = change.table_id == table.table_id
             return self.index_any(prefix, change.key[4:] if mine else None)
         for row in self.lookup(pos, lk, value, change):
@@ -397,7 +404,7 @@ class ViewEngine:
             value = row[spec.column]
             if value is None:
                 continue  # NULL joins nothing
-            prefix = index_prefix(spec) + encode_value(value)
+            prefix = index_value_prefix(table, spec.column, value)
             self.iover.setdefault(prefix, {})[suffix] = present
             self.writer.view_write(prefix + suffix, b"" if present else None)
 
@@ -526,9 +533,8 @@ class ViewEngine:
             self.failed.clear()
             raise exc
         changes = []
-        by_id = {v.view_id: v for v in self.views}
         for (vid, okey), before_data in self.touched.items():
-            view = by_id[vid]
+            view = self.by_id[vid]
             if view.plan.aggregate:
                 group = self.groups[(vid, okey)]
                 after = self.output(view, group)

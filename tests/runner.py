@@ -199,7 +199,7 @@ def view_rows(data_dir: Path, view: str, timeout: float = 60) -> list[tuple[Any,
             if "being built" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-    return sorted((tuple(_norm(v) for v in r.values()) for r in rows), key=repr)
+    return normalise_rows(r.values() for r in rows)
 
 
 def normalise_rows(rows: Any) -> list[tuple[Any, ...]]:
@@ -212,7 +212,7 @@ def postgres_view_rows(dsn: str, sql: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET TimeZone = 'UTC'")
         rows = conn.execute(sql).fetchall()  # type: ignore[call-overload]
-    return sorted((tuple(_norm(v) for v in r) for r in rows), key=repr)
+    return normalise_rows(rows)
 
 
 def assert_view_equals(dsn: str, data_dir: Path, view: str, sql: str) -> int:

@@ -7,48 +7,12 @@ from pathlib import Path
 from helpers import pg_exec
 from runner import PipelineThread, assert_view_equals, wait_caught_up
 
-SEED_SCHEMA = """
-CREATE TABLE players (
-    id SERIAL PRIMARY KEY,
-    name TEXT NOT NULL
-);
+from viewstore.store.demo import SEED_SQL, VIEW_SQL
 
-CREATE TABLE player_scores (
-    id SERIAL PRIMARY KEY,
-    score DECIMAL(10, 2) NOT NULL,
-    player_id INTEGER REFERENCES players(id),
-    CONSTRAINT fk_player
-        FOREIGN KEY(player_id)
-        REFERENCES players(id)
-        ON DELETE CASCADE
-);
-"""
-
-SEED_DATA = """
-INSERT INTO players (name) VALUES ('Mario'), ('Peach'), ('Bowser'), ('Luigi'), ('Yoshi');
-INSERT INTO player_scores (player_id, score) VALUES
-(1, 0.31),
-(3, 0.16),
-(4, 0.24),
-(5, 0.56),
-(1, 0.19),
-(2, 0.34),
-(3, 0.49),
-(5, 0.71);
-"""
-
-SEED_VIEW = """CREATE MATERIALIZED VIEW player_total_scores AS
-SELECT
-    p.id AS player_id,
-    p.name,
-    COALESCE(SUM(s.score), 0) AS total_score
-FROM
-    players p
-LEFT JOIN
-    player_scores s ON p.id = s.player_id
-GROUP BY
-    p.id;
-"""
+# The seed's schema, rows and view, verbatim (kept in one place: the demo uses them too).
+SEED_SCHEMA = "\n".join(SEED_SQL[:2])
+SEED_DATA = "\n".join(SEED_SQL[2:])
+SEED_VIEW = VIEW_SQL
 
 SEED_SELECT = SEED_VIEW.split(" AS\n", 1)[1].rstrip().rstrip(";")
 
