@@ -54,6 +54,7 @@ class ViewInfo(BaseModel):
     sort_columns: list[int]
     aggregate: bool
     built_at: str | None = None  # applied LSN the backfill read the mirror at
+    history_from: str | None = None  # --history-retention compacted the history up to here
 
 
 def read_views_file(path: Path) -> list[ViewDef]:

@@ -11,6 +11,7 @@ import signal
 import sys
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -208,17 +209,17 @@ def _json_value(value: Any) -> Any:
     return _text(value)
 
 
-def _print_rows(columns: list[str], rows: list[dict[str, Any]], fmt: str) -> None:
+def _print_rows(columns: list[str], rows: Sequence[Sequence[Any]], fmt: str) -> None:
     if fmt == "json":
         for r in rows:
-            click.echo(json.dumps({c: _json_value(r[c]) for c in columns}))
+            click.echo(json.dumps({c: _json_value(v) for c, v in zip(columns, r, strict=True)}))
     elif fmt == "csv":
         out = csv.writer(sys.stdout, lineterminator="\n")
         out.writerow(columns)
         for r in rows:
-            out.writerow([_text(r[c]) for c in columns])
+            out.writerow([_text(v) for v in r])
     else:
-        cells = [[_text(r[c]) for c in columns] for r in rows]
+        cells = [[_text(v) for v in r] for r in rows]
         widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
         click.echo(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
         click.echo("-+-".join("-" * w for w in widths))
@@ -285,6 +286,79 @@ def query(
         )
     except ViewstoreError as exc:
         _fail(exc)
+    _print_rows(columns, [tuple(r[c] for c in columns) for r in rows], fmt)
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
+@click.argument("sql", required=False)
+@click.option(
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Run this SQL file first, e.g. scripts/leaderboard.sql's macros (repeatable).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--no-sync", is_flag=True, help="Query the copy as it is, without catching up.")
+@click.option("--batch-rows", type=click.IntRange(min=1), default=200_000, hidden=True)
+def history(
+    data_dir: Path,
+    sql: str | None,
+    files: tuple[Path, ...],
+    fmt: str,
+    no_sync: bool,
+    batch_rows: int,
+) -> None:
+    """Run DuckDB SQL over the history of every view (also while `viewstore run` writes the
+    store). Each view is a table named after it, with lsn, seq, commit_time, xid, op, row_key,
+    its columns after each change and before_<column> before it; <view>_as_of(lsn('0/16B3748'))
+    and <view>_at(TIMESTAMPTZ '...') give the view at a past point. The DuckDB copy
+    (DATA/history.duckdb) catches up from the store first. Without SQL, it only catches up."""
+    import duckdb
+
+    from viewstore.history import duckdb_copy
+
+    _setup_logging(False)
+    try:
+        if not no_sync:
+            result = duckdb_copy.sync(data_dir, batch_rows=batch_rows)
+            if sql is None:
+                for view, n in sorted(result.appended.items()):
+                    click.echo(f"{view}: {n:,} new changes")
+                click.echo(f"history copy synced to {result.synced_lsn} in {result.seconds:.1f} s")
+        if sql is None and not files:
+            return
+        con = duckdb_copy.connect(data_dir, sync_first=False)
+    except ViewstoreError as exc:
+        _fail(exc)
+    try:
+        for path in files:
+            con.execute(path.read_text())
+        if sql is None:
+            return
+        cursor = con.execute(sql)
+        if cursor.description is None:
+            return
+        columns = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+    except duckdb.Error as exc:
+        _fail(
+            ViewstoreError(
+                f"DuckDB: {exc}",
+                hint="the tables are the views' names; viewstore history --data DIR "
+                '"SHOW TABLES" lists them',
+            )
+        )
+    finally:
+        con.close()
     _print_rows(columns, rows, fmt)
 
 
