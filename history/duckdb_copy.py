@@ -182,8 +182,8 @@ def _create_sync_table(con: Any) -> None:
         )"""
     )
     con.execute(
-        "CREATE OR REPLACE MACRO lsn(t) AS "
-        "(('0x' || split_part(t, '/', 1))::UBIGINT << 32) + ('0x' || split_part(t, '/', 2))::UBIGINT"
+        "CREATE OR REPLACE MACRO lsn(t) AS (('0x' || split_part(t, '/', 1))::UBIGINT << 32)"
+        " + ('0x' || split_part(t, '/', 2))::UBIGINT"
     )
     con.execute(
         "CREATE OR REPLACE MACRO lsn_text(x) AS "

@@ -9,9 +9,9 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import click
