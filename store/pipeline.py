@@ -82,6 +82,9 @@ class RunConfig(BaseModel):
     chunk_rows: int = 50_000
     status_interval: float = 1.0  # standby status at least this often (wal_sender_timeout/2 > this)
     slot_busy_wait: float = 10.0  # after a kill -9 the old walsender lingers a moment
+    # Benchmarks only: keep the views without their history, to measure what it costs. As-of
+    # reads and `verify` then have nothing to read.
+    history: bool = True
     progress_interval: float = (
         1.0  # idle progress (keepalive position) persisted at most this often
     )
@@ -165,6 +168,7 @@ class Pipeline:
                 chunk_rows=cfg.chunk_rows,
                 on_chunk=self.crash,
                 views=views,
+                history=cfg.history,
             )
             return self._stream_with_reconnect(repl, database)
         finally:
