@@ -199,12 +199,6 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _history_from(info: ViewInfo) -> int:
-    built = int(Lsn.parse(info.built_at)) if info.built_at else 0
-    compacted = int(Lsn.parse(info.history_from)) if info.history_from else 0
-    return max(built, compacted)
-
-
 def _drop_removed(con: Any, views: dict[str, ViewInfo]) -> None:
     for (name,) in con.execute(f"SELECT view FROM {SYNC_TABLE}").fetchall():
         if name not in views:
@@ -273,7 +267,7 @@ def _create_view_table(con: Any, info: ViewInfo) -> None:
 
 def _sync_view(con: Any, store: Store, info: ViewInfo, applied: Lsn, batch_rows: int) -> int:
     """Append the view's changes up to `applied`; the number of changes appended."""
-    start = _history_from(info)
+    start = int(info.history_start or 0)
     row = con.execute(
         f"SELECT view_id, fingerprint, built_at, history_from, synced_lsn FROM {SYNC_TABLE} "
         "WHERE view = ?",
@@ -302,12 +296,12 @@ def _sync_view(con: Any, store: Store, info: ViewInfo, applied: Lsn, batch_rows:
 
 
 def _apply_retention(con: Any, store: Store, info: ViewInfo, start: int, synced: int) -> int:
-    """The store compacted the view's history up to `start` (its entries there are now the
-    view's rows as of `start`): drop the copy's older rows and load those, in one transaction."""
+    """The store compacted the view's history up to `start` (what it kept there is each row's
+    last change by then): replace the copy's rows up to `start` by those, in one transaction."""
     table = _ident(info.name)
     con.execute("BEGIN")
     con.execute(f"DELETE FROM {table} WHERE lsn <= ?", [start])
-    for chunk in _chunks(store, info, start - 1, start, 1 << 62):
+    for chunk in _chunks(store, info, -1, start, 1 << 62):
         con.register("chunk", chunk)
         con.execute(f"INSERT INTO {table} SELECT {_select(info)} FROM chunk")
         con.unregister("chunk")

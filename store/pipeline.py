@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 
 from viewstore.dsn import redact
 from viewstore.errors import DecodeError, SlotError, SourceError, StoreError, UnsupportedError
+from viewstore.history.retention import Retention, apply_retention
 from viewstore.ingest import setup
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgconn import ReplicationConnection, connect
@@ -82,6 +83,10 @@ class RunConfig(BaseModel):
     chunk_rows: int = 50_000
     status_interval: float = 1.0  # standby status at least this often (wal_sender_timeout/2 > this)
     slot_busy_wait: float = 10.0  # after a kill -9 the old walsender lingers a moment
+    # Keep the history from this far back on (a duration, 7d, or an LSN age, 10GB; None: all
+    # of it), compacting at most every `history_retention_interval` seconds (history.retention).
+    history_retention: str | None = None
+    history_retention_interval: float = 60.0
     # Benchmarks only: keep the views without their history, to measure what it costs. As-of
     # reads and `verify` then have nothing to read.
     history: bool = True
@@ -120,6 +125,7 @@ class Pipeline:
         self.stop = threading.Event()
         self.store: Store | None = None
         self.applier: Applier | None = None
+        self.retention: Retention | None = None
         self.large_txns: set[Lsn] = set()  # commit LSNs of transactions to apply in chunks
         self.txn_lsn = Lsn(0)  # commit LSN of the transaction being received
         self.reconnects = 0  # connections lost and reopened (tests and status read it)
@@ -138,6 +144,9 @@ class Pipeline:
         )
         # A views file with an error fails now, before anything touches Postgres or the store.
         view_defs = read_views_file(cfg.views_file) if cfg.views_file is not None else None
+        self.retention = (
+            Retention.parse(cfg.history_retention) if cfg.history_retention is not None else None
+        )
         if view_defs is not None and not cfg.tables:
             cfg.tables = sorted({t for v in view_defs for t in v.base_tables})
         self.store = store = Store.open(cfg.data_dir)
@@ -441,7 +450,7 @@ class Pipeline:
         in_txn = skip = False
         received = applier.synced_lsn
         idle_pos: Lsn | None = None
-        last_status = last_progress = time.monotonic()
+        last_status = last_progress = next_retention = time.monotonic()
         commit_interval, group_max = cfg.commit_interval, cfg.group_max_rows
         apply_insert, apply_update, apply_delete = applier.insert, applier.update, applier.delete
 
@@ -539,6 +548,16 @@ class Pipeline:
                 # Origin, Type and Message carry nothing the mirror needs.
 
             now = time.monotonic()
+            if (
+                self.retention is not None
+                and now >= next_retention
+                and not in_txn
+                and not applier.group_pending
+                and not applier.large
+            ):
+                # Between groups, so that compaction sees only durable history.
+                done = apply_retention(applier.store, self.retention)
+                next_retention = now + (cfg.history_retention_interval if done else 0.5)
             if received_any:
                 # A group is bounded in time even when the stream never pauses (keepalives
                 # keep coming while unpublished tables are written).

@@ -176,10 +176,12 @@ def verify(
             now = current.get(info.name)
             if now is None or now.view_id != info.view_id:
                 raise StoreError(f"view {info.name} was dropped or rebuilt while verifying")
-            if now.built_at is not None and Lsn.parse(now.built_at) > lsn:
+            start = now.history_start
+            if start is not None and start > lsn:
                 raise StoreError(
-                    f"view {info.name} was built at {now.built_at}, after {lsn}",
-                    hint="verify again: the next snapshot will be after the build",
+                    f"view {info.name}'s history starts at {start}, after {lsn} (its build, or "
+                    "--history-retention shorter than the time verify took)",
+                    hint="verify again: the next snapshot will be later",
                 )
             theirs = pg_rows[info.name]
             want = Counter(map(_norm_row, theirs))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
+from rocksdict import WriteBatch
 
 from viewstore.errors import ConfigError
 from viewstore.history.changelog import change_key, entries, row_key_prefix
@@ -55,6 +56,12 @@ class ViewInfo(BaseModel):
     aggregate: bool
     built_at: str | None = None  # applied LSN the backfill read the mirror at
     history_from: str | None = None  # --history-retention compacted the history up to here
+
+    @property
+    def history_start(self) -> Lsn | None:
+        """The first LSN the view's history answers for: its build, or the retention cutoff."""
+        starts = [Lsn.parse(t) for t in (self.built_at, self.history_from) if t]
+        return max(starts) if starts else None
 
 
 def read_views_file(path: Path) -> list[ViewDef]:
@@ -268,5 +275,10 @@ def _record_initial_rows(store: Store, view_id: int, lsn: Lsn) -> None:
 
 def _put_info(store: Store, info: ViewInfo) -> None:
     batch = store.new_batch()
-    meta.put_json(batch, store, meta.VIEW_PREFIX + info.name.encode(), info)
+    put_info(batch, store, info)
     store.write(batch, sync=True)
+
+
+def put_info(batch: WriteBatch, store: Store, info: ViewInfo) -> None:
+    """Add the view's catalog entry to `batch` (with the state change it describes)."""
+    meta.put_json(batch, store, meta.VIEW_PREFIX + info.name.encode(), info)

@@ -165,12 +165,15 @@ def check_as_of(store: Store, info: ViewInfo, lsn: Lsn) -> None:
             f"as of {lsn}: the store has applied only up to {applied}",
             hint="give an LSN at or before the applied LSN (viewstore status shows it)",
         )
-    built = Lsn.parse(info.built_at) if info.built_at else applied
-    if lsn < built:
+    start = info.history_start or applied
+    if lsn < start:
+        if info.history_from and start == Lsn.parse(info.history_from):
+            why = "--history-retention compacted what came before"
+        else:
+            why = "when it was built from the mirror"
         raise ConfigError(
-            f"as of {lsn}: view {info.name}'s history starts at {built}, when it was built "
-            "from the mirror",
-            hint=f"give an LSN between {built} and {applied}",
+            f"as of {lsn}: view {info.name}'s history starts at {start}, {why}",
+            hint=f"give an LSN between {start} and {applied}",
         )
 
 

@@ -110,6 +110,13 @@ def main() -> None:
 @click.option(
     "--chunk-rows", default=50_000, show_default=True, help="Rows per chunk of a large transaction."
 )
+@click.option(
+    "--history-retention",
+    metavar="AGE",
+    help="Keep the views' history this far back: a duration of commit time (90s, 30m, 12h, 7d, "
+    "2w) or bytes of WAL (500MB, 10GB). Older history is compacted; as-of reads before it are "
+    "refused. Default: keep it all.",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def run(
     dsn: str,
@@ -121,6 +128,7 @@ def run(
     resnapshot: bool,
     large_txn_rows: int,
     chunk_rows: int,
+    history_retention: str | None,
     verbose: bool,
 ) -> None:
     """Run the pipeline until SIGINT/SIGTERM, then flush and print the final LSN."""
@@ -137,6 +145,7 @@ def run(
         resnapshot=resnapshot,
         large_txn_rows=large_txn_rows,
         chunk_rows=chunk_rows,
+        history_retention=history_retention,
     )
     hook = _crash_hook_from_env()
     pipeline = Pipeline(config, hook) if hook else Pipeline(config)
