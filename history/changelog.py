@@ -82,6 +82,18 @@ class Change:
     commit_time: int | None  # µs since the Unix epoch
     xid: int | None
 
+    @property
+    def op(self) -> str:
+        return change_op(self.before is None, self.after is None, self.xid)
+
+
+def change_op(no_before: bool, no_after: bool, xid: int | None) -> str:
+    """'initial' for a row a view started with (its build, which has no transaction), else
+    'insert', 'update' or 'delete'."""
+    if xid is None:
+        return "initial"
+    return "insert" if no_before else "delete" if no_after else "update"
+
 
 def _pending(store: Store, key: bytes) -> bool:
     # Entries of a large transaction still being written are not history yet.

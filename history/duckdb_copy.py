@@ -52,7 +52,7 @@ import duckdb
 import pyarrow as pa
 
 from viewstore.errors import ConfigError, StoreError
-from viewstore.history.changelog import change_key
+from viewstore.history.changelog import change_key, change_op
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.snapshot import Progress
 from viewstore.store.db import Store, prefix_end
@@ -386,14 +386,7 @@ def _chunks(
         times.append(commit_time)
         xids.append(xid)
         keys.append(okey)
-        if xid is None:
-            ops.append("initial")
-        elif before is None:
-            ops.append("insert")
-        elif after_ is None:
-            ops.append("delete")
-        else:
-            ops.append("update")
+        ops.append(change_op(before is None, after_ is None, xid))
         for offset, image in ((0, after_), (width, before)):
             if image is None:
                 for i in range(width):

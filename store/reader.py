@@ -5,6 +5,9 @@
     vs.applied_lsn()                # Lsn('0/1532260')
     vs.rows("public.players")       # [{'id': 1, 'name': 'alice'}, ...]
     vs.query("player_total_scores", order_by="total_score", desc=True, limit=10)
+    vs.query("player_total_scores", as_of="0/1532260")   # as it stood then
+    vs.changes("player_total_scores", since="0/1532260")  # what changed after
+    vs.history().sql("SELECT ...")  # DuckDB over every view's history
 
 Each call opens the store read-only for its duration, so it sees every group that `run` has
 synced by then (RocksDB replays the write-ahead log on a read-only open) and never blocks it.
@@ -14,10 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from viewstore.errors import ConfigError
+from viewstore.history.changelog import changes
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.values import converter
 from viewstore.store.codec import decode_row
@@ -88,15 +94,18 @@ class Reader:
         as_of: Lsn | str | None = None,
     ) -> list[dict[str, Any]]:
         """Current rows of `view` as dicts: `where` maps columns to values (equality; text is
-        parsed as the column's type), `order_by` a column (`desc` for descending), `limit` a
-        row count. Lookups by the view's key, and ordering by any column, use an index:
+            parsed as the column's type), `order_by` a column (`desc` for descending), `limit` a
+            row count. Lookups by the view's key, and ordering by any column, use an index:
 
-            vs.query("player_total_scores", order_by="total_score", desc=True, limit=10)
-            vs.query("player_total_scores", where={"player_id": 3})
+                vs.query("player_total_scores", order_by="total_score", desc=True, limit=10)
+        vs.query("player_total_scores", as_of="0/1532260")   # as it stood then
+        vs.changes("player_total_scores", since="0/1532260")  # what changed after
+        vs.history().sql("SELECT ...")  # DuckDB over every view's history
+                vs.query("player_total_scores", where={"player_id": 3})
 
-        `as_of` (an Lsn or Postgres's text form, '0/1532260') reads the view as it stood after
-        the last transaction committed at or before that LSN, from the history: a key lookup
-        is one seek, a whole view costs one seek per row key the view has had.
+            `as_of` (an Lsn or Postgres's text form, '0/1532260') reads the view as it stood after
+            the last transaction committed at or before that LSN, from the history: a key lookup
+            is one seek, a whole view costs one seek per row key the view has had.
         """
         with self._store() as store:
             info = find_view(store, view)
@@ -105,9 +114,57 @@ class Reader:
             rows = query_rows(store, info, where, order_by, desc, limit, lsn)
             return [dict(zip(names, r, strict=True)) for r in rows]
 
+    def changes(
+        self,
+        view: str,
+        since: Lsn | str | None = None,
+        until: Lsn | str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Changes of `view` committed after `since` (exclusive; default: its whole history) and
+        at or before `until` (inclusive), oldest first: dicts with lsn, commit_time (datetime,
+        UTC; None for the rows the view started with), xid, op ('initial', 'insert', 'update',
+        'delete'), before and after (the row as a dict, or None)."""
+        low, high = (Lsn.parse(x) if isinstance(x, str) else x for x in (since, until))
+        with self._store() as store:
+            info = find_view(store, view)
+            names = [c.name for c in info.columns]
+            out: list[dict[str, Any]] = []
+            start = 0 if low is None else low + 1
+            for c in islice(changes(store, info.view_id, start, high), limit):
+                out.append(
+                    {
+                        "lsn": c.lsn,
+                        "commit_time": None
+                        if c.commit_time is None
+                        else datetime.fromtimestamp(c.commit_time / 1e6, UTC),
+                        "xid": c.xid,
+                        "op": c.op,
+                        "before": _as_dict(names, c.before),
+                        "after": _as_dict(names, c.after),
+                    }
+                )
+            return out
+
+    def history(self, sync: bool = True) -> Any:
+        """A read-only DuckDB connection to the views' history (history.duckdb_copy), caught up
+        with the store first unless `sync` is False:
+
+            con = vs.history()
+            con.sql("SELECT * FROM player_total_scores_as_of(lsn('0/1532260'))")
+
+        Close it when done: while it is open no other process can sync the copy."""
+        from viewstore.history import duckdb_copy
+
+        return duckdb_copy.connect(self.data_dir, sync_first=sync)
+
     def status(self, dsn: str | None = None) -> StatusReport:
         """The same report as `viewstore status` (lag only when a DSN is given)."""
         return read_status(self.data_dir, dsn)
+
+
+def _as_dict(names: list[str], row: tuple[Any, ...] | None) -> dict[str, Any] | None:
+    return None if row is None else dict(zip(names, row, strict=True))
 
 
 def _find_table(store: Store, table: str) -> TableInfo:
