@@ -159,6 +159,11 @@ def _connect(path: Path, *, read_only: bool, wait: float) -> Any:
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.ConnectionException as exc:
+            raise ConfigError(
+                f"the history copy {path} is already open in this process ({exc})",
+                hint="close the other connection to it first (or use that one)",
+            ) from None
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise StoreError(f"cannot open the history copy {path}: {exc}") from None

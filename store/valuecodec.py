@@ -6,6 +6,7 @@ equal values of the same type and printed form always give the same bytes. No pi
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 import uuid
@@ -43,6 +44,8 @@ def encode_value(v: Any) -> bytes:
         return b"D" + v.isoformat().encode()
     if isinstance(v, uuid.UUID):
         return b"u" + v.bytes
+    if isinstance(v, (dict, list)):  # json and jsonb (ingest.values parses them)
+        return b"j" + json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode()
     raise UnsupportedError(
         f"aggregate state: cannot store a value of type {type(v).__name__}: {v!r}",
         "aggregate over a column of a supported type, or cast it",
@@ -72,6 +75,8 @@ def decode_value(data: bytes) -> Any:
         return date.fromisoformat(body.decode())
     if tag == b"u":
         return uuid.UUID(bytes=bytes(body))
+    if tag == b"j":
+        return json.loads(body)
     raise StoreError(f"aggregate state: unknown value tag {tag!r}", CORRUPT_HINT)
 
 
