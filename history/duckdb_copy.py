@@ -16,9 +16,10 @@ Each ready view gets a table named after it:
     <column>...               the row after the change (NULL for a delete)
     before_<column>...        the row before it (NULL for an insert)
 
-'initial' rows are the view's rows when it was built from the mirror (at its build LSN), or,
-once `--history-retention` has compacted the older history, the rows it had at the point where
-its retained history starts. Folding a table's rows in (lsn, seq) order gives the view.
+'initial' rows are the view's rows when it was built from the mirror (at its build LSN). Once
+`--history-retention` has compacted the older history (history.retention), what is left up to
+its cutoff is each row's last change by then. Either way, folding a table's rows in (lsn, seq)
+order gives the view.
 
 Exactly once, across kills: rows are appended in bulk (one Arrow table per chunk of about
 `batch_rows` changes, cut at transaction boundaries), and the LSN a view is synced to is updated
