@@ -19,13 +19,23 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
-from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import (
+    AccessType,
+    BlockBasedOptions,
+    Cache,
+    Options,
+    Rdict,
+    Snapshot,
+    WriteBatch,
+    WriteOptions,
+)
 
 from viewstore.errors import StoreError
 from viewstore.ingest.lsn import ZERO, Lsn
@@ -157,6 +167,9 @@ class Store:
         self._sync = WriteOptions()
         self._sync.sync = True
         self._nosync = WriteOptions()
+        # Held while a batch is written, so that `snapshot` sees all of a batch or none of it.
+        self._write_lock = threading.Lock()
+        self._owner = True  # False for a snapshot: it shares the database, closing is not its job
 
     @classmethod
     def open(cls, path: str | Path, *, readonly: bool = False) -> Store:
@@ -183,9 +196,24 @@ class Store:
             raise StoreError(f"cannot open the store in {path}: {exc}") from None
         return cls(db, path, readonly)
 
+    def snapshot(self) -> Store:
+        """A consistent read-only view of this store as it is now, for readers in the process
+        that writes it (the HTTP server of `run --http`): every column family at the same
+        point, between two batches, however long the reads take."""
+        with self._write_lock:
+            snaps = {name: _SnapshotFamily(getattr(self, name).snapshot()) for name in _FAMILIES}
+        view = object.__new__(Store)
+        view.db, view.path, view.readonly, view.cf = self.db, self.path, True, self.cf
+        for name, snap in snaps.items():
+            setattr(view, name, snap)
+        view._owner = False
+        return view
+
     def close(self) -> None:
         """Close the database. rocksdict keeps RocksDB (and its lock) open while any column
         family view or handle is alive, so those go first."""
+        if not self._owner:
+            return
         self.meta.close()
         self.mirror.close()
         self.undo.close()
@@ -207,7 +235,8 @@ class Store:
 
     def write(self, batch: WriteBatch, *, sync: bool) -> None:
         """Apply a WriteBatch atomically; with sync, it is on disk when this returns."""
-        self.db.write(batch, self._sync if sync else self._nosync)
+        with self._write_lock:
+            self.db.write(batch, self._sync if sync else self._nosync)
 
     # -- metadata --------------------------------------------------------------------------
 
@@ -281,6 +310,28 @@ class Store:
             if before is not None:
                 yield u[0], before
             u = next(undo, None)
+
+
+_FAMILIES = ("meta", "mirror", "undo", "views", "history")
+
+
+class _SnapshotFamily:
+    """A column family's snapshot with the read methods the store's readers use."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        try:
+            return self._snapshot[key]
+        except Exception:  # rocksdict raises a bare Exception("key not found")
+            return default
+
+    def items(self, from_key: bytes | None = None, backwards: bool = False) -> Any:
+        return self._snapshot.items(from_key=from_key, backwards=backwards)
+
+    def iter(self) -> Any:
+        return self._snapshot.iter()
 
 
 def _open_read_only(path: Path, cfs: dict[str, Options]) -> Rdict:
