@@ -264,7 +264,7 @@ def _record_initial_rows(store: Store, view_id: int, lsn: Lsn) -> None:
     prefix = view_prefix(view_id) + b"r"
     history_cf = store.cf["history"]
     batch = store.new_batch()
-    for seq, (key, row) in enumerate(meta.scan(store.views, prefix), 1):
+    for seq, (key, row) in enumerate(meta.scan(store.views, prefix)):
         for hkey, value in entries(view_id, lsn, seq, key[len(prefix) :], None, row, None, None):
             batch.put(hkey, value, history_cf)
         if seq % _CHUNK == 0:
