@@ -31,7 +31,10 @@ Macros make the common questions one line:
     lsn('0/16B3748') -> UBIGINT            lsn_text(lsn) -> '0/16B3748'
     <view>_as_of(lsn('0/16B3748'))         the view after the last transaction committed at or
                                            before that LSN (an error outside the history)
-    <view>_at(TIMESTAMPTZ '2026-11-21 17:00+00')   the same, as of a time
+    <view>_at(TIMESTAMPTZ '2026-11-21 17:00+00')   the same, as of a time: after the last
+                                           transaction whose commit time is at or before it
+                                           (commit times follow commit order, except when
+                                           clocks step or concurrent commits race)
 
 Numeric columns become DOUBLE (NaN and ±Infinity included): exact values are in `viewstore
 query`. Dates and timestamps keep ±infinity; JSON, UUID, arrays and other types are their text.
@@ -246,7 +249,13 @@ def _create_view_table(con: Any, info: ViewInfo) -> None:
         f"commit_time TIMESTAMPTZ, xid BIGINT, op VARCHAR NOT NULL, row_key BLOB NOT NULL, "
         f"{after}, {before})"
     )
-    names = ", ".join(_ident(n) for n, _ in cols)
+
+
+def _create_macros(con: Any, info: ViewInfo) -> None:
+    """<view>_as_of(lsn) and <view>_at(time); replaced on every sync, so that a copy made by
+    an older viewstore gets the current definitions."""
+    table = _ident(info.name)
+    names = ", ".join(_ident(n) for n, _ in _columns(info))
     view = _literal(info.name)
     check = (
         f"(SELECT CASE "
@@ -266,8 +275,8 @@ def _create_view_table(con: Any, info: ViewInfo) -> None:
     con.execute(
         f"CREATE OR REPLACE MACRO {_ident(info.name + '_at')}(at_time) AS TABLE "
         f"SELECT * FROM {_ident(info.name + '_as_of')}(("
-        f"SELECT coalesce(max(lsn), 0) FROM {table} "
-        f"WHERE coalesce(commit_time, '-infinity'::TIMESTAMPTZ) <= at_time))"
+        f"SELECT coalesce(max(lsn), (SELECT history_from FROM {SYNC_TABLE} WHERE view = {view})) "
+        f"FROM {table} WHERE coalesce(commit_time, '-infinity'::TIMESTAMPTZ) <= at_time))"
     )
 
 
@@ -296,6 +305,7 @@ def _sync_view(con: Any, store: Store, info: ViewInfo, applied: Lsn, batch_rows:
         synced = row[4]
         if row[3] != start:
             synced = _apply_retention(con, store, info, start, synced)
+    _create_macros(con, info)
     if synced >= applied:
         return 0
     return _append(con, store, info, synced, int(applied), batch_rows)
