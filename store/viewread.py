@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from itertools import islice
 from typing import Any
 
-from viewstore.errors import ConfigError, StoreError
+from viewstore.errors import ConfigError, NotFound, NotReady, StoreError
 from viewstore.history.changelog import row_as_of, rows_as_of
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.values import converter
@@ -38,12 +38,12 @@ def find_view(store: Store, name: str) -> ViewInfo:
     views = stored_views(store)
     info = views.get(name)
     if info is None:
-        raise ConfigError(
+        raise NotFound(
             f"unknown view: {name!r}",
             hint="views in this store: " + (", ".join(sorted(views)) or "(none; run with --views)"),
         )
     if info.state != "ready":
-        raise ConfigError(
+        raise NotReady(
             f"view {name} is still being built from the mirror",
             hint="wait for `viewstore run` to log that it is done, then read it",
         )

@@ -1,5 +1,5 @@
-"""Smoke tests of the benchmarks: `scripts/bench_ingest.py --quick` and
-`scripts/bench_views.py --quick` run end to end.
+"""Smoke tests of the benchmarks: `scripts/bench_ingest.py --quick`,
+`scripts/bench_views.py --quick` and `scripts/bench_history.py --quick` run end to end.
 
 It starts its own throwaway Postgres (whatever server the suite was pointed at), so the test
 needs the server binaries but no fixture. It checks that the script finishes and writes
@@ -67,3 +67,23 @@ def test_bench_views_quick(tmp_path: Path) -> None:
     assert result["catch_up_us_per_txn"]["views"] > 0
     assert result["refresh_median_ms"] > 0
     assert result["reads"]["top10_open_store_ms"] > 0
+
+
+HISTORY_SCRIPT = SCRIPT.parent / "bench_history.py"
+
+
+def test_bench_history_quick(tmp_path: Path) -> None:
+    out = tmp_path / "history.json"
+    proc = subprocess.run(
+        [sys.executable, str(HISTORY_SCRIPT), "--quick", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, f"bench_history.py exited with {proc.returncode}:\n{proc.stdout}"
+    result = json.loads(out.read_text())
+    assert result["ingest"]["with_history"]["rows_per_s"] > 0
+    assert result["ingest"]["without_history"]["rows_per_s"] > 0
+    assert result["synthetic"]["as_of"]["row_as_of"]["p99_us"] > 0
+    assert result["synthetic"]["full_sync"]["rows"] == result["synthetic"]["entries"]

@@ -5,12 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import click
 
 from viewstore.dsn import password_of, redact_text
 from viewstore.errors import ViewstoreError
+from viewstore.render import json_value, text
 
 log = logging.getLogger("viewstore")
 
@@ -196,39 +195,17 @@ def status(data_dir: Path, dsn: str | None, as_json: bool) -> None:
         click.echo(f"  {t.name:<40} {t.rows:>12,} rows")
 
 
-def _text(value: Any) -> str:
-    """A value as Postgres prints it (NULL as the empty string)."""
-    if value is None:
-        return ""
-    if value is True or value is False:
-        return "t" if value else "f"
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ")
-    if isinstance(value, bytes):
-        return "\\x" + value.hex()
-    return str(value)
-
-
-def _json_value(value: Any) -> Any:
-    # Exact decimal text for numeric (a JSON number would go through float in most readers).
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    return _text(value)
-
-
 def _print_rows(columns: list[str], rows: Sequence[Sequence[Any]], fmt: str) -> None:
     if fmt == "json":
         for r in rows:
-            click.echo(json.dumps({c: _json_value(v) for c, v in zip(columns, r, strict=True)}))
+            click.echo(json.dumps({c: json_value(v) for c, v in zip(columns, r, strict=True)}))
     elif fmt == "csv":
         out = csv.writer(sys.stdout, lineterminator="\n")
         out.writerow(columns)
         for r in rows:
-            out.writerow([_text(v) for v in r])
+            out.writerow([text(v) for v in r])
     else:
-        cells = [[_text(v) for v in r] for r in rows]
+        cells = [[text(v) for v in r] for r in rows]
         widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
         click.echo(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
         click.echo("-+-".join("-" * w for w in widths))
@@ -408,9 +385,9 @@ def verify(dsn: str, data_dir: Path, views: tuple[str, ...], timeout: float) -> 
             f"{len(c.extra)} only in the store"
         )
         for r in c.missing[:20]:
-            click.echo("  only in Postgres: " + " | ".join(_text(v) for v in r))
+            click.echo("  only in Postgres: " + " | ".join(text(v) for v in r))
         for r in c.extra[:20]:
-            click.echo("  only in store:    " + " | ".join(_text(v) for v in r))
+            click.echo("  only in store:    " + " | ".join(text(v) for v in r))
     sys.exit(1 if failed else 0)
 
 

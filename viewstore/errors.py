@@ -2,6 +2,8 @@
 
     ViewstoreError                  every error viewstore raises on purpose
     ├── ConfigError                 bad command-line input, views file, data dir
+    │   ├── NotFound                no such view in the store
+    │   └── NotReady                the view is still being built
     ├── SourceError                 talking to Postgres failed (`transient`: worth a retry)
     ├── PreflightError              Postgres is not set up the way replication needs
     ├── SlotError                   the slot is missing, lost, busy, or ahead of the store
@@ -29,6 +31,14 @@ class ViewstoreError(Exception):
 
 class ConfigError(ViewstoreError):
     """Bad input from the user: options, views file, data directory."""
+
+
+class NotFound(ConfigError):
+    """The store has no view of that name."""
+
+
+class NotReady(ConfigError):
+    """The view exists but is still being built from the mirror."""
 
 
 class SourceError(ViewstoreError):
