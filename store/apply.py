@@ -155,6 +155,7 @@ class Applier:
         self.stats = store.stats() or {"transactions": 0, "rows": 0}
         self.large = False  # writing a large transaction in chunks
         self.group_writes = 0  # synced group writes by this applier (tests read it)
+        self.latency = (0, 0.0, 0.0)  # apply latency: groups, sum of seconds, the last one
         self.txn_rows = 0
         self._next_check = large_txn_rows
         # The views kept in the same batches as the mirror; `view_tables` are the tables whose
@@ -217,6 +218,10 @@ class Applier:
             batch.delete(meta.LARGE_TXN, self.store.cf["meta"])
             self.large = False
         self.store.write(batch, sync=True)
+        if self.applied_time is not None:
+            # Postgres's commit of the group's newest transaction to durable here (/metrics).
+            latency = max(0.0, time.time() - self.applied_time / 1e6)
+            self.latency = (self.latency[0] + 1, self.latency[1] + latency, latency)
         self.synced_lsn = self.applied_lsn
         self.committed_counts = dict(self.counts)
         self._reset_group(written=True)

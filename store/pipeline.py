@@ -126,6 +126,8 @@ class Pipeline:
         self.store: Store | None = None
         self.applier: Applier | None = None
         self.retention: Retention | None = None
+        self.received_lsn: Lsn | None = None  # the server's position, as last acknowledged
+        self.opened = threading.Event()  # the store is open: `run --http` can serve it
         self.large_txns: set[Lsn] = set()  # commit LSNs of transactions to apply in chunks
         self.txn_lsn = Lsn(0)  # commit LSN of the transaction being received
         self.reconnects = 0  # connections lost and reopened (tests and status read it)
@@ -150,6 +152,7 @@ class Pipeline:
         if view_defs is not None and not cfg.tables:
             cfg.tables = sorted({t for v in view_defs for t in v.base_tables})
         self.store = store = Store.open(cfg.data_dir)
+        self.opened.set()
         try:
             restored = rollback_large_transaction(store)
             if restored:
@@ -460,7 +463,8 @@ class Pipeline:
                 self.crash("before-group-write")
                 applier.commit_group()
                 self.crash("after-group-write")
-            repl.send_status(max(received, applier.synced_lsn), applier.synced_lsn)
+            self.received_lsn = max(received, applier.synced_lsn)
+            repl.send_status(self.received_lsn, applier.synced_lsn)
             last_status = time.monotonic()
 
         def idle_progress(now: float, force: bool) -> None:

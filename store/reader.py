@@ -15,6 +15,7 @@ synced by then (RocksDB replays the write-ahead log on a read-only open) and nev
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -24,10 +25,12 @@ from typing import Any
 
 from viewstore.errors import ConfigError
 from viewstore.history.changelog import changes
+from viewstore.history.feed import Feed
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.values import converter
 from viewstore.store.codec import decode_row
 from viewstore.store.db import Store, TableInfo
+from viewstore.store.sources import FollowerSource
 from viewstore.store.status import StatusReport, read_status
 from viewstore.store.viewcatalog import stored_views
 from viewstore.store.viewread import find_view, query_rows
@@ -145,6 +148,32 @@ class Reader:
                     }
                 )
             return out
+
+    def subscribe(
+        self,
+        view: str,
+        since: Lsn | str | None = None,
+        *,
+        snapshot: bool = False,
+        until: Lsn | str | None = None,
+        poll_interval: float = 0.02,
+    ) -> Iterator[dict[str, Any]]:
+        """The view's changes after `since` (exclusive; default: now), then each one as it
+        commits, as the JSON-ready events of `viewstore subscribe` (history.feed); endless
+        unless `until` is given. Follows the store while another process writes it."""
+        low, high = (Lsn.parse(x) if isinstance(x, str) else x for x in (since, until))
+        source = FollowerSource(self.data_dir)
+        try:
+            feed = Feed(view, low, snapshot=snapshot, until=high)
+            yield from feed.start(source.read())
+            while not feed.done:
+                events = feed.step(source.read())
+                yield from events
+                if not feed.more:
+                    time.sleep(poll_interval)
+                    source.refresh()
+        finally:
+            source.close()
 
     def history(self, sync: bool = True) -> Any:
         """A read-only DuckDB connection to the views' history (history.duckdb_copy), caught up

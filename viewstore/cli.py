@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,18 @@ def main() -> None:
     "2w) or bytes of WAL (500MB, 10GB). Older history is compacted; as-of reads before it are "
     "refused. Default: keep it all.",
 )
+@click.option(
+    "--http",
+    "http",
+    metavar="HOST:PORT",
+    help="Also serve the HTTP API and the leaderboard page here (:8080 means 127.0.0.1:8080).",
+)
+@click.option(
+    "--http-token",
+    envvar="VIEWSTORE_HTTP_TOKEN",
+    help="Require 'Authorization: Bearer TOKEN' on every endpoint but /healthz "
+    "(or $VIEWSTORE_HTTP_TOKEN).",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def run(
     dsn: str,
@@ -128,6 +141,8 @@ def run(
     large_txn_rows: int,
     chunk_rows: int,
     history_retention: str | None,
+    http: str | None,
+    http_token: str | None,
     verbose: bool,
 ) -> None:
     """Run the pipeline until SIGINT/SIGTERM, then flush and print the final LSN."""
@@ -155,15 +170,119 @@ def run(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    web = None
     try:
+        if http is not None:
+            web = _HttpAlongside(pipeline, http, http_token)
         final = pipeline.run()
     except ViewstoreError as exc:
+        if web is not None:
+            web.stop()
         _fail(exc)
     except Exception as exc:  # unexpected: still never print a password
         secret = password_of(dsn) or ""
         log.error("unexpected error: %s", redact_text(repr(exc), secret))
         raise SystemExit(2) from None
+    if web is not None:
+        web.stop()
     click.echo(f"stopped at {final}")
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--http",
+    "http",
+    metavar="HOST:PORT",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="Address to serve on (:8080 means 127.0.0.1:8080).",
+)
+@click.option(
+    "--http-token",
+    envvar="VIEWSTORE_HTTP_TOKEN",
+    help="Require 'Authorization: Bearer TOKEN' on every endpoint but /healthz.",
+)
+@click.option("-v", "--verbose", is_flag=True)
+def serve(data_dir: Path, http: str, http_token: str | None, verbose: bool) -> None:
+    """Serve the HTTP API of a store that another process (`viewstore run`) writes: reads,
+    as-of reads, change streams and the leaderboard page, read-only."""
+    from viewstore.store.server import ServerConfig, create_app, http_server, parse_address
+    from viewstore.store.sources import FollowerSource
+
+    _setup_logging(verbose)
+    try:
+        host, port = parse_address(http)
+        source = FollowerSource(data_dir)
+    except ViewstoreError as exc:
+        _fail(exc)
+    try:
+        # A follower catches up with a ~10 ms read of the writer's log: look every 20 ms.
+        app = create_app(ServerConfig(source, http_token, poll_interval=0.02))
+        log.info("serving http://%s:%d/ from %s", host, port, data_dir)
+        http_server(app, host, port, http_token).run()
+    finally:
+        source.close()
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
+@click.argument("view")
+@click.option("--since", metavar="LSN", help="Changes committed after this LSN (default: now).")
+@click.option("--snapshot", is_flag=True, help="First the view's rows as of --since (or now).")
+@click.option("--until", metavar="LSN", help="Stop after the changes up to this LSN.")
+def subscribe(
+    data_dir: Path, view: str, since: str | None, snapshot: bool, until: str | None
+) -> None:
+    """Print VIEW's changes as they commit, one JSON object per line (the same stream as
+    GET /views/{name}/changes): {"lsn", "commit_time", "diff": 1|-1, "row"}, and
+    {"progress": LSN} once everything up to LSN was printed. Resume with --since LSN."""
+    import viewstore
+
+    try:
+        for event in viewstore.open(data_dir).subscribe(
+            view, since, snapshot=snapshot, until=until
+        ):
+            click.echo(json.dumps(event, separators=(",", ":")))
+    except ViewstoreError as exc:
+        _fail(exc)
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (| head): not an error
+
+
+class _HttpAlongside:
+    """The HTTP API in a thread of the ingesting process, reading the pipeline's own store."""
+
+    def __init__(self, pipeline: Any, address: str, token: str | None) -> None:
+        from viewstore.store.server import parse_address
+
+        self.pipeline = pipeline
+        self.host, self.port = parse_address(address)  # bad input fails before anything starts
+        self.token = token
+        self.server: Any = None
+        self.thread = threading.Thread(target=self._serve, name="http", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        from viewstore.store.server import IngestMetrics, ServerConfig, create_app, http_server
+        from viewstore.store.sources import LiveSource
+
+        pipeline = self.pipeline
+        pipeline.opened.wait()
+        applier = lambda: pipeline.applier  # noqa: E731 - rebuilt on every reconnect
+        ingest = IngestMetrics(
+            received_lsn=lambda: pipeline.received_lsn,
+            apply_latency=lambda: applier().latency if applier() else (0, 0.0, 0.0),
+        )
+        app = create_app(ServerConfig(LiveSource(pipeline.store), self.token, ingest=ingest))
+        self.server = http_server(app, self.host, self.port, self.token)
+        log.info("serving http://%s:%d/", self.host, self.port)
+        self.server.run()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+        self.thread.join(10)
 
 
 @main.command()
