@@ -13,7 +13,9 @@
 4. a workload thread committing scores (and some corrections: updates and deletes) at `rate`
    transactions per second, while the screen shows the top 10 by total_score as viewstore
    keeps it, with the applied LSN, lag and transactions/s: redrawn in place on a terminal,
-   plain snapshots otherwise, so that logs stay readable;
+   plain snapshots otherwise, so that logs stay readable; with `http`, the same process serves
+   the HTTP API and the live leaderboard page (`store/static/leaderboard.html`) from the
+   pipeline's store, and its URL is printed first;
 5. at Ctrl-C, SIGTERM, after `duration` seconds or `transactions` transactions: the workload
    stops, the store catches up with Postgres, the final top 10 is printed, and the mirrored
    tables, the whole view and that top 10 are compared with Postgres (`REFRESH MATERIALIZED
@@ -51,6 +53,7 @@ from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgconn import connect, query
 from viewstore.pgcluster import ThrowawayPostgres
 from viewstore.store.pipeline import Pipeline, RunConfig
+from viewstore.store.server import HttpAlongside
 
 # The seed, verbatim: the schema and rows of the players/leaderboard example (the same DDL
 # twice in the document; both copies are identical).
@@ -124,6 +127,7 @@ def run_demo(
     transactions: int | None = None,
     dsn: str | None = None,
     data_dir: Path | None = None,
+    http: str | None = None,
 ) -> None:
     """Run the demo until Ctrl-C, `duration` seconds or `transactions` workload transactions;
     raise StoreError if the store differs from Postgres at the end.
@@ -131,8 +135,10 @@ def run_demo(
     `rate` is the workload's transactions per second, `players` how many players join the
     seed's five before the snapshot. `dsn` names an empty database to use instead of a
     throwaway Postgres; `data_dir` a new or empty directory to keep the store in instead of a
-    temporary one. Progress goes to `out`, redrawn in place when it is a terminal. A second
-    Ctrl-C raises KeyboardInterrupt (the clean-up still runs).
+    temporary one. `http` (HOST:PORT) also serves the HTTP API and the leaderboard page there
+    while the demo runs (a free port instead when that one is taken; the URL is printed).
+    Progress goes to `out`, redrawn in place when it is a terminal. A second Ctrl-C raises
+    KeyboardInterrupt (the clean-up still runs).
     """
     if data_dir is not None and data_dir.exists() and any(data_dir.iterdir()):
         raise ConfigError(
@@ -149,6 +155,7 @@ def run_demo(
         data = data_dir
     conn: Any = None
     pipeline: _PipelineThread | None = None
+    web: HttpAlongside | None = None
     workload: _Workload | None = None
     with _stop_on_signals(stopping, cleaning):
         try:
@@ -176,7 +183,13 @@ def run_demo(
             views_file = data / "views.sql"
             views_file.write_text(VIEW_SQL)
             config = RunConfig(dsn=dsn, data_dir=data, views_file=views_file)
-            pipeline = _PipelineThread(Pipeline(config))
+            ingest = Pipeline(config)
+            if http is not None:
+                web = HttpAlongside(ingest, http, any_port_if_busy=True)
+                if web.port != web.requested_port:
+                    _say(out, f"port {web.requested_port} is taken: serving on {web.port}")
+                _say(out, f"leaderboard page: {web.url}")
+            pipeline = _PipelineThread(ingest)
             _say(out, f"wrote the view to {views_file}; viewstore keeps it in {data}")
             _say(out, "snapshot first, then the view is built from it ...")
             reader = viewstore.open(data)
@@ -190,7 +203,7 @@ def run_demo(
             screen, meter = _Screen(out), _RateMeter()
             with screen:
                 _show_until_stopped(
-                    screen, reader, conn, pipeline, workload, meter, duration, stopping
+                    screen, reader, conn, pipeline, workload, meter, duration, stopping, web
                 )
                 screen.say("stopping the workload (Ctrl-C again skips the checks) ...")
                 workload.finish()
@@ -199,11 +212,15 @@ def run_demo(
                 _wait_applied(reader, target, pipeline)
                 final = _frame(reader, conn, workload, meter)
                 screen.draw(final.lines(f"final: top {TOP} of {VIEW}, caught up at {final.lsn}"))
+            if web is not None:
+                web.stop()  # before the pipeline closes the store it reads
             _say(out, f"pipeline stopped at {pipeline.finish()}")
             _verify(conn, reader, final.top, out)
         finally:
             cleaning.set()
             try:
+                if web is not None:
+                    web.stop()
                 if workload is not None:
                     workload.finish(raise_error=False)
                 if pipeline is not None:
@@ -616,8 +633,12 @@ def _show_until_stopped(
     meter: _RateMeter,
     duration: float | None,
     stopping: threading.Event,
+    web: HttpAlongside | None = None,
 ) -> None:
     started = time.monotonic()
+    footer = ["", "Ctrl-C stops and checks the view against Postgres"]
+    if web is not None:
+        footer.append(f"leaderboard page: {web.url}")
     while True:
         pipeline.check()
         if workload.error is not None:
@@ -625,7 +646,7 @@ def _show_until_stopped(
         elapsed = time.monotonic() - started
         frame = _frame(reader, conn, workload, meter)
         title = f"viewstore demo, {elapsed:.0f}s: top {TOP} of {VIEW} as viewstore keeps it"
-        screen.draw([*frame.lines(title), "", "Ctrl-C stops and checks the view against Postgres"])
+        screen.draw([*frame.lines(title), *footer])
         if workload.done:
             return  # its `limit` reached
         left = None if duration is None else duration - (time.monotonic() - started)

@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -173,7 +172,9 @@ def run(
     web = None
     try:
         if http is not None:
-            web = _HttpAlongside(pipeline, http, http_token)
+            from viewstore.store.server import HttpAlongside
+
+            web = HttpAlongside(pipeline, http, http_token)
         final = pipeline.run()
     except ViewstoreError as exc:
         if web is not None:
@@ -248,41 +249,6 @@ def subscribe(
         _fail(exc)
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (| head): not an error
-
-
-class _HttpAlongside:
-    """The HTTP API in a thread of the ingesting process, reading the pipeline's own store."""
-
-    def __init__(self, pipeline: Any, address: str, token: str | None) -> None:
-        from viewstore.store.server import parse_address
-
-        self.pipeline = pipeline
-        self.host, self.port = parse_address(address)  # bad input fails before anything starts
-        self.token = token
-        self.server: Any = None
-        self.thread = threading.Thread(target=self._serve, name="http", daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        from viewstore.store.server import IngestMetrics, ServerConfig, create_app, http_server
-        from viewstore.store.sources import LiveSource
-
-        pipeline = self.pipeline
-        pipeline.opened.wait()
-        applier = lambda: pipeline.applier  # noqa: E731 - rebuilt on every reconnect
-        ingest = IngestMetrics(
-            received_lsn=lambda: pipeline.received_lsn,
-            apply_latency=lambda: applier().latency if applier() else (0, 0.0, 0.0),
-        )
-        app = create_app(ServerConfig(LiveSource(pipeline.store), self.token, ingest=ingest))
-        self.server = http_server(app, self.host, self.port, self.token)
-        log.info("serving http://%s:%d/", self.host, self.port)
-        self.server.run()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-        self.thread.join(10)
 
 
 @main.command()
@@ -552,6 +518,16 @@ def verify(dsn: str, data_dir: Path, views: tuple[str, ...], timeout: float) -> 
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep the store in this new or empty directory. Default: a temporary one, removed.",
 )
+@click.option(
+    "--http",
+    "http",
+    metavar="HOST:PORT",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="Also serve the HTTP API and the live leaderboard page here (a free port instead "
+    "when this one is taken; the URL is printed).",
+)
+@click.option("--no-http", is_flag=True, help="Do not serve the HTTP API and the page.")
 def demo(
     duration: float | None,
     transactions: int | None,
@@ -559,13 +535,18 @@ def demo(
     players: int,
     dsn: str | None,
     data_dir: Path | None,
+    http: str,
+    no_http: bool,
 ) -> None:
-    """Keep the seed's leaderboard view current under a live workload, showing its top 10,
-    then check it against Postgres."""
+    """Keep the seed's leaderboard view current under a live workload, showing its top 10 in
+    the terminal and on a live page in the browser, then check it against Postgres."""
     from viewstore.store.demo import run_demo
+    from viewstore.store.server import parse_address
 
     _setup_logging(False, default=logging.WARNING)  # warnings only: the screen is the output
     try:
+        if not no_http:
+            parse_address(http)  # a typo fails now, not after Postgres has started
         run_demo(
             duration,
             rate,
@@ -574,6 +555,7 @@ def demo(
             transactions=transactions,
             dsn=dsn,
             data_dir=data_dir,
+            http=None if no_http else http,
         )
     except ViewstoreError as exc:
         _fail(exc)
