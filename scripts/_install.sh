@@ -3,6 +3,8 @@
 #
 #   install_postgres_server   Debian's postgresql package, unless server binaries are there
 #                             (/usr/lib/postgresql/*/bin) or $VIEWSTORE_PG_BINDIR names some
+#   install_chromium          Debian's chromium package, unless /usr/bin/chromium is there (the
+#                             leaderboard page's browser test drives it headless)
 #   find_python               sets $python: $PYTHON, python3 or python; .venv under PEP 668
 #   install_project [SPEC]    pip install -e SPEC (default '.') with $python
 #
@@ -24,6 +26,13 @@ install_postgres_server() {
     if [ -z "${VIEWSTORE_PG_BINDIR:-}" ] \
         && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
         apt_install postgresql
+    fi
+}
+
+install_chromium() {
+    # Playwright's own browser download is not used (no network for it in CI): Debian's is.
+    if [ ! -x /usr/bin/chromium ]; then
+        apt_install chromium
     fi
 }
 

@@ -1,0 +1,302 @@
+"""The live leaderboard page (`store/static/leaderboard.html`) in headless Chromium.
+
+A real `viewstore run --views views.sql --http 127.0.0.1:PORT` follows the seed's tables in the
+test's own Postgres database; Playwright drives Debian's chromium (`/usr/bin/chromium`: no
+browser can be downloaded here) against it. Postgres is the oracle: the page's top rows must be
+Postgres's `ORDER BY total_score DESC, player_id` of the seed view's SELECT, before and after a
+score is committed, and after the server was restarted while the page stayed open (the page
+resumes its stream with `since=` its last progress LSN, and counts no change twice). The chart must have one line per player
+shown, the new leader's ending highest. With `--http-token`, the page works when opened with
+`#token=...` and says 401 without it or with a wrong one. And `viewstore demo` prints the page's
+address and serves it, live, while its workload runs.
+
+Skips only when the browser or Playwright's Python package is missing (`scripts/test` installs
+both).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from helpers import pg_exec, pg_query
+from runner import current_lsn, start_process
+
+from viewstore.ingest.lsn import Lsn
+from viewstore.store.demo import SEED_SQL, VIEW, VIEW_SQL
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(
+        f"{CHROMIUM} is missing: Debian's chromium package drives this test "
+        "(scripts/test installs it; by hand: apt-get install chromium)",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip(
+    "playwright.sync_api",
+    reason="Playwright's Python package is missing (pip install -e '.[test]' installs it; "
+    "no `playwright install` is needed: the test uses /usr/bin/chromium)",
+)
+
+SELECT = VIEW_SQL.split(" AS\n", 1)[1].rstrip().rstrip(";")
+TOP_SQL = (
+    f"SELECT player_id, name, total_score::text FROM ({SELECT}) v "
+    "ORDER BY total_score DESC, player_id LIMIT 10"
+)
+TOKEN = "s3cret-t0ken"
+SEEN_WITHIN = 5.0  # seconds: a committed score must be on the page by then
+
+# The page's board and chart, read from the DOM: [player_id, name, total_score] per row, and
+# the chart's polylines as {key, last point's y}.
+BOARD_JS = """() => [...document.querySelectorAll('#board tbody tr[data-key]')].map(tr =>
+    ['player_id', 'name', 'total_score'].map(c => tr.querySelector(`td[data-column="${c}"]`).textContent))"""
+CHART_JS = """() => [...document.querySelectorAll('#chart polyline')].map(l => {
+    const points = l.getAttribute('points').trim().split(' ');
+    return {key: l.dataset.key, points: points.length, lastY: Number(points[points.length - 1].split(',')[1])};
+})"""
+
+
+def postgres_top(dsn: str) -> list[list[str]]:
+    return [[str(pid), name, total] for pid, name, total in pg_query(dsn, TOP_SQL)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`viewstore run --views ... --http` on the seed's tables, as a child process."""
+
+    def __init__(self, dsn: str, tmp_path: Path, token: str | None = None) -> None:
+        self.dsn, self.data, self.token = dsn, tmp_path / "data", token
+        self.log = tmp_path / "run.log"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.views = tmp_path / "views.sql"
+        self.views.write_text(VIEW_SQL)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = ["--views", str(self.views), "--http", f"127.0.0.1:{self.port}"]
+        if self.token is not None:
+            args += ["--http-token", self.token]
+        self.proc = start_process(self.dsn, self.data, *args, log=self.log)
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until GET /views lists the view: snapshot taken, view built, HTTP up."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc is not None and self.proc.poll() is None, self.output()
+            try:
+                r = httpx.get(self.url + "views", headers=headers, timeout=5)
+                if r.status_code == 200 and [v["name"] for v in r.json()] == [VIEW]:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"not ready in {timeout}s\n{self.output()}"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(30) == 0, self.output()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_caught_up(self, timeout: float = 30) -> Lsn:
+        """Until the server has applied everything Postgres has written (per /healthz)."""
+        target = current_lsn(self.dsn)
+        deadline = time.monotonic() + timeout
+        while True:
+            applied = Lsn.parse(httpx.get(self.url + "healthz", timeout=5).json()["applied_lsn"])
+            if applied >= target:
+                return applied
+            assert time.monotonic() < deadline, f"applied {applied} of {target}"
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def seeded(dsn: str, tmp_path: Path) -> Callable[..., Server]:
+    """The seed's tables and rows in the test's database; returns a started Server."""
+    for statement in SEED_SQL:
+        pg_exec(dsn, statement)
+
+    def start(token: str | None = None) -> Server:
+        server = Server(dsn, tmp_path, token)
+        server.start()
+        return server
+
+    return start
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def wait_for(read: Callable[[], Any], want: Any, timeout: float, what: str) -> float:
+    """Poll `read()` until it equals `want`; the seconds it took."""
+    started = time.monotonic()
+    while True:
+        got = read()
+        if got == want:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what}: after {timeout}s the page shows {got}, expected {want}")
+        time.sleep(0.05)
+
+
+def key(player_id: str) -> str:
+    return json.dumps([int(player_id)], separators=(",", ":"))  # the page's JSON row key
+
+
+def test_page_follows_scores_as_they_commit_and_charts_the_leaders(
+    seeded: Callable[..., Server], dsn: str, page: Any
+) -> None:
+    server = seeded()
+    # Some history before the page opens, for the chart to draw: Luigi and Peach score.
+    pg_exec(dsn, "INSERT INTO player_scores (player_id, score) VALUES (4, 0.50)")
+    pg_exec(dsn, "INSERT INTO player_scores (player_id, score) VALUES (2, 0.30)")
+    server.wait_caught_up()
+
+    page.goto(server.url)
+    board = lambda: page.evaluate(BOARD_JS)  # noqa: E731
+    chart = lambda: page.evaluate(CHART_JS)  # noqa: E731
+    before = postgres_top(dsn)
+    assert [r[1] for r in before] == ["Yoshi", "Luigi", "Bowser", "Peach", "Mario"]
+    wait_for(board, before, 10, "the first board")
+    # The defaults: the only view, ranked by its last numeric column, top 10.
+    assert page.input_value("#view") == VIEW
+    assert page.input_value("#order") == "total_score"
+    assert page.input_value("#n") == "10"
+    # The chart: one line per player shown, once the history is read; Luigi's has a step.
+    wait_for(lambda: sorted(line["key"] for line in chart()), sorted(key(r[0]) for r in before),
+             10, "the chart's lines")  # fmt: skip
+    assert {line["key"]: line["points"] for line in chart()}[key("4")] >= 4, chart()
+
+    # Bowser (0.65) scores 5.00 and takes the lead: the page shows it within a few seconds.
+    pg_exec(dsn, "INSERT INTO player_scores (player_id, score) VALUES (3, 5.00)")
+    committed = current_lsn(dsn)
+    after = postgres_top(dsn)
+    assert after[0] == ["3", "Bowser", "5.65"] and [r[1] for r in after[1:]] == [
+        r[1] for r in before if r[1] != "Bowser"
+    ]
+    took = wait_for(board, after, SEEN_WITHIN, "the board after Bowser's score")
+    assert took < SEEN_WITHIN
+    assert "fresh" in (page.get_attribute(f'#board tr[data-key="{key("3")}"]', "class") or "")
+    assert Lsn.parse(page.text_content("#lsn")) >= committed
+    assert page.text_content("#last-change") != "none yet"
+    assert page.text_content("#row-count") == "5"
+    # The chart follows: still one line per player, Bowser's now ending highest (smallest y).
+    lines = chart()
+    assert sorted(line["key"] for line in lines) == sorted(key(r[0]) for r in after), lines
+    top_line = min(lines, key=lambda line: line["lastY"])
+    assert top_line["key"] == key("3"), lines
+
+    # A player joins (a row of the view, total 0) while the page is live; then the server
+    # restarts while the page stays open, and meanwhile another player joins with the best
+    # score. The page reconnects with since= its last progress LSN and gets exactly what it
+    # missed: a change applied twice would count a row twice.
+    pg_exec(dsn, "INSERT INTO players (name) VALUES ('Toad')")
+    wait_for(board, postgres_top(dsn), SEEN_WITHIN, "the board after Toad joined")
+    assert page.text_content("#row-count") == "6"
+    server.stop()
+    pg_exec(dsn, "INSERT INTO players (name) VALUES ('Daisy')")
+    pg_exec(dsn, "INSERT INTO player_scores (player_id, score) VALUES (7, 9.99)")
+    server.start()
+    final = postgres_top(dsn)
+    assert final[0] == ["7", "Daisy", "9.99"] and final[-1] == ["6", "Toad", "0"], final
+    wait_for(board, final, 20, "the board after the server restarted")
+    assert page.text_content("#row-count") == "7"
+    wait_for(lambda: len(chart()), 7, 5, "the chart's lines after the restart")
+
+
+def test_page_with_a_token_and_without(
+    seeded: Callable[..., Server], dsn: str, page: Any, browser: Any
+) -> None:
+    server = seeded(token=TOKEN)
+    page.goto(f"{server.url}#token={TOKEN}")
+    wait_for(lambda: page.evaluate(BOARD_JS), postgres_top(dsn), 10, "the board with the token")
+    assert page.is_hidden("#message")
+
+    for fragment, says in [("", "this server needs a token"), ("#token=wrong", "refused")]:
+        other = browser.new_page()
+        try:
+            other.goto(server.url + fragment)
+            other.wait_for_selector("#message", state="visible", timeout=10_000)
+            message = other.text_content("#message") or ""
+            assert "401" in message and says in message, message
+            assert other.text_content("#connection") == "not authorised"
+            assert other.evaluate(BOARD_JS) == []
+        finally:
+            other.close()
+
+
+def test_demo_serves_the_page_live(dsn: str, page: Any) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "viewstore.cli", "demo", "--dsn", dsn, "--players", "30",
+         "--http", f"127.0.0.1:{port}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:  # the address comes before the snapshot
+            seen.append(line)
+            if line.startswith(("leaderboard page: ", "snapshot first")):
+                break
+        url = f"http://127.0.0.1:{port}/"
+        assert seen[-1] == f"leaderboard page: {url}\n", "".join(seen)
+        page.goto(url)
+        rows = lambda: len(page.evaluate(BOARD_JS))  # noqa: E731
+        wait_for(rows, 10, 30, "the demo's top 10")
+        # Live: the applied LSN moves as the workload commits; the board stays in order.
+        first = page.text_content("#lsn")
+        wait_for(lambda: page.text_content("#lsn") != first, True, 10, "a new applied LSN")
+        totals = [Decimal(r[2]) for r in page.evaluate(BOARD_JS)]
+        assert totals == sorted(totals, reverse=True), totals
+        wait_for(lambda: len(page.evaluate(CHART_JS)), 10, 10, "the chart's lines")
+        proc.send_signal(signal.SIGINT)  # the demo stops, checks itself, stops serving
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = "".join(seen) + rest
+    assert proc.returncode == 0, output
+    assert "view matches Postgres" in output, output
+    assert re.search(rf"leaderboard page: {re.escape(url)}$", output, re.M), output
