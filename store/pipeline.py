@@ -128,6 +128,7 @@ class Pipeline:
         self.retention: Retention | None = None
         self.received_lsn: Lsn | None = None  # the server's position, as last acknowledged
         self.opened = threading.Event()  # the store is open: `run --http` can serve it
+        self.closing = threading.Event()  # ... and is about to close (stopped, or failed)
         self.large_txns: set[Lsn] = set()  # commit LSNs of transactions to apply in chunks
         self.txn_lsn = Lsn(0)  # commit LSN of the transaction being received
         self.reconnects = 0  # connections lost and reopened (tests and status read it)
@@ -184,6 +185,7 @@ class Pipeline:
             )
             return self._stream_with_reconnect(repl, database)
         finally:
+            self.closing.set()  # readers in this process (run --http) stop reading first
             if self.applier is not None:
                 self.applier.close()  # its column family handles would keep RocksDB open
             store.close()

@@ -560,16 +560,21 @@ class _PipelineSource(LiveSource):
 
     def __init__(self, pipeline: Any) -> None:
         super().__init__(pipeline.store)
-        self.stopping: threading.Event = pipeline.stop
+        self.pipeline = pipeline
         self.last = Lsn(0)
 
+    @property
+    def stopping(self) -> bool:
+        """Told to stop, or failing: its store is about to close."""
+        return bool(self.pipeline.stop.is_set() or self.pipeline.closing.is_set())
+
     def read(self) -> Any:
-        if self.stopping.is_set():
+        if self.stopping:
             raise NotReady("viewstore is stopping", hint="reconnect once it runs again")
         return super().read()
 
     def refresh(self) -> Lsn:
-        if not self.stopping.is_set():
+        if not self.stopping:
             with suppress(Exception):  # the pipeline failed and closed its store: stay put
                 self.last = super().refresh()
         return self.last
