@@ -13,10 +13,17 @@ of each view row: "row K as of LSN X" is one backward seek. The rows are `valuec
 numbers follow the order the engine wrote the rows in, which depends only on the transaction and
 the state before it: a replay after a crash writes byte-identical entries (DESIGN.md promise 4).
 
+A transaction's commit LSN here is the *end* of its commit record (pgoutput's Commit
+end_lsn), not its start (the Begin's final_lsn). The end is where the transaction becomes
+visible: Postgres's pg_current_wal_lsn() after COMMIT is at or past it, an exported snapshot at
+LSN L holds exactly the transactions whose commit records end at or before L, and it is the LSN
+the store reports as applied. With the start, the next transaction's commit record can begin
+exactly at the applied LSN, so "everything at or before the applied LSN" would not be final.
+With the end it is: any later transaction ends after it.
+
 A view's build from the mirror writes every row it starts with at the LSN it was built at, so
 the history of every row is complete from then on. "As of LSN X" means after every transaction
-whose commit LSN is at most X (the end LSN the store reports as applied is past its commit LSN,
-and no other commit lies between the two).
+whose commit record ends at or before X.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ A `Feed` turns the history into the stream that `GET /views/{name}/changes` and
     {"progress": "0/16B3800"}
 
 - With `snapshot`, the stream starts with the view as of `since` (or as of now): one `diff: 1`
-  line per row, at that LSN, with `"snapshot": true`.
+  line per row, at that LSN, with `"snapshot": true`. Then, snapshot or not, a progress line
+  with that LSN: where the stream starts.
 - Then every change committed after `since` (exclusive), in commit order: an insert is a +1, a
   delete a -1, an update a -1 of the old row and a +1 of the new, at the same LSN. Folding the
   diffs onto the snapshot gives the view at any point.
@@ -82,6 +83,7 @@ class Feed:
             lsn = str(position)
             for _, row in sorted(rows_as_of(store, info.view_id, position).items()):
                 yield {"lsn": lsn, "diff": 1, "row": _row(names, row), "snapshot": True}
+        yield {"progress": str(position)}  # where the stream starts: a point to resume from
         if self.until is not None and position >= self.until:
             self.done = True
             yield {"end": str(position)}

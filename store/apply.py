@@ -161,7 +161,6 @@ class Applier:
         # The views kept in the same batches as the mirror; `view_tables` are the tables whose
         # changes they need (with the old row, which the applier then reads from the mirror).
         self.engine = ViewEngine(views, store.views, self) if views else None
-        self.commit_lsn = Lsn(0)  # of the transaction being applied: its history key
         self.commit_time_us: int | None = None
         self.xid: int | None = None
         self.history_seq = 0
@@ -305,19 +304,19 @@ class Applier:
         self.store.write(batch, sync=True)
         self.applied_lsn = self.synced_lsn = lsn
 
-    def begin_transaction(self, commit_lsn: Lsn, commit_time: int, xid: int) -> None:
-        """A transaction begins: its commit LSN (the Begin's final LSN) keys its view history,
-        which also records its commit time (µs since the Unix epoch) and xid."""
-        self.commit_lsn = commit_lsn
+    def begin_transaction(self, commit_time: int, xid: int) -> None:
+        """A transaction begins: its view history records its commit time (µs since the Unix
+        epoch) and xid."""
         self.commit_time_us = commit_time
         self.xid = xid
         self.history_seq = 0
 
-    def _end_views(self) -> None:
-        """Write the view rows the transaction touched, and their changes to the history."""
+    def _end_views(self, end_lsn: Lsn) -> None:
+        """Write the view rows the transaction touched, and their changes to the history, keyed
+        by the end of its commit record (history.changelog says why that one)."""
         for vid, okey, before, after in self.engine.end_transaction():  # type: ignore[union-attr]
             pairs = entries(
-                vid, self.commit_lsn, self.history_seq, okey, before, after,
+                vid, end_lsn, self.history_seq, okey, before, after,
                 self.commit_time_us, self.xid,
             )  # fmt: skip
             self.history_seq += 1
@@ -330,7 +329,7 @@ class Applier:
         """Close a transaction: its changes are in the group, its end LSN is the group's."""
         if self.engine is not None:
             if self.keep_history:
-                self._end_views()
+                self._end_views(end_lsn)
             else:
                 self.engine.end_transaction()  # the view rows only (benchmarks' baseline)
         if self.group_txns == 0:

@@ -528,7 +528,7 @@ class Pipeline:
                     if msg.final_lsn in self.large_txns and not skip:
                         sync_and_ack()  # what precedes it, durable: then an empty group
                         applier.begin_large()
-                    applier.begin_transaction(msg.final_lsn, msg.commit_time + PG_EPOCH_US, msg.xid)
+                    applier.begin_transaction(msg.commit_time + PG_EPOCH_US, msg.xid)
                     in_txn = True
                 elif cls is Commit:
                     in_txn = False

@@ -344,11 +344,15 @@ def _error(
 async def _poll(state: _State) -> None:
     """Follow the applied LSN; wake the subscribers when it moves."""
     source = state.config.source
+    failing = False
     while True:
         try:
             applied = source.refresh()
+            failing = False
         except Exception:  # a follower catching up mid-compaction: try again next tick
-            log.exception("reading the applied LSN failed")
+            if not failing:  # once per streak, not every few milliseconds
+                log.exception("reading the applied LSN failed; retrying")
+            failing = True
             applied = state.applied
         if applied != state.applied:
             state.applied = applied
@@ -365,7 +369,13 @@ async def _stream(
     state.subscribers += 1
     try:
         for i in range(0, len(first), 1000):
+            started = time.monotonic()
             yield _encode(first[i : i + 1000], sse)
+            state.streamed_lines += len(first[i : i + 1000])
+            if time.monotonic() - started > config.slow_after:
+                state.slow_disconnects += 1
+                yield _encode([{"error": _too_slow(config, "the snapshot", feed)}], sse)
+                return
         last_sent = time.monotonic()
         while not feed.done:
             assert feed.position is not None
@@ -388,15 +398,19 @@ async def _stream(
             # The subscriber took this long to take the last step: behind and not catching up.
             if time.monotonic() - started > config.slow_after:
                 state.slow_disconnects += 1
-                message = (
-                    f"subscriber too slow: one step took over {config.slow_after:.0f} s to "
-                    f"send; reconnect with since={feed.position} to go on from here"
-                )
-                yield _encode([{"error": message}], sse)
+                yield _encode([{"error": _too_slow(config, "one step", feed)}], sse)
                 return
             last_sent = time.monotonic()
     finally:
         state.subscribers -= 1
+
+
+def _too_slow(config: ServerConfig, what: str, feed: Feed) -> str:
+    if what == "the snapshot":
+        again = f"reconnect with snapshot=true&since={feed.position} to start it again"
+    else:
+        again = f"reconnect with since={feed.position} to go on from here"
+    return f"subscriber too slow: {what} took over {config.slow_after:g} s to send; {again}"
 
 
 def _encode(events: list[dict[str, Any]], sse: bool) -> bytes:

@@ -96,7 +96,7 @@ class Txn:
     xid: int
     lower: Lsn  # WAL insert position read inside it, just before COMMIT: <= its commit LSN
     changed: dict[str, dict[int, tuple[Any, Any]]]  # view -> player id -> (before, after)
-    upper: int = 0  # the next commit's `lower` (or the end of the load): > its commit LSN
+    upper: int = 0  # the next commit's `lower` (or the end of the load): >= its commit LSN
 
 
 class Writer:
@@ -398,7 +398,9 @@ def test_kill9_under_load_history_holds_each_committed_transaction_once(loaded: 
             lsns = {c.lsn for c in entries}
             assert len(lsns) == 1, f"{view}: xid {txn.xid} at several LSNs {sorted(lsns)}"
             lsn = lsns.pop()
-            assert txn.lower <= lsn < txn.upper, (view, txn.xid, lsn, txn.lower, txn.upper)
+            # The commit LSN is the end of the commit record: the next transaction's WAL can
+            # start right there.
+            assert txn.lower <= lsn <= txn.upper, (view, txn.xid, lsn, txn.lower, txn.upper)
             assert lsn > last, f"{view}: xid {txn.xid} at {lsn}, not after {last}"
             last = lsn
             keys = [c.key for c in entries]

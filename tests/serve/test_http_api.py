@@ -471,13 +471,15 @@ def test_snapshot_is_the_view_as_of_since(api: Api) -> None:
     lines = api.lines(
         f"/views/{VIEW}/changes", {"since": str(lsn), "until": str(lsn), "snapshot": "true"}
     )
-    assert lines[-1] == {"end": str(lsn)}
-    snap = lines[:-1]
+    # The rows, then where the stream starts (a progress line), then the end.
+    assert lines[-2:] == [{"progress": str(lsn)}, {"end": str(lsn)}]
+    snap = lines[:-2]
     assert all(e["snapshot"] is True and e["diff"] == 1 and e["lsn"] == str(lsn) for e in snap)
     assert rows_json([e["row"] for e in snap]) == env.points[1][1]
-    # since == until without a snapshot: just the end.
+    # since == until without a snapshot: where it starts, and the end.
     assert api.lines(f"/views/{VIEW}/changes", {"since": str(lsn), "until": str(lsn)}) == [
-        {"end": str(lsn)}
+        {"progress": str(lsn)},
+        {"end": str(lsn)},
     ]
 
 
@@ -516,16 +518,16 @@ def test_sse_format_and_last_event_id_resume(api: Api) -> None:
             assert e == {"event": "end", "data": e["data"]}
         else:
             assert set(e) == {"data"}, "change lines carry no id: they are not resume points"
-    # Resuming from each progress id with Last-Event-ID gives exactly the rest.
+    # Resuming from each progress id with Last-Event-ID gives exactly the rest (after the
+    # resumed stream's own first line: the progress event it starts at).
     ids = [(i, e["id"]) for i, e in enumerate(events) if "id" in e]
     assert len(ids) >= 2
     for i, event_id in ids:
         resumed = api.get(path, {"until": until}, headers={**sse, "Last-Event-ID": event_id})
         assert resumed.status_code == 200, resumed.text
-        assert _sse(resumed.text) == events[i + 1 :] or (
-            event_id == until
-            and _sse(resumed.text) == [{"event": "end", "data": events[-1]["data"]}]
-        )
+        got = _sse(resumed.text)
+        assert got[0] == {"id": event_id, "event": "progress", "data": events[i]["data"]}
+        assert got[1:] == events[i + 1 :]
     # Last-Event-ID means no snapshot (the client had it), and since= wins over it.
     event_id = ids[0][1]
     resumed = api.get(

@@ -196,20 +196,6 @@ def test_killed_subscriber_resumes_to_exactly_the_history(
             f"{missing[:3]}, {len(extra)} not in the history {extra[:3]}, {len(dups)} "
             f"duplicates {dups[:3]}"
         )
-        # BUG (reported, not fixed here): the pipeline persists an idle position (a keepalive's
-        # wal_end, Pipeline._stream -> idle_progress -> Applier.record_progress) as the
-        # applied LSN, and the walsender's wal_end can be exactly the LSN where the next
-        # commit record starts. The store then says "applied up to X" before the transaction
-        # whose commit LSN is X arrives; a feed sends {"progress": X}, reads on from X + 1,
-        # and never sends that transaction (as-of reads at X change afterwards, too). Its
-        # signature: every missing change is at an LSN the stream had already announced as
-        # progress, and nothing else is wrong. Anything else fails the test.
-        announced = {e["progress"] for e in kept if "progress" in e}
-        if not extra and not dups and all(m[0] in announced for m in missing):
-            pytest.xfail(
-                "BUG: a transaction committed at an LSN already reported as applied (an idle "
-                f"keepalive position) is never streamed: {report}"
-            )
         raise AssertionError(report)
     # Progress only moves forward, and each change line is covered by the progress after it.
     progress = [Lsn.parse(e["progress"]) for e in kept if "progress" in e]
@@ -233,20 +219,12 @@ def test_killed_subscriber_resumes_to_exactly_the_history(
     print(f"{via}: {connections} connections, {len(got)} change lines, {discarded} discarded")
 
 
-# BUG (reported, not fixed here): the store reports a transaction's *end* LSN as applied, while
-# history, as-of reads and feeds key changes by *commit* LSN, inclusive ("as of X": commits at
-# or before X). The next transaction's commit record can start exactly at that end LSN: here A
-# writes, B commits (ending at E), A commits right after, its commit record starting at E. Once
-# B is applied the store says "applied up to E" (healthz, a feed's {"progress": E}) though A,
-# committed at E, is not in yet. So `as_of=E` changes after it was served, and a subscriber
-# that got progress E and resumes with since=E never gets A's changes (the feed reads from
-# E + 1). An idle keepalive position persisted as the applied LSN does the same (the load test
-# above catches that variant now and then).
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a commit at exactly the applied (end) LSN of the previous transaction is "
-    "missed by since= and changes as_of=; see the comment above",
-)
+# Regression: history used to be keyed by the *start* of a transaction's commit record while
+# the store reports the *end* of the last one as applied. The next transaction's commit record
+# can start exactly there: here A writes, B commits (ending at E), A commits right after, its
+# commit record starting at E. The store said "applied up to E" though A, "committed at E", was
+# not in yet: `as_of=E` changed after it was served, and a subscriber resuming with since=E never
+# got A. Keyed by the end of the commit record, A is after E.
 def test_a_commit_at_the_applied_lsn_is_not_lost(dsn: str, tmp_path: Path) -> None:
     seed(dsn, extra_players=0)
     data = tmp_path / "data"
