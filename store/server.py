@@ -62,6 +62,7 @@ _TYPE_NAMES = {
     1184: "timestamptz", 1700: "numeric", 2950: "uuid", 3802: "jsonb",
 }  # fmt: skip
 _RESERVED = {"order_by", "desc", "limit", "as_of"}
+_DOC_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
 
 # -- payloads ----------------------------------------------------------------------------------
@@ -179,6 +180,16 @@ def create_app(config: ServerConfig) -> FastAPI:
         },
     )
     auth = _auth_dependency(config.token)
+
+    @app.middleware("http")
+    async def _protect_docs(request: Request, call_next: Any) -> Any:
+        # FastAPI's own routes (the OpenAPI document and its viewers) take no dependencies.
+        if config.token is not None and request.url.path in _DOC_PATHS:
+            try:
+                auth(request)
+            except StarletteHTTPException as exc:
+                return _error(exc.status_code, str(exc.detail), None, exc.headers)
+        return await call_next(request)
 
     @app.exception_handler(ViewstoreError)
     async def _viewstore_error(_: Request, exc: ViewstoreError) -> JSONResponse:

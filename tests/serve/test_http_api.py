@@ -638,6 +638,10 @@ def test_openapi_lists_the_paths(api: Api) -> None:
     assert {"name", "since", "snapshot", "until"} <= params
     assert "ErrorBody" in doc["components"]["schemas"]
     assert "401" in paths["/views"]["get"]["responses"]
+    # The document, like every endpoint but /healthz, needs the token.
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        r = api.get(path, headers={})
+        assert r.status_code == 401 and r.json()["error"] == "missing bearer token", path
 
 
 def test_kill9_of_a_client_mid_stream_is_not_a_server_error(api: Api) -> None:
