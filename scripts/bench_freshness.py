@@ -7,17 +7,26 @@ walsender only sends WAL once the WAL writer flushes it, every 200 ms) with the 
 process. One writer commits single-row transactions (a score for a random player) at a steady
 `--rate` per second for `--seconds`.
 
-Measurement. A subscriber streams GET /views/player_total_scores/changes (NDJSON) over HTTP
-and stamps each line as it arrives. Each change carries its transaction's commit timestamp
-(Postgres's clock; same machine), so the latency of a transaction is the arrival of its +1 line
-minus its commit time: decode, apply, the synced group write, the HTTP server's wake-up (it
-polls the applied LSN every 5 ms) and the stream. Reported: p50, p99 and max over every
-transaction, and how many arrived. Also the same for `viewstore serve`, a separate process
-following the store (it catches up with the writer's log, polling every 20 ms), when
-`--serve` is given.
+Measurement. Commit to subscriber: a subscriber streams GET /views/player_total_scores/changes
+(NDJSON) over HTTP and stamps each line as it arrives. Each change carries its transaction's
+commit timestamp (Postgres's clock; same machine), so the latency of a transaction is the
+arrival of its +1 line minus its commit time: decode, apply, the synced group write, the HTTP
+server's wake-up (it polls the applied LSN every 5 ms) and the stream. Reported: p50, p99 and
+max over every transaction, and how many arrived. Also the same for `viewstore serve`, a
+separate process following the store (it catches up with the writer's log, polling every
+20 ms), when `--serve` is given.
 
-    scripts/bench_freshness.py                 # 500 txns/s for 30 s: bench/results/freshness.json
-    scripts/bench_freshness.py --quick         # 200 txns/s for 3 s: a smoke test
+Commit to visible: about 20 transactions a second are sampled; right after its COMMIT returns,
+a reader polls the query API (GET /views/player_total_scores?player_id=X) until the player's
+total includes the new score (the writer knows every total: the table starts empty and scores
+only grow). Its latency is from COMMIT returning to the first read that shows it.
+
+Each rate in `--rates` is one phase of `--seconds`; the writer is one connection, so the
+highest rates are what one Python client can commit (the achieved rate is reported).
+
+    scripts/bench_freshness.py                # 500 txns/s, 30 s: bench/results/freshness.json
+    scripts/bench_freshness.py --rates 100,1000,5000 --seconds 20
+    scripts/bench_freshness.py --quick        # 200 txns/s for 3 s: a smoke test
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import queue
 import random
 import signal
 import socket
@@ -36,6 +46,7 @@ import tempfile
 import threading
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +112,35 @@ class Subscriber(threading.Thread):
                     self.arrivals.append((now, committed))
 
 
-def write(dsn: str, rate: float, seconds: float, players: int) -> int:
-    """Single-score transactions at a steady rate; the number committed."""
-    rng = random.Random(7)
+class Visibility(threading.Thread):
+    """Polls the query API for sampled transactions until each shows; records the latency."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.samples: queue.Queue[tuple[float, int, Decimal] | None] = queue.Queue()
+        self.latencies: list[float] = []
+        self.client = httpx.Client(timeout=10)
+
+    def run(self) -> None:
+        while (sample := self.samples.get()) is not None:
+            committed, player, total = sample
+            while True:
+                r = self.client.get(f"{self.url}/views/{VIEW}", params={"player_id": player})
+                rows = r.json()["rows"]
+                if rows and Decimal(rows[0]["total_score"]) >= total:
+                    self.latencies.append(time.monotonic() - committed)
+                    break
+                time.sleep(0.0005)
+
+
+def write(
+    dsn: str, rate: float, seconds: float, players: int, totals: dict[int, Decimal], sampler: Any
+) -> int:
+    """Single-score transactions at a steady rate; the number committed. About 20 a second
+    go to `sampler` with the moment their COMMIT returned and the player's new total."""
+    rng = random.Random(int(rate))
+    every = max(1, int(rate / 20))
     n = 0
     with psycopg.connect(dsn, autocommit=True) as conn:
         start = time.monotonic()
@@ -114,10 +151,13 @@ def write(dsn: str, rate: float, seconds: float, players: int) -> int:
                 return n
             if due > now:
                 time.sleep(due - now)
+            player, score = rng.randint(1, players), Decimal(rng.randint(1, 10_000)) / 100
             conn.execute(
-                "INSERT INTO player_scores (player_id, score) VALUES (%s, %s)",
-                (rng.randint(1, players), rng.randint(1, 10_000) / 100),
+                "INSERT INTO player_scores (player_id, score) VALUES (%s, %s)", (player, score)
             )
+            totals[player] = totals.get(player, Decimal(0)) + score
+            if n % every == 0:
+                sampler.samples.put((time.monotonic(), player, totals[player]))
             n += 1
 
 
@@ -134,7 +174,12 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=500.0, help="transactions per second")
+    parser.add_argument(
+        "--rates",
+        type=lambda t: [float(x) for x in t.split(",")],
+        default=[500.0],
+        help="transactions per second, one phase each (comma-separated)",
+    )
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--players", type=int, default=1000)
     parser.add_argument("--serve", action="store_true", help="also measure `viewstore serve`")
@@ -142,7 +187,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "freshness.json")
     args = parser.parse_args()
     if args.quick:
-        args.rate, args.seconds = 200.0, 3.0
+        args.rates, args.seconds = [200.0], 3.0
 
     tmp = Path(tempfile.mkdtemp(prefix="vs-bench-fresh-"))
     pg = ThrowawayPostgres({"synchronous_commit": "on", "autovacuum": "off"}).start()
@@ -187,20 +232,59 @@ def main() -> int:
             s.start()
             s.ready.wait(30)
         time.sleep(0.5)
-        started = time.monotonic()
-        committed = write(pg.dsn, args.rate, args.seconds, args.players)
-        elapsed = time.monotonic() - started
-        time.sleep(2.0)  # the last changes arrive
+        totals: dict[int, Decimal] = {}
+        phases = []
+        for rate in args.rates:
+            for s in subscribers.values():
+                s.arrivals.clear()
+            sampler = Visibility(targets["run --http"])
+            sampler.start()
+            started = time.monotonic()
+            committed = write(pg.dsn, rate, args.seconds, args.players, totals, sampler)
+            elapsed = time.monotonic() - started
+            sampler.samples.put(None)
+            sampler.join(30)
+            deadline = time.monotonic() + 30  # the last changes arrive
+            while any(len(s.arrivals) < committed for s in subscribers.values()):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            phase: dict[str, Any] = {
+                "rate_target": rate,
+                "seconds": round(elapsed, 1),
+                "transactions": committed,
+                "rate_achieved": round(committed / elapsed, 1),
+                "commit_to_visible": {
+                    "sampled": len(sampler.latencies),
+                    **percentiles(sampler.latencies),
+                },
+                "commit_to_subscriber": {},
+            }
+            for name, s in subscribers.items():
+                latencies = [arrived - commit for arrived, commit in s.arrivals]
+                phase["commit_to_subscriber"][name] = {
+                    "received": len(latencies),
+                    **percentiles(latencies),
+                }
+            phases.append(phase)
+            print(f"{committed} transactions at {committed / elapsed:.0f}/s for {elapsed:.1f} s")
+            v = phase["commit_to_visible"]
+            print(
+                f"{'query API':>12}: {v['sampled']} sampled, commit to visible "
+                f"p50 {v.get('p50_ms')} ms, p99 {v.get('p99_ms')} ms, max {v.get('max_ms')} ms"
+            )
+            for name, r in phase["commit_to_subscriber"].items():
+                print(
+                    f"{name:>12}: {r['received']} changes, commit to subscriber "
+                    f"p50 {r.get('p50_ms')} ms, p99 {r.get('p99_ms')} ms, max {r.get('max_ms')} ms"
+                )
         for s in subscribers.values():
             s.stop.set()
 
-        results: dict[str, Any] = {}
-        for name, s in subscribers.items():
-            latencies = [arrived - commit for arrived, commit in s.arrivals]
-            results[name] = {"received": len(latencies), **percentiles(latencies)}
         metrics = httpx.get(targets["run --http"] + "/metrics", timeout=5).text
         report = {
-            "benchmark": "freshness: Postgres commit to subscriber",
+            "benchmark": "freshness: Postgres commit to visible (query API) and to subscriber",
+            "command_line": " ".join(["scripts/bench_freshness.py", *sys.argv[1:]]),
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {
                 "cpus": os.cpu_count(),
@@ -208,24 +292,21 @@ def main() -> int:
                 "postgres": pg.bindir.parent.name,
             },
             "workload": {
-                "rate_target": args.rate,
-                "seconds": args.seconds,
-                "transactions": committed,
-                "rate_achieved": round(committed / elapsed, 1),
                 "players": args.players,
+                "transaction": "INSERT one score (autocommit), one writer connection",
                 "synchronous_commit": "on",
             },
-            "subscribers": results,
+            "phases": phases,
             "apply_latency": [m for m in metrics.splitlines() if m.startswith("viewstore_apply")],
         }
-        print(f"{committed} transactions at {committed / elapsed:.0f}/s for {elapsed:.1f} s")
-        for name, r in results.items():
-            print(
-                f"{name:>12}: {r['received']} changes, commit to subscriber "
-                f"p50 {r.get('p50_ms')} ms, p99 {r.get('p99_ms')} ms, max {r.get('max_ms')} ms"
-            )
-        if any(r["received"] < committed for r in results.values()):
-            print("some changes did not arrive", file=sys.stderr)
+        lost = [
+            (p["rate_target"], name)
+            for p in phases
+            for name, r in p["commit_to_subscriber"].items()
+            if r["received"] < p["transactions"]
+        ]
+        if lost:
+            print(f"some changes did not arrive: {lost}", file=sys.stderr)
             return 1
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
