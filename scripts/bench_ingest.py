@@ -36,6 +36,7 @@ Everything started is stopped and both slots are dropped on exit, Ctrl-C and SIG
     scripts/bench_ingest.py                    # 1M rows, 1,000-row txns: bench/results/ingest.json
     scripts/bench_ingest.py --big-txn 5000000  # one 5M-row txn: bench/results/ingest_big_txn.json
     scripts/bench_ingest.py --quick            # 50k rows, a smoke test
+    scripts/bench_ingest.py --views            # the same, keeping the seed view too
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from viewstore.dsn import redact
 from viewstore.errors import StoreError, ViewstoreError
 from viewstore.ingest.lsn import Lsn
 from viewstore.pgcluster import ThrowawayPostgres
+from viewstore.store.demo import VIEW_SQL
 from viewstore.store.status import read_status
 
 REPO = Path(__file__).resolve().parent.parent
@@ -346,11 +348,16 @@ class Bench:
 
     def viewstore_argv(self) -> list[str]:
         # The interpreter itself rather than the `viewstore` script: no shim in the timing.
-        return [
+        argv = [
             sys.executable, "-m", "viewstore.cli", "run",
             "--dsn", self.pg.dsn, "--data", str(self.data_dir),
             "--publication", self.publication, "--slot", self.slot,
         ]  # fmt: skip
+        if self.args.views:
+            views = self.work / "views.sql"
+            views.write_text(VIEW_SQL)  # the seed's leaderboard view, verbatim
+            argv += ["--views", str(views)]
+        return argv
 
     def reference_argv(self, target: Lsn, slot: str) -> list[str]:
         return [
@@ -735,6 +742,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="insert ROWS rows in one transaction instead (e.g. 5000000)",
     )
     parser.add_argument("--rows", type=int, help="rows to insert (default 1,000,000)")
+    parser.add_argument(
+        "--views",
+        action="store_true",
+        help="viewstore also keeps the seed's leaderboard view (store/demo.py VIEW_SQL)",
+    )
     parser.add_argument("--txn-size", type=int, default=1000, help="rows per transaction")
     parser.add_argument(
         "--out",
@@ -772,7 +784,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if args.out is None:
         stem = "ingest_big_txn" if args.big_txn else "ingest_quick" if args.quick else "ingest"
-        args.out = RESULTS / f"{stem}.json"
+        args.out = RESULTS / f"{stem}{'_views' if args.views else ''}.json"
     return args
 
 
@@ -847,7 +859,8 @@ def main(argv: list[str] | None = None) -> int:
         loaded = bench.load()
         target = loaded.pop("target")
         result["workload"] = {
-            "description": workload.describe(),
+            "description": workload.describe() + (", seed view kept" if args.views else ""),
+            "views": VIEW_SQL if args.views else None,
             "table": "player_scores",
             "rows": workload.rows,
             "txn_size": workload.txn_size,
