@@ -92,7 +92,7 @@ def _maintenance(out: Path) -> list[Row]:
                 "ratio": f"1 REFRESH = {concurrently * 1000 / us:,.0f} txns",
             }
         )
-    trigger = dig(r, "trigger.extra_us_per_insert")
+    trigger = dig(r, "trigger.extra_us_per_txn")
     if trigger is not None and us:
         rows.append(
             {
@@ -276,8 +276,8 @@ def _charts(out: Path) -> list[Path]:
             bars["REFRESH"] = m["refresh_median_ms"]
         if m.get("refresh_concurrently_median_ms"):
             bars["REFRESH CONCURRENTLY"] = m["refresh_concurrently_median_ms"]
-        if dig(m, "trigger.extra_us_per_insert"):
-            bars["trigger, per INSERT"] = dig(m, "trigger.extra_us_per_insert") / 1000
+        if dig(m, "trigger.extra_us_per_txn"):
+            bars["trigger, per INSERT"] = dig(m, "trigger.extra_us_per_txn") / 1000
         fig, ax = plt.subplots(figsize=(8, 4))
         ax.bar(list(bars), list(bars.values()))
         ax.set_yscale("log")
