@@ -101,9 +101,6 @@ class Reader:
             row count. Lookups by the view's key, and ordering by any column, use an index:
 
                 vs.query("player_total_scores", order_by="total_score", desc=True, limit=10)
-        vs.query("player_total_scores", as_of="0/1532260")   # as it stood then
-        vs.changes("player_total_scores", since="0/1532260")  # what changed after
-        vs.history().sql("SELECT ...")  # DuckDB over every view's history
                 vs.query("player_total_scores", where={"player_id": 3})
 
             `as_of` (an Lsn or Postgres's text form, '0/1532260') reads the view as it stood after
