@@ -97,15 +97,15 @@ class Reader:
         as_of: Lsn | str | None = None,
     ) -> list[dict[str, Any]]:
         """Current rows of `view` as dicts: `where` maps columns to values (equality; text is
-            parsed as the column's type), `order_by` a column (`desc` for descending), `limit` a
-            row count. Lookups by the view's key, and ordering by any column, use an index:
+        parsed as the column's type), `order_by` a column (`desc` for descending), `limit` a
+        row count. Lookups by the view's key, and ordering by any column, use an index:
 
-                vs.query("player_total_scores", order_by="total_score", desc=True, limit=10)
-                vs.query("player_total_scores", where={"player_id": 3})
+            vs.query("player_total_scores", order_by="total_score", desc=True, limit=10)
+            vs.query("player_total_scores", where={"player_id": 3})
 
-            `as_of` (an Lsn or Postgres's text form, '0/1532260') reads the view as it stood after
-            the last transaction committed at or before that LSN, from the history: a key lookup
-            is one seek, a whole view costs one seek per row key the view has had.
+        `as_of` (an Lsn or Postgres's text form, '0/1532260') reads the view as it stood after
+        the last transaction committed at or before that LSN, from the history: a key lookup
+        is one seek, a whole view costs one seek per row key the view has had.
         """
         with self._store() as store:
             info = find_view(store, view)
