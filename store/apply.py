@@ -156,6 +156,7 @@ class Applier:
         self.large = False  # writing a large transaction in chunks
         self.group_writes = 0  # synced group writes by this applier (tests read it)
         self.latency = (0, 0.0, 0.0)  # apply latency: groups, sum of seconds, the last one
+        self.large_end_lsn = Lsn(0)  # of the large transaction being written in chunks
         self.txn_rows = 0
         self._next_check = large_txn_rows
         # The views kept in the same batches as the mirror; `view_tables` are the tables whose
@@ -242,11 +243,13 @@ class Applier:
         self._next_check = self.large_txn_rows
         self._reset_group()
 
-    def begin_large(self) -> None:
+    def begin_large(self, end_lsn: Lsn) -> None:
         """Apply the transaction that begins now in chunks with an undo log (see module doc).
-        The group must be empty: what precedes the transaction is synced."""
+        The group must be empty: what precedes the transaction is synced. `end_lsn`, the end
+        of its commit record, keys the history its chunks write."""
         assert self.group_txns == 0 and self.group_rows == 0
         self.large = True
+        self.large_end_lsn = end_lsn
         meta.put_json(self.batch, self.store, meta.LARGE_TXN, {"since": str(self.synced_lsn)})
         self._next_check = self.chunk_rows
 
@@ -259,7 +262,7 @@ class Applier:
 
     def _write_chunk_of_large(self) -> None:
         if self.engine is not None:
-            self._end_views()  # the views as of this chunk, undo-logged like it
+            self._end_views(self.large_end_lsn)  # the views as of this chunk, undo-logged
             self.engine.flush()
         self.store.write(self.batch, sync=False)
         self.batch = self.store.new_batch()

@@ -129,7 +129,9 @@ class Pipeline:
         self.received_lsn: Lsn | None = None  # the server's position, as last acknowledged
         self.opened = threading.Event()  # the store is open: `run --http` can serve it
         self.closing = threading.Event()  # ... and is about to close (stopped, or failed)
-        self.large_txns: set[Lsn] = set()  # commit LSNs of transactions to apply in chunks
+        # Transactions to apply in chunks: the start of their commit record (Begin's final LSN)
+        # -> its end (the Commit's end LSN), learned on a first pass.
+        self.large_txns: dict[Lsn, Lsn] = {}
         self.txn_lsn = Lsn(0)  # commit LSN of the transaction being received
         self.reconnects = 0  # connections lost and reopened (tests and status read it)
         self.connected = False  # reached Postgres at least once
@@ -380,7 +382,6 @@ class Pipeline:
                 # Replay from the synced LSN: this transaction then begins on an empty group
                 # and is written in chunks with an undo log, in bounded memory.
                 applier.discard_group()
-                self.large_txns.add(self.txn_lsn)
                 log.info(
                     "transaction committed at %s has over %s rows: applying it in chunks",
                     self.txn_lsn,
@@ -453,6 +454,7 @@ class Pipeline:
         relations: dict[int, TableState] = {}
         tables = applier.tables
         in_txn = skip = False
+        too_large: LargeTransaction | None = None  # found too large: read on to its Commit
         received = applier.synced_lsn
         idle_pos: Lsn | None = None
         last_status = last_progress = next_retention = time.monotonic()
@@ -511,23 +513,43 @@ class Pipeline:
                     continue
 
                 cls = type(msg)
-                if cls is Insert:
-                    if not skip:
-                        apply_insert(relations[msg.relation_oid], msg.new)
-                elif cls is Update:
-                    if not skip:
-                        apply_update(relations[msg.relation_oid], msg.old_kind, msg.old, msg.new)
-                elif cls is Delete:
-                    if not skip:
-                        apply_delete(relations[msg.relation_oid], msg.old)
-                elif cls is Begin:
+                try:
+                    if cls is Insert:
+                        if not skip:
+                            apply_insert(relations[msg.relation_oid], msg.new)
+                        continue
+                    if cls is Update:
+                        if not skip:
+                            apply_update(
+                                relations[msg.relation_oid], msg.old_kind, msg.old, msg.new
+                            )
+                        continue
+                    if cls is Delete:
+                        if not skip:
+                            apply_delete(relations[msg.relation_oid], msg.old)
+                        continue
+                    if cls is Truncate:
+                        if not skip:
+                            for oid in msg.relation_oids:
+                                applier.truncate(relations[oid])
+                        continue
+                except LargeTransaction as exc:
+                    # Read on to its Commit without applying: the end of its commit record
+                    # keys its history, and the chunked replay needs it from the start.
+                    skip = True
+                    too_large = exc
+                    continue
+                if cls is Commit and too_large is not None:
+                    self.large_txns[self.txn_lsn] = msg.end_lsn
+                    raise too_large
+                if cls is Begin:
                     idle_pos = None
                     # Already applied before a crash or reconnect: the slot may resend it.
                     skip = msg.final_lsn < applier.applied_lsn
                     self.txn_lsn = msg.final_lsn
                     if msg.final_lsn in self.large_txns and not skip:
                         sync_and_ack()  # what precedes it, durable: then an empty group
-                        applier.begin_large()
+                        applier.begin_large(self.large_txns[msg.final_lsn])
                     applier.begin_transaction(msg.commit_time + PG_EPOCH_US, msg.xid)
                     in_txn = True
                 elif cls is Commit:
@@ -548,9 +570,6 @@ class Pipeline:
                         break  # look at the clock and the stop flag now and then
                 elif cls is Relation:
                     relations[msg.oid] = self._relation(msg, tables)
-                elif cls is Truncate and not skip:
-                    for oid in msg.relation_oids:
-                        applier.truncate(relations[oid])
                 # Origin, Type and Message carry nothing the mirror needs.
 
             now = time.monotonic()
