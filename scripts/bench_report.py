@@ -296,6 +296,14 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _machine(out: Path) -> str:
+    for name in ("ingest_views.json", "snapshot.json", "history.json"):
+        m = (_load(out, name) or {}).get("machine")
+        if m:
+            return "Machine: " + ", ".join(f"{k} {v}" for k, v in m.items() if v) + ".\n\n"
+    return ""
+
+
 def report(out: Path) -> None:
     """Print the table, and write summary.md, summary.json and the charts into `out`."""
     rows = _ingest(out) + _freshness(out) + _maintenance(out) + _ops(out) + _reads(out)
@@ -305,6 +313,10 @@ def report(out: Path) -> None:
     (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     (out / "summary.md").write_text(
         "# viewstore benchmarks\n\n"
+        + _machine(out)
+        + "Each row comes from the JSON file of its benchmark in this directory (command line, "
+        "workload, reference and machine recorded there); `scripts/bench --report` rebuilds "
+        "this page.\n\n"
         + table
         + "\n\n"
         + "\n".join(f"![{c.stem}](charts/{c.name})" for c in charts)
