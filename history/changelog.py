@@ -175,6 +175,7 @@ def rows_as_of(store: Store, view_id: int, lsn: int) -> dict[bytes, tuple[Any, .
     base = row_key_prefix(view_id)
     end = prefix_end(base)
     target = _U64.pack(lsn)
+    large = store.large_txn_pending  # once, not per row key: it is a metadata read
     it = store.history.iter()
     it.seek(base)
     while it.valid():
@@ -184,7 +185,7 @@ def rows_as_of(store: Store, view_id: int, lsn: int) -> dict[bytes, tuple[Any, .
         okey = key[len(base) : -8]  # the first entry of the next row key
         prefix = base + okey
         it.seek_for_prev(prefix + target)
-        while it.valid() and it.key().startswith(prefix) and _pending(store, it.key()):
+        while large and it.valid() and it.key().startswith(prefix) and _pending(store, it.key()):
             it.prev()
         if it.valid() and it.key().startswith(prefix) and len(it.key()) == len(prefix) + 8:
             value = it.value()
