@@ -201,7 +201,9 @@ class Store:
         that writes it (the HTTP server of `run --http`): every column family at the same
         point, between two batches, however long the reads take."""
         with self._write_lock:
-            snaps = {name: _SnapshotFamily(getattr(self, name).snapshot()) for name in _FAMILIES}
+            snaps = {
+                name: _SnapshotFamily(getattr(self, name).snapshot()) for name in COLUMN_FAMILIES
+            }
         view = object.__new__(Store)
         view.db, view.path, view.readonly, view.cf = self.db, self.path, True, self.cf
         for name, snap in snaps.items():
@@ -310,9 +312,6 @@ class Store:
             if before is not None:
                 yield u[0], before
             u = next(undo, None)
-
-
-_FAMILIES = ("meta", "mirror", "undo", "views", "history")
 
 
 class _SnapshotFamily:
