@@ -85,10 +85,10 @@ from bench_ingest import machine_info, source_state
 from bench_views import (
     CHILDREN,
     PG_SETTINGS,
-    SCHEMA,
     VIEW,
     log,
     lsn_of,
+    seed_leaderboard,
     stop,
     wait_confirmed,
     wait_streaming,
@@ -272,18 +272,7 @@ def ingest_overhead(pg: ThrowawayPostgres, work: Path, args: argparse.Namespace)
     ]
     out: dict[str, Any] = {}
     with psycopg.connect(pg.dsn, autocommit=True) as conn:
-        conn.execute(SCHEMA)
-        conn.execute(
-            "INSERT INTO players (name) SELECT 'player ' || g FROM generate_series(1, %s) g",
-            (args.players,),
-        )
-        conn.execute(
-            "INSERT INTO player_scores (player_id, score) SELECT 1 + (g::bigint * 7919) %% %s,"
-            " ((g::bigint * 104729) %% 10000) / 100.0 FROM generate_series(1, %s) g",
-            (args.players, args.initial_scores),
-        )
-        conn.execute("VACUUM ANALYZE players, player_scores")
-        conn.execute(VIEW)
+        seed_leaderboard(conn, args.players, args.initial_scores)
         conn.execute(f"CREATE PUBLICATION {PUBLICATION} FOR TABLE players, player_scores")
         for name, history in stores:
             data = work / name

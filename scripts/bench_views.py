@@ -220,6 +220,23 @@ def catch_up(pg: ThrowawayPostgres, data: Path, target: Lsn, views: Path | None)
     return seconds
 
 
+def seed_leaderboard(conn: psycopg.Connection[Any], players: int, scores: int) -> None:
+    """The seed's tables with `players` players and `scores` scores spread over them (the
+    same data every run), and the seed's view as a Postgres materialized view."""
+    conn.execute(SCHEMA)
+    conn.execute(
+        "INSERT INTO players (name) SELECT 'player ' || g FROM generate_series(1, %s) g",
+        (players,),
+    )
+    conn.execute(
+        "INSERT INTO player_scores (player_id, score) SELECT 1 + (g::bigint * 7919) %% %s,"
+        " ((g::bigint * 104729) %% 10000) / 100.0 FROM generate_series(1, %s) g",
+        (players, scores),
+    )
+    conn.execute("VACUUM ANALYZE players, player_scores")
+    conn.execute(VIEW)
+
+
 def load(conn: psycopg.Connection[Any], txns: int, players: int, seed: int) -> Lsn:
     rng = random.Random(seed)
     max_score = conn.execute("SELECT max(id) FROM player_scores").fetchone()[0] or 1  # type: ignore[index]
@@ -422,19 +439,8 @@ def bench() -> None:
         views.write_text(VIEW)
         with psycopg.connect(pg.dsn, autocommit=True) as conn:
             result["postgres"] = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-            conn.execute(SCHEMA)
             log(f"loading {args.players:,} players and {args.scores:,} scores")
-            conn.execute(
-                "INSERT INTO players (name) SELECT 'player ' || g FROM generate_series(1, %s) g",
-                (args.players,),
-            )
-            conn.execute(
-                "INSERT INTO player_scores (player_id, score) SELECT 1 + (g::bigint * 7919) %% %s,"
-                " ((g::bigint * 104729) %% 10000) / 100.0 FROM generate_series(1, %s) g",
-                (args.players, args.scores),
-            )
-            conn.execute("VACUUM ANALYZE players, player_scores")
-            conn.execute(VIEW)
+            seed_leaderboard(conn, args.players, args.scores)
             conn.execute(UNIQUE_INDEX)
             conn.execute("CREATE PUBLICATION bench_pub FOR TABLE players, player_scores")
 
