@@ -5,7 +5,8 @@
 #                             (/usr/lib/postgresql/*/bin) or $VIEWSTORE_PG_BINDIR names some
 #   install_chromium          Debian's chromium package, unless /usr/bin/chromium is there (the
 #                             leaderboard page's browser test drives it headless)
-#   find_python               sets $python: $PYTHON, python3 or python; .venv under PEP 668
+#   find_python               sets $python to .venv/bin/python, creating .venv with $PYTHON or
+#                             python3 when missing (always afresh under CI=true)
 #   install_project [SPEC]    pip install -e SPEC (default '.') with $python
 #
 # Callers cd to the repository root first; messages name the calling script.
@@ -37,24 +38,20 @@ install_chromium() {
 }
 
 find_python() {
-    python="${PYTHON:-$(command -v python3 || command -v python || true)}"
-    if [ -z "$python" ]; then
+    # The project always runs from its own virtual environment, .venv at the repository root:
+    # never from whatever interpreter happens to have packages installed by hand, which would
+    # hide a missing dependency. $PYTHON (or python3) only creates it. Under CI (CI=true) it is
+    # created afresh for every run, so a missing install step fails there as on a new machine.
+    local base="${PYTHON:-$(command -v python3 || command -v python || true)}"
+    if [ -z "$base" ]; then
         apt_install python3 python3-venv
-        python=python3
+        base=python3
     fi
-
-    # Debian's own Python refuses pip installs outside a virtualenv (PEP 668): use .venv then.
-    if "$python" - <<'PY'
-import os, sys, sysconfig
-marker = os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")
-sys.exit(0 if sys.prefix == sys.base_prefix and os.path.exists(marker) else 1)
-PY
-    then
-        if [ ! -x .venv/bin/pip ]; then
-            "$python" -m venv --clear .venv || { apt_install python3-venv && "$python" -m venv --clear .venv; }
-        fi
-        python=.venv/bin/python
+    if [ "${CI:-}" = "true" ] || [ ! -x .venv/bin/python ]; then
+        echo "$_install_who: creating a fresh virtual environment in .venv" >&2
+        "$base" -m venv --clear .venv || { apt_install python3-venv && "$base" -m venv --clear .venv; }
     fi
+    python=.venv/bin/python
 }
 
 install_project() {

@@ -1,0 +1,568 @@
+"""The `viewstore` command: thin wrappers over the Python API, one verb per command."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from viewstore.dsn import password_of, redact_text
+from viewstore.errors import ViewstoreError
+from viewstore.render import json_value, text
+
+log = logging.getLogger("viewstore")
+
+
+def _setup_logging(verbose: bool, default: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else default,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(exc: ViewstoreError) -> None:
+    click.echo(f"Error: {exc}", err=True)
+    if exc.hint:
+        click.echo(f"Try: {exc.hint}", err=True)
+    sys.exit(1)
+
+
+def _crash_hook_from_env() -> Any:
+    """VIEWSTORE_CRASH_AT=point[:n] kills this process with SIGKILL at the n-th time the
+    pipeline passes that point (tests use it to crash at exact moments)."""
+    spec = os.environ.get("VIEWSTORE_CRASH_AT")
+    if not spec:
+        return None
+    point, _, count = spec.partition(":")
+    remaining = [int(count or 1)]
+
+    def hook(name: str) -> None:
+        if name == point:
+            remaining[0] -= 1
+            if remaining[0] <= 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+@click.group()
+@click.version_option(package_name="viewstore")
+def main() -> None:
+    """viewstore: durable SQL views over Postgres logical replication."""
+
+
+@main.command()
+@click.option(
+    "--dsn",
+    required=True,
+    envvar="VIEWSTORE_DSN",
+    help="Postgres connection string (or $VIEWSTORE_DSN). Passwords are never printed.",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Data directory of the store (created if missing).",
+)
+@click.option(
+    "--publication",
+    help="Publication to read (created if missing). Default: derived from the data directory.",
+)
+@click.option(
+    "--slot",
+    help="Replication slot (created if missing). Default: derived from the data directory.",
+)
+@click.option(
+    "--table",
+    "tables",
+    multiple=True,
+    help="Table to publish when the publication is created (repeatable). Default: FOR ALL TABLES.",
+)
+@click.option(
+    "--views",
+    "views_file",
+    type=click.Path(exists=True, path_type=Path),
+    help="SQL file of CREATE MATERIALIZED VIEW statements.",
+)
+@click.option(
+    "--resnapshot",
+    is_flag=True,
+    help="Drop the store's contents and the slot, and take a new snapshot.",
+)
+@click.option(
+    "--large-txn-rows",
+    default=250_000,
+    show_default=True,
+    help="Transactions larger than this are applied in chunks with an undo log, so "
+    "memory stays bounded.",
+)
+@click.option(
+    "--chunk-rows", default=50_000, show_default=True, help="Rows per chunk of a large transaction."
+)
+@click.option(
+    "--history-retention",
+    metavar="AGE",
+    help="Keep the views' history this far back: a duration of commit time (90s, 30m, 12h, 7d, "
+    "2w) or bytes of WAL (500MB, 10GB). Older history is compacted; as-of reads before it are "
+    "refused. Default: keep it all.",
+)
+@click.option(
+    "--http",
+    "http",
+    metavar="HOST:PORT",
+    help="Also serve the HTTP API and the leaderboard page here (:8080 means 127.0.0.1:8080).",
+)
+@click.option(
+    "--http-token",
+    envvar="VIEWSTORE_HTTP_TOKEN",
+    help="Require 'Authorization: Bearer TOKEN' on every endpoint but /healthz "
+    "(or $VIEWSTORE_HTTP_TOKEN).",
+)
+@click.option("-v", "--verbose", is_flag=True)
+def run(
+    dsn: str,
+    data_dir: Path,
+    publication: str | None,
+    slot: str | None,
+    tables: tuple[str, ...],
+    views_file: Path | None,
+    resnapshot: bool,
+    large_txn_rows: int,
+    chunk_rows: int,
+    history_retention: str | None,
+    http: str | None,
+    http_token: str | None,
+    verbose: bool,
+) -> None:
+    """Run the pipeline until SIGINT/SIGTERM, then flush and print the final LSN."""
+    from viewstore.store.pipeline import Pipeline, RunConfig
+
+    _setup_logging(verbose)
+    config = RunConfig(
+        dsn=dsn,
+        data_dir=data_dir,
+        publication=publication,
+        slot=slot,
+        tables=list(tables),
+        views_file=views_file,
+        resnapshot=resnapshot,
+        large_txn_rows=large_txn_rows,
+        chunk_rows=chunk_rows,
+        history_retention=history_retention,
+    )
+    hook = _crash_hook_from_env()
+    pipeline = Pipeline(config, hook) if hook else Pipeline(config)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s, finishing the current transaction", signal.Signals(signum).name)
+        pipeline.stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    web = None
+    try:
+        if http is not None:
+            from viewstore.store.server import HttpAlongside
+
+            web = HttpAlongside(pipeline, http, http_token)
+        final = pipeline.run()
+    except ViewstoreError as exc:
+        if web is not None:
+            web.stop()
+        _fail(exc)
+    except Exception as exc:  # unexpected: still never print a password
+        secret = password_of(dsn) or ""
+        log.error("unexpected error: %s", redact_text(repr(exc), secret))
+        raise SystemExit(2) from None
+    if web is not None:
+        web.stop()
+    click.echo(f"stopped at {final}")
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--http",
+    "http",
+    metavar="HOST:PORT",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="Address to serve on (:8080 means 127.0.0.1:8080).",
+)
+@click.option(
+    "--http-token",
+    envvar="VIEWSTORE_HTTP_TOKEN",
+    help="Require 'Authorization: Bearer TOKEN' on every endpoint but /healthz.",
+)
+@click.option("-v", "--verbose", is_flag=True)
+def serve(data_dir: Path, http: str, http_token: str | None, verbose: bool) -> None:
+    """Serve the HTTP API of a store that another process (`viewstore run`) writes: reads,
+    as-of reads, change streams and the leaderboard page, read-only."""
+    from viewstore.store.server import ServerConfig, create_app, http_server, parse_address
+    from viewstore.store.sources import FollowerSource
+
+    _setup_logging(verbose)
+    try:
+        host, port = parse_address(http)
+        source = FollowerSource(data_dir)
+    except ViewstoreError as exc:
+        _fail(exc)
+    try:
+        # A follower catches up with a ~10 ms read of the writer's log: look every 20 ms.
+        app = create_app(ServerConfig(source, http_token, poll_interval=0.02))
+        log.info("serving http://%s:%d/ from %s", host, port, data_dir)
+        http_server(app, host, port, http_token).run()
+    finally:
+        source.close()
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
+@click.argument("view")
+@click.option("--since", metavar="LSN", help="Changes committed after this LSN (default: now).")
+@click.option("--snapshot", is_flag=True, help="First the view's rows as of --since (or now).")
+@click.option("--until", metavar="LSN", help="Stop after the changes up to this LSN.")
+def subscribe(
+    data_dir: Path, view: str, since: str | None, snapshot: bool, until: str | None
+) -> None:
+    """Print VIEW's changes as they commit, one JSON object per line (the same stream as
+    GET /views/{name}/changes): {"lsn", "commit_time", "diff": 1|-1, "row"}, and
+    {"progress": LSN} once everything up to LSN was printed. Resume with --since LSN."""
+    import viewstore
+
+    try:
+        for event in viewstore.open(data_dir).subscribe(
+            view, since, snapshot=snapshot, until=until
+        ):
+            click.echo(json.dumps(event, separators=(",", ":")))
+    except ViewstoreError as exc:
+        _fail(exc)
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (| head): not an error
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--dsn", envvar="VIEWSTORE_DSN", help="Also report lag behind this server.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(data_dir: Path, dsn: str | None, as_json: bool) -> None:
+    """Applied LSN, mirrored tables with row counts, slot, and lag (with --dsn)."""
+    from viewstore.store.status import read_status
+
+    try:
+        report = read_status(data_dir, dsn)
+    except ViewstoreError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(report.model_dump_json())
+        return
+    click.echo(f"applied LSN   {report.applied_lsn}")
+    if report.applied_time:
+        click.echo(f"applied at    {report.applied_time}")
+    click.echo(f"snapshot      {report.snapshot}")
+    click.echo(f"slot          {report.slot}")
+    click.echo(f"publication   {report.publication}")
+    if report.lag_bytes is not None:
+        click.echo(f"lag           {report.lag_bytes:,} bytes behind {report.server_lsn}")
+    click.echo(f"transactions  {report.transactions:,} applied ({report.rows:,} row changes)")
+    click.echo("tables:")
+    for t in report.tables:
+        click.echo(f"  {t.name:<40} {t.rows:>12,} rows")
+
+
+def _print_rows(columns: list[str], rows: Sequence[Sequence[Any]], fmt: str) -> None:
+    if fmt == "json":
+        for r in rows:
+            click.echo(json.dumps({c: json_value(v) for c, v in zip(columns, r, strict=True)}))
+    elif fmt == "csv":
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(columns)
+        for r in rows:
+            out.writerow([text(v) for v in r])
+    else:
+        cells = [[text(v) for v in r] for r in rows]
+        widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+        click.echo(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+        click.echo("-+-".join("-" * w for w in widths))
+        for row in cells:
+            click.echo(" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
+@click.argument("view")
+@click.option(
+    "--where",
+    "where",
+    multiple=True,
+    metavar="COL=VALUE",
+    help="Only rows whose column equals the value (repeatable; uses an index).",
+)
+@click.option("--order-by", metavar="COL", help="Order by this column (uses its sort index).")
+@click.option("--desc", is_flag=True, help="Descending order (NULLs first, as in Postgres).")
+@click.option("--limit", type=click.IntRange(min=0), help="At most this many rows.")
+@click.option(
+    "--as-of",
+    "as_of",
+    metavar="LSN",
+    help="The view as of this LSN (Postgres's form, 0/1532260): after the last transaction "
+    "committed at or before it.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="json: one object per line, numeric values as exact decimal text.",
+)
+def query(
+    data_dir: Path,
+    view: str,
+    where: tuple[str, ...],
+    order_by: str | None,
+    desc: bool,
+    limit: int | None,
+    as_of: str | None,
+    fmt: str,
+) -> None:
+    """Print the current rows of VIEW, or its rows as of an LSN (also while `viewstore run`
+    writes the store)."""
+    import viewstore
+
+    filters = {}
+    for item in where:
+        col, sep, value = item.partition("=")
+        if not sep:
+            _fail(
+                ViewstoreError(f"--where {item!r}: expected COL=VALUE", hint="--where player_id=3")
+            )
+        filters[col.strip()] = value
+    try:
+        reader = viewstore.open(data_dir)
+        columns = reader.view_columns(view)
+        rows = reader.query(
+            view, where=filters, order_by=order_by, desc=desc, limit=limit, as_of=as_of
+        )
+    except ViewstoreError as exc:
+        _fail(exc)
+    _print_rows(columns, [tuple(r[c] for c in columns) for r in rows], fmt)
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
+@click.argument("sql", required=False)
+@click.option(
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Run this SQL file first, e.g. scripts/leaderboard.sql's macros (repeatable).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--no-sync", is_flag=True, help="Query the copy as it is, without catching up.")
+@click.option("--batch-rows", type=click.IntRange(min=1), default=200_000, hidden=True)
+def history(
+    data_dir: Path,
+    sql: str | None,
+    files: tuple[Path, ...],
+    fmt: str,
+    no_sync: bool,
+    batch_rows: int,
+) -> None:
+    """Run DuckDB SQL over the history of every view (also while `viewstore run` writes the
+    store). Each view is a table named after it, with lsn, seq, commit_time, xid, op, row_key,
+    its columns after each change and before_<column> before it; <view>_as_of(lsn('0/16B3748'))
+    and <view>_at(TIMESTAMPTZ '...') give the view at a past point. The DuckDB copy
+    (DATA/history.duckdb) catches up from the store first. Without SQL, it only catches up."""
+    import duckdb
+
+    from viewstore.history import duckdb_copy
+
+    _setup_logging(False)
+    try:
+        if not no_sync:
+            result = duckdb_copy.sync(data_dir, batch_rows=batch_rows)
+            if sql is None:
+                for view, n in sorted(result.appended.items()):
+                    click.echo(f"{view}: {n:,} new changes")
+                click.echo(f"history copy synced to {result.synced_lsn} in {result.seconds:.1f} s")
+        if sql is None and not files:
+            return
+        con = duckdb_copy.connect(data_dir, sync_first=False)
+    except ViewstoreError as exc:
+        _fail(exc)
+    try:
+        for path in files:
+            con.execute(path.read_text())
+        if sql is None:
+            return
+        cursor = con.execute(sql)
+        if cursor.description is None:
+            return
+        columns = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+    except duckdb.Error as exc:
+        _fail(
+            ViewstoreError(
+                f"DuckDB: {exc}",
+                hint="the tables are the views' names; viewstore history --data DIR "
+                '"SHOW TABLES" lists them',
+            )
+        )
+    finally:
+        con.close()
+    _print_rows(columns, rows, fmt)
+
+
+@main.command()
+@click.option(
+    "--dsn",
+    required=True,
+    envvar="VIEWSTORE_DSN",
+    help="Postgres connection string (or $VIEWSTORE_DSN). Passwords are never printed.",
+)
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
+@click.argument("views", nargs=-1)
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the store to apply the snapshot's LSN.",
+)
+def verify(dsn: str, data_dir: Path, views: tuple[str, ...], timeout: float) -> None:
+    """Compare VIEWS (default: all) with Postgres running their SQL, as of one LSN.
+
+    Exit status 1 when a view differs; the differing rows are printed.
+    """
+    from viewstore.store.verify import verify as run_verify
+
+    try:
+        checks = run_verify(dsn, data_dir, views, timeout=timeout, progress=click.echo)
+    except ViewstoreError as exc:
+        _fail(exc)
+    failed = False
+    for c in checks:
+        if c.ok:
+            click.echo(f"{c.view}: OK, {c.rows:,} rows equal Postgres as of {c.lsn}")
+            continue
+        failed = True
+        click.echo(
+            f"{c.view}: DIFFERS as of {c.lsn}: {len(c.missing)} row(s) only in Postgres, "
+            f"{len(c.extra)} only in the store"
+        )
+        for r in c.missing[:20]:
+            click.echo("  only in Postgres: " + " | ".join(text(v) for v in r))
+        for r in c.extra[:20]:
+            click.echo("  only in store:    " + " | ".join(text(v) for v in r))
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Stop after this many seconds. Default: at Ctrl-C.",
+)
+@click.option(
+    "--transactions",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Stop after the workload has committed N transactions. Default: at Ctrl-C.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=20,
+    show_default=True,
+    metavar="TX_PER_S",
+    help="Transactions per second the workload commits.",
+)
+@click.option(
+    "--players",
+    type=click.IntRange(min=0),
+    default=300,
+    show_default=True,
+    metavar="N",
+    help="Players added to the seed's five before the snapshot, with a few scores each.",
+)
+@click.option(
+    "--dsn",
+    # No envvar on purpose: $VIEWSTORE_DSN names the user's real database, and the demo
+    # creates tables; it must be asked for explicitly.
+    help="Use this empty database instead of a throwaway Postgres. The demo's tables stay "
+    "there; its slot and publication are dropped at the end.",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the store in this new or empty directory. Default: a temporary one, removed.",
+)
+@click.option(
+    "--http",
+    "http",
+    metavar="HOST:PORT",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="Also serve the HTTP API and the live leaderboard page here (a free port instead "
+    "when this one is taken; the URL is printed).",
+)
+@click.option("--no-http", is_flag=True, help="Do not serve the HTTP API and the page.")
+def demo(
+    duration: float | None,
+    transactions: int | None,
+    rate: float,
+    players: int,
+    dsn: str | None,
+    data_dir: Path | None,
+    http: str,
+    no_http: bool,
+) -> None:
+    """Keep the seed's leaderboard view current under a live workload, showing its top 10 in
+    the terminal and on a live page in the browser, then check it against Postgres."""
+    from viewstore.store.demo import run_demo
+    from viewstore.store.server import parse_address
+
+    _setup_logging(False, default=logging.WARNING)  # warnings only: the screen is the output
+    try:
+        if not no_http:
+            parse_address(http)  # a typo fails now, not after Postgres has started
+        run_demo(
+            duration,
+            rate,
+            players,
+            sys.stdout,
+            transactions=transactions,
+            dsn=dsn,
+            data_dir=data_dir,
+            http=None if no_http else http,
+        )
+    except ViewstoreError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:  # a second Ctrl-C: the clean-up has run, the checks did not
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Change log: every change of every view, keyed by the commit LSN of its transaction.
+
+Column family `history`, written in the same WriteBatch as the view rows it describes, holds
+two orderings of the same entries:
+
+    c  view id (2)  commit LSN (8)  sequence (4)  ->  [output key, before, after, time, xid]
+    k  view id (2)  output key      commit LSN (8)  ->  the row after (empty: deleted)
+
+`c` is the log in commit order: "everything after LSN X" is a range scan. `k` is the history
+of each view row: "row K as of LSN X" is one backward seek. The rows are `valuecodec` field lists
+(None: the row did not exist before, or no longer does after); time is the commit timestamp in
+µs since the Unix epoch, xid the source transaction id. Within a transaction the sequence
+numbers follow the order the engine wrote the rows in, which depends only on the transaction and
+the state before it: a replay after a crash writes byte-identical entries (DESIGN.md promise 4).
+
+A transaction's commit LSN here is the *end* of its commit record (pgoutput's Commit
+end_lsn), not its start (the Begin's final_lsn). The end is where the transaction becomes
+visible: Postgres's pg_current_wal_lsn() after COMMIT is at or past it, an exported snapshot at
+LSN L holds exactly the transactions whose commit records end at or before L, and it is the LSN
+the store reports as applied. With the start, the next transaction's commit record can begin
+exactly at the applied LSN, so "everything at or before the applied LSN" would not be final.
+With the end it is: any later transaction ends after it.
+
+A view's build from the mirror writes every row it starts with at the LSN it was built at, so
+the history of every row is complete from then on. "As of LSN X" means after every transaction
+whose commit record ends at or before X.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from viewstore.ingest.lsn import Lsn
+from viewstore.store.db import UNDO_HISTORY, UNDO_VIEWS, Store, prefix_end
+from viewstore.store.valuecodec import pack_fields, unpack_fields
+from viewstore.store.viewengine import decode_output, view_prefix
+
+_HEAD = struct.Struct(">HQI")
+_U16 = struct.Struct(">H")
+_U64 = struct.Struct(">Q")
+DELETED = b""  # a `k` value: the row was deleted by that transaction
+
+
+def change_key(view_id: int, commit_lsn: int, seq: int) -> bytes:
+    return b"c" + _HEAD.pack(view_id, commit_lsn, seq)
+
+
+def row_key_prefix(view_id: int, okey: bytes = b"") -> bytes:
+    return b"k" + _U16.pack(view_id) + okey
+
+
+def row_history_key(view_id: int, okey: bytes, commit_lsn: int) -> bytes:
+    return row_key_prefix(view_id, okey) + _U64.pack(commit_lsn)
+
+
+def entries(
+    view_id: int,
+    commit_lsn: int,
+    seq: int,
+    okey: bytes,
+    before: bytes | None,
+    after: bytes | None,
+    commit_time: int | None,
+    xid: int | None,
+) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
+    """The two (key, value) pairs that record one changed row."""
+    return (
+        (
+            change_key(view_id, commit_lsn, seq),
+            pack_fields([okey, before, after, commit_time, xid]),
+        ),
+        (row_history_key(view_id, okey, commit_lsn), DELETED if after is None else after),
+    )
+
+
+@dataclass(frozen=True)
+class Change:
+    """One output row of one view changed by the transaction committed at `lsn`."""
+
+    view_id: int
+    lsn: Lsn
+    seq: int
+    key: bytes
+    before: tuple[Any, ...] | None
+    after: tuple[Any, ...] | None
+    commit_time: int | None  # µs since the Unix epoch
+    xid: int | None
+
+    @property
+    def op(self) -> str:
+        return change_op(self.before is None, self.after is None, self.xid)
+
+
+def change_op(no_before: bool, no_after: bool, xid: int | None) -> str:
+    """'initial' for a row a view started with (its build, which has no transaction), else
+    'insert', 'update' or 'delete'."""
+    if xid is None:
+        return "initial"
+    return "insert" if no_before else "delete" if no_after else "update"
+
+
+def _pending(store: Store, key: bytes) -> bool:
+    # Entries of a large transaction still being written are not history yet.
+    return store.large_txn_pending and store.undo.get(UNDO_HISTORY + key) is not None
+
+
+def changes(
+    store: Store, view_id: int, since: int = 0, until: int | None = None, *, reverse: bool = False
+) -> Iterator[Change]:
+    """The view's changes with since <= commit LSN <= until, oldest first (or newest first)."""
+    low = change_key(view_id, since, 0)
+    high = prefix_end(change_key(view_id, until, 0)[:11]) if until is not None else None
+    end = prefix_end(b"c" + _U16.pack(view_id))
+    high = end if high is None or high > end else high
+    it = store.history.iter()
+    if reverse:
+        it.seek_for_prev(high)
+    else:
+        it.seek(low)
+    while it.valid():
+        key = it.key()
+        if key >= high:
+            if not reverse:
+                break
+            it.prev()  # seek_for_prev may land on `high` itself
+            continue
+        if key < low:
+            break
+        if not _pending(store, key):
+            _, lsn, seq = _HEAD.unpack_from(key, 1)
+            okey, before, after, commit_time, xid = unpack_fields(it.value())
+            yield Change(
+                view_id,
+                Lsn(lsn),
+                seq,
+                okey,
+                None if before is None else decode_output(before),
+                None if after is None else decode_output(after),
+                commit_time,
+                xid,
+            )
+        if reverse:
+            it.prev()
+        else:
+            it.next()
+
+
+def row_as_of(store: Store, view_id: int, okey: bytes, lsn: int) -> tuple[Any, ...] | None:
+    """The view's row with output key `okey` as of `lsn` (None: there was none): one seek."""
+    prefix = row_key_prefix(view_id, okey)
+    it = store.history.iter()
+    it.seek_for_prev(prefix + _U64.pack(lsn))
+    while it.valid():
+        key = it.key()
+        if not key.startswith(prefix) or len(key) != len(prefix) + 8:
+            return None
+        if _pending(store, key):
+            it.prev()
+            continue
+        value = it.value()
+        return None if value == DELETED else decode_output(value)
+    return None
+
+
+def rows_as_of(store: Store, view_id: int, lsn: int) -> dict[bytes, tuple[Any, ...]]:
+    """Output key -> row of the view as of `lsn`.
+
+    One backward seek per row key the view has ever had (a skip scan of the `k` ordering):
+    the cost grows with the view's keys, not with the length of its history.
+    """
+    rows: dict[bytes, tuple[Any, ...]] = {}
+    base = row_key_prefix(view_id)
+    end = prefix_end(base)
+    target = _U64.pack(lsn)
+    large = store.large_txn_pending  # once, not per row key: it is a metadata read
+    it = store.history.iter()
+    it.seek(base)
+    while it.valid():
+        key = it.key()
+        if key >= end:
+            break
+        okey = key[len(base) : -8]  # the first entry of the next row key
+        prefix = base + okey
+        it.seek_for_prev(prefix + target)
+        while large and it.valid() and it.key().startswith(prefix) and _pending(store, it.key()):
+            it.prev()
+        if it.valid() and it.key().startswith(prefix) and len(it.key()) == len(prefix) + 8:
+            value = it.value()
+            if value != DELETED:
+                rows[okey] = decode_output(value)
+        it.seek(prefix_end(prefix))
+    return rows
+
+
+def current_rows_as_of(store: Store, view_id: int, lsn: int) -> dict[bytes, tuple[Any, ...]]:
+    """The same as `rows_as_of`, computed the other way: the view's current rows (what readers
+    see) with every change committed after `lsn` undone from its before-image, newest first.
+    `verify` checks both, so damage to either the rows or the history shows."""
+    rows: dict[bytes, tuple[Any, ...]] = {}
+    prefix = view_prefix(view_id) + b"r"
+    for key, data in store.committed(store.views, UNDO_VIEWS, prefix):
+        rows[key[len(prefix) :]] = decode_output(data)
+    for change in changes(store, view_id, lsn + 1, reverse=True):
+        if change.before is None:
+            rows.pop(change.key, None)
+        else:
+            rows[change.key] = change.before
+    return rows

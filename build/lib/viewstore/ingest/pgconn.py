@@ -1,0 +1,209 @@
+"""Postgres connections: the only module of viewstore's ingest side that imports psycopg.
+
+Two kinds of connection, both with the session settings that change how values print pinned,
+so that COPY text and pgoutput text of the same value are byte-identical whatever the server,
+database or role defaults say (`ALTER DATABASE ... SET timezone` would otherwise change how a
+timestamptz prints between the snapshot and the stream):
+
+- `connect`: an ordinary autocommit connection for catalog queries and the snapshot COPY.
+- `ReplicationConnection`: a `replication=database` walsender connection. It speaks only the
+  simple query protocol (hence `prepare_threshold=None` and no bound parameters: names are
+  quoted here) and streams CopyData through libpq directly, since psycopg has no replication
+  API beyond entering COPY_BOTH.
+
+psycopg exceptions stop here: callers see `SourceError` (transient when the connection dropped)
+or `SlotError`, with the DSN's password scrubbed from every message.
+"""
+
+from __future__ import annotations
+
+import select
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import psycopg
+from psycopg import errors as pgerrors
+
+from viewstore.dsn import password_of, redact, redact_text
+from viewstore.errors import SlotError, SourceError
+from viewstore.ingest.lsn import Lsn
+from viewstore.ingest.walproto import encode_standby_status
+
+# Settings that decide the text form of values (see the module docstring).
+SESSION_SETTINGS = (
+    ("TimeZone", "UTC"),
+    ("DateStyle", "ISO, MDY"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+    ("client_encoding", "UTF8"),
+)
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier for SQL text (the replication protocol has no bound parameters)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    """Quote a string literal for SQL text; standard_conforming_strings is on since PG 9.1."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def qualified(schema: str, table: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(table)}"
+
+
+@contextmanager
+def translated_errors(dsn: str, doing: str) -> Iterator[None]:
+    """Turn psycopg errors into viewstore errors that name what was being done."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise translate(exc, dsn, doing) from None
+
+
+def translate(exc: psycopg.Error, dsn: str, doing: str) -> SlotError | SourceError:
+    """The viewstore error for a psycopg error, with the DSN's password scrubbed."""
+    # Parsing the DSN costs microseconds: only on the error path, never per message.
+    detail = redact_text(str(exc).strip(), password_of(dsn) or "")
+    if isinstance(exc, pgerrors.ObjectInUse):
+        return SlotError(
+            f"{doing}: {detail}",
+            hint="another consumer uses this replication slot: stop it, or end its walsender "
+            "with SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots",
+        )
+    if isinstance(exc, psycopg.OperationalError):
+        return SourceError(
+            f"{doing}: {detail} ({redact(dsn)})",
+            hint="check that Postgres is running and the DSN is right",
+            transient=True,
+        )
+    return SourceError(f"{doing}: {detail}")
+
+
+def _pin_settings(conn: psycopg.Connection[Any]) -> None:
+    for name, value in SESSION_SETTINGS:
+        conn.execute(f"SET {quote_ident(name)} = {quote_literal(value)}")
+
+
+def connect(dsn: str, *, application_name: str = "viewstore") -> psycopg.Connection[Any]:
+    """An autocommit connection with the value-printing settings pinned."""
+    with translated_errors(dsn, "cannot connect to Postgres"):
+        conn = psycopg.connect(dsn, autocommit=True, application_name=application_name)
+        _pin_settings(conn)
+        return conn
+
+
+def query(conn: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    """Run one statement and return its rows (an empty list for statements without rows)."""
+    with translated_errors(conn.info.dsn, "query failed"):
+        cur = conn.execute(sql, params)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description else []
+
+
+def copy_out(conn: psycopg.Connection[Any], sql: str) -> Iterator[memoryview]:
+    """Stream a `COPY ... TO STDOUT` (text format): one CopyData message, one row."""
+    with translated_errors(conn.info.dsn, "snapshot COPY failed"):
+        cur = conn.cursor()
+        with cur.copy(sql) as copy:  # type: ignore[arg-type]
+            yield from copy
+
+
+class ReplicationConnection:
+    """A walsender connection: slot creation, then a stream of CopyData frames."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        with translated_errors(dsn, "cannot open a replication connection to Postgres"):
+            self.conn = psycopg.connect(
+                dsn,
+                replication="database",
+                autocommit=True,
+                prepare_threshold=None,
+                application_name="viewstore",
+            )
+            _pin_settings(self.conn)
+        self.pgconn = self.conn.pgconn
+
+    def identify_system(self) -> tuple[str, int, Lsn, str]:
+        """(system id, timeline, current WAL flush position, database name)."""
+        with translated_errors(self.dsn, "IDENTIFY_SYSTEM failed"):
+            row = self.conn.execute("IDENTIFY_SYSTEM").fetchone()
+        assert row is not None
+        return str(row[0]), int(row[1]), Lsn.parse(row[2]), row[3]
+
+    def create_slot(self, slot: str, *, temporary: bool = False) -> tuple[Lsn, str]:
+        """Create a pgoutput slot exporting its snapshot: (consistent point, snapshot name).
+
+        The snapshot stays importable until this connection runs its next command, so the
+        caller must finish every `SET TRANSACTION SNAPSHOT` before calling anything else here.
+        A temporary slot disappears with this connection (`verify` uses one only to learn a
+        snapshot and the LSN it is exactly as of).
+        """
+        kind = "TEMPORARY LOGICAL" if temporary else "LOGICAL"
+        with translated_errors(self.dsn, f"cannot create replication slot {slot}"):
+            row = self.conn.execute(
+                f"CREATE_REPLICATION_SLOT {quote_ident(slot)} {kind} pgoutput EXPORT_SNAPSHOT"
+            ).fetchone()
+        assert row is not None
+        return Lsn.parse(row[1]), row[2]
+
+    def start(self, slot: str, lsn: Lsn, publication: str) -> None:
+        """START_REPLICATION at `lsn` (the server starts at max(lsn, confirmed_flush_lsn))."""
+        options = f"proto_version '1', publication_names {quote_literal(quote_ident(publication))}"
+        with translated_errors(self.dsn, f"cannot start replication from slot {slot}"):
+            self.conn.execute(
+                f"START_REPLICATION SLOT {quote_ident(slot)} LOGICAL {lsn} ({options})"
+            )
+
+    def messages(self) -> Iterator[memoryview]:
+        """The CopyData payloads libpq has already received, without waiting for more.
+
+        The hot path of ingest: one libpq call per message and nothing else, so the caller
+        loops over whatever arrived in one go and checks its timers between batches.
+        """
+        get = self.pgconn.get_copy_data
+        try:
+            while True:
+                nbytes, data = get(1)
+                if nbytes > 0:
+                    yield data  # type: ignore[misc]
+                elif nbytes == 0:
+                    return
+                else:
+                    self._raise_stream_end()
+        except psycopg.Error as exc:
+            raise translate(exc, self.dsn, "replication stream failed") from None
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for data, then take in what arrived (never blocks
+        longer; with 0 it only reads what the socket already holds)."""
+        pgconn = self.pgconn
+        try:
+            if timeout > 0:
+                select.select([pgconn.socket], [], [], timeout)
+            pgconn.consume_input()
+        except psycopg.Error as exc:
+            raise translate(exc, self.dsn, "replication stream failed") from None
+
+    def _raise_stream_end(self) -> None:
+        result = self.pgconn.get_result()
+        message = (
+            result.error_message.decode(errors="replace").strip()
+            if result is not None and result.error_message
+            else self.pgconn.error_message.decode(errors="replace").strip()
+        )
+        raise psycopg.OperationalError(message or "the server ended the replication stream")
+
+    def send_status(self, write: Lsn, flush: Lsn, *, reply: bool = False) -> None:
+        """Standby status update. `flush` must be durable in the store: the server frees WAL
+        and moves confirmed_flush_lsn up to it, and never sends what lies before it again."""
+        with translated_errors(self.dsn, "cannot send standby status"):
+            self.pgconn.put_copy_data(encode_standby_status(write, flush, flush, reply=reply))
+            self.pgconn.flush()
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self.conn.close()

@@ -1,0 +1,404 @@
+"""Store: the RocksDB database behind a data directory, and what its metadata means.
+
+One RocksDB database per data directory, in raw mode (bytes in, bytes out), with one column
+family per concern:
+
+    meta     applied LSN, snapshot state, source identity, table schemas, row counts
+    mirror   table id (4 bytes) + encoded primary key  ->  encoded row (store.codec)
+    views    view state: join indexes, groups, output rows, sort indexes (store.viewengine)
+    history  every change of every view, keyed by view and commit LSN (history.changelog)
+    undo     before-images of the rows a large transaction has written so far (see apply.py)
+
+Everything that describes "how far the store has got" lives in `meta` and is written in the same
+WriteBatch as the data it describes, so a reader (or a restart) never sees data without its LSN
+or an LSN without its data. `Store` is the only owner of the RocksDB handle; a second writer on
+the same directory is refused by RocksDB's lock, readers in other processes open it read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from rocksdict import (
+    AccessType,
+    BlockBasedOptions,
+    Cache,
+    Options,
+    Rdict,
+    Snapshot,
+    WriteBatch,
+    WriteOptions,
+)
+
+from viewstore.errors import StoreError
+from viewstore.ingest.lsn import ZERO, Lsn
+
+COLUMN_FAMILIES = ("meta", "mirror", "views", "history", "undo")
+
+# meta keys
+APPLIED_LSN = b"applied_lsn"  # 8 bytes: end LSN of the last applied commit (or idle progress)
+APPLIED_TIME = b"applied_time"  # 8 bytes: commit time of that transaction, unix µs
+SNAPSHOT = b"snapshot"  # JSON SnapshotState
+SOURCE = b"source"  # JSON SourceInfo
+STATS = b"stats"  # JSON counters
+LARGE_TXN = b"large_txn"  # JSON: a large transaction is partly written (before-images in undo)
+TABLE_PREFIX = b"table/"  # + qualified name -> JSON TableInfo
+ROWCOUNT_PREFIX = b"rowcount/"  # + 4-byte table id -> 8-byte count
+
+_I64 = struct.Struct(">q")
+
+ALL_KEYS = (b"", b"\xff" * 9)  # delete_range bounds covering every key of a column family
+UNDO_MIRROR = b"m"  # undo keys: a tag for the column family (the mirror), then its key
+UNDO_VIEWS = b"v"  # ... or the views column family
+UNDO_HISTORY = b"h"  # ... or the history column family
+VIEW_PREFIX = b"view/"  # + view name -> JSON ViewInfo (store.viewcatalog)
+JOIN_INDEX_PREFIX = b"joinindex/"  # + table id (4) + column (2) -> b"ready"
+
+
+class ColumnInfo(BaseModel):
+    name: str
+    type_oid: int
+
+
+class TableInfo(BaseModel):
+    """A mirrored table: its columns as replicated (attnum order) and the key that names a row."""
+
+    table_id: int
+    schema_name: str
+    name: str
+    columns: list[ColumnInfo]
+    key: list[str]
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema_name}.{self.name}"
+
+    @property
+    def key_positions(self) -> tuple[int, ...]:
+        names = [c.name for c in self.columns]
+        return tuple(names.index(k) for k in self.key)
+
+    @property
+    def prefix(self) -> bytes:
+        return self.table_id.to_bytes(4, "big")
+
+
+class SnapshotState(BaseModel):
+    """Where the initial snapshot stands. `in_progress` survives a crash and means: redo it."""
+
+    state: Literal["in_progress", "complete"]
+    slot: str
+    consistent_point: str | None = None  # Lsn text, once known
+
+
+class SourceInfo(BaseModel):
+    """Which Postgres the store follows; a different system id means a different history."""
+
+    system_id: str
+    timeline: int
+    database: str
+    publication: str
+    slot: str
+
+
+# Readers in other processes (`status`, the Python API) open the store read-only, which replays
+# every write-ahead log file not yet flushed into tables: with RocksDB's defaults that is up to
+# ~64 MB per column family and ~300 ms per open. Small memtables and a cap on the total log size
+# keep that replay to a few MB (a few tens of ms) at the price of more, smaller flushes.
+_WRITE_BUFFER = 8 << 20
+_MAX_TOTAL_WAL = 16 << 20
+
+
+# The view engine reads single keys at random (a player's row, its group, its output row):
+# bloom filters let a get skip the files that cannot hold the key, and one block cache shared by
+# the column families keeps hot blocks decoded (the default is 8 MB per column family).
+_BLOCK_CACHE_BYTES = 256 << 20
+_BLOOM_BITS_PER_KEY = 10
+_block_cache: Cache | None = None
+
+
+def _table_options() -> BlockBasedOptions:
+    global _block_cache
+    if _block_cache is None:
+        _block_cache = Cache(_BLOCK_CACHE_BYTES)  # allocated as it fills, not up front
+    table = BlockBasedOptions()
+    table.set_bloom_filter(_BLOOM_BITS_PER_KEY, False)
+    table.set_block_cache(_block_cache)
+    return table
+
+
+def _options() -> Options:
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.create_missing_column_families(True)
+    opts.set_max_total_wal_size(_MAX_TOTAL_WAL)
+    opts.set_write_buffer_size(_WRITE_BUFFER)
+    opts.set_block_based_table_factory(_table_options())
+    return opts
+
+
+def _cf_options() -> Options:
+    opts = Options(raw_mode=True)
+    opts.set_write_buffer_size(_WRITE_BUFFER)
+    opts.set_block_based_table_factory(_table_options())
+    return opts
+
+
+class Store:
+    """The RocksDB store of one data directory. Open with `Store.open`."""
+
+    def __init__(self, db: Rdict, path: Path, readonly: bool) -> None:
+        self.db = db
+        self.path = path
+        self.readonly = readonly
+        self.cf = {name: db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
+        self.meta = db.get_column_family("meta")
+        self.mirror = db.get_column_family("mirror")
+        self.undo = db.get_column_family("undo")
+        self.views = db.get_column_family("views")
+        self.history = db.get_column_family("history")
+        self._sync = WriteOptions()
+        self._sync.sync = True
+        self._nosync = WriteOptions()
+        # Held while a batch is written, so that `snapshot` sees all of a batch or none of it.
+        self._write_lock = threading.Lock()
+        self._owner = True  # False for a snapshot: it shares the database, closing is not its job
+
+    @classmethod
+    def open(cls, path: str | Path, *, readonly: bool = False) -> Store:
+        """Open (creating if needed, unless read-only) the store in `path`."""
+        path = Path(path)
+        if readonly and not (path / "CURRENT").exists():
+            raise StoreError(
+                f"no viewstore data in {path}",
+                hint="check --data, or start `viewstore run --data DIR` to create it",
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        cfs = {name: _cf_options() for name in COLUMN_FAMILIES}
+        try:
+            if readonly:
+                db = _open_read_only(path, cfs)
+            else:
+                db = Rdict(str(path), _options(), column_families=cfs)
+        except Exception as exc:
+            if "lock" in str(exc).lower():
+                raise StoreError(
+                    f"the store in {path} is open in another process",
+                    hint="is `viewstore run` already running on this data dir? Stop it first",
+                ) from None
+            raise StoreError(f"cannot open the store in {path}: {exc}") from None
+        return cls(db, path, readonly)
+
+    def snapshot(self) -> Store:
+        """A consistent read-only view of this store as it is now, for readers in the process
+        that writes it (the HTTP server of `run --http`): every column family at the same
+        point, between two batches, however long the reads take."""
+        with self._write_lock:
+            snaps = {
+                name: _SnapshotFamily(getattr(self, name).snapshot()) for name in COLUMN_FAMILIES
+            }
+        view = object.__new__(Store)
+        view.db, view.path, view.readonly, view.cf = self.db, self.path, True, self.cf
+        for name, snap in snaps.items():
+            setattr(view, name, snap)
+        view._owner = False
+        return view
+
+    def close(self) -> None:
+        """Close the database. rocksdict keeps RocksDB (and its lock) open while any column
+        family view or handle is alive, so those go first."""
+        if not self._owner:
+            return
+        self.meta.close()
+        self.mirror.close()
+        self.undo.close()
+        self.views.close()
+        self.history.close()
+        self.cf.clear()
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def new_batch(self) -> WriteBatch:
+        return WriteBatch(raw_mode=True)
+
+    def write(self, batch: WriteBatch, *, sync: bool) -> None:
+        """Apply a WriteBatch atomically; with sync, it is on disk when this returns."""
+        with self._write_lock:
+            self.db.write(batch, self._sync if sync else self._nosync)
+
+    # -- metadata --------------------------------------------------------------------------
+
+    def applied_lsn(self) -> Lsn:
+        raw = self.meta.get(APPLIED_LSN)
+        return ZERO if raw is None else Lsn.from_bytes8(raw)
+
+    def applied_time(self) -> int | None:
+        raw = self.meta.get(APPLIED_TIME)
+        return None if raw is None else _I64.unpack(raw)[0]
+
+    def snapshot_state(self) -> SnapshotState | None:
+        raw = self.meta.get(SNAPSHOT)
+        return None if raw is None else SnapshotState.model_validate_json(raw)
+
+    def source(self) -> SourceInfo | None:
+        raw = self.meta.get(SOURCE)
+        return None if raw is None else SourceInfo.model_validate_json(raw)
+
+    def stats(self) -> dict[str, int]:
+        raw = self.meta.get(STATS)
+        return {} if raw is None else json.loads(raw)
+
+    def tables(self) -> dict[str, TableInfo]:
+        """Mirrored tables by qualified name (`schema.table`)."""
+        out = {}
+        for _, raw in self.meta.items(from_key=TABLE_PREFIX):
+            if not _.startswith(TABLE_PREFIX):
+                break
+            info = TableInfo.model_validate_json(raw)
+            out[info.qualified] = info
+        return out
+
+    def row_count(self, table: TableInfo) -> int:
+        raw = self.meta.get(ROWCOUNT_PREFIX + table.prefix)
+        return 0 if raw is None else _I64.unpack(raw)[0]
+
+    @property
+    def large_txn_pending(self) -> bool:
+        """A large transaction is partly written (its before-images are in the undo log)."""
+        return self.meta.get(LARGE_TXN) is not None
+
+    def rows(self, table: TableInfo) -> Iterator[tuple[bytes, bytes]]:
+        """(mirror key, encoded row) of every row of `table`, in key-byte order, as of the
+        last committed transaction: the rows of a large transaction still being written are
+        replaced by their before-images from the undo log."""
+        return self.committed(self.mirror, UNDO_MIRROR, table.prefix)
+
+    def committed(
+        self, cf: Rdict, tag: bytes, prefix: bytes, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) under `prefix` in column family `cf` (undo tag `tag`) as of the last
+        committed transaction, in key order (or reversed): while a large transaction is being
+        written, the keys it touched read as their before-images from the undo log."""
+        data = scan(cf, prefix, reverse=reverse)
+        if self.meta.get(LARGE_TXN) is None:
+            yield from data
+            return
+        # Both sides are sorted by key: merge them, the undo side winning.
+        undo = ((k[1:], v) for k, v in scan(self.undo, tag + prefix, reverse=reverse))
+        first = (lambda a, b: a > b) if reverse else (lambda a, b: a < b)
+        m, u = next(data, None), next(undo, None)
+        while m is not None or u is not None:
+            if u is None or (m is not None and first(m[0], u[0])):
+                yield m  # type: ignore[misc]
+                m = next(data, None)
+                continue
+            if m is not None and m[0] == u[0]:
+                m = next(data, None)
+            before = decode_undo(u[1])
+            if before is not None:
+                yield u[0], before
+            u = next(undo, None)
+
+
+class _SnapshotFamily:
+    """A column family's snapshot with the read methods the store's readers use."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        try:
+            return self._snapshot[key]
+        except Exception:  # rocksdict raises a bare Exception("key not found")
+            return default
+
+    def items(self, from_key: bytes | None = None, backwards: bool = False) -> Any:
+        return self._snapshot.items(from_key=from_key, backwards=backwards)
+
+    def iter(self) -> Any:
+        return self._snapshot.iter()
+
+
+def _open_read_only(path: Path, cfs: dict[str, Options]) -> Rdict:
+    # A read-only open reads the MANIFEST, then opens the table files it lists; a compaction in
+    # the writing process can delete one in between ("No such file or directory"). The next
+    # attempt reads the new MANIFEST. Once open, the files are held open and stay readable.
+    for attempt in range(_READ_ONLY_ATTEMPTS):
+        try:
+            return Rdict(
+                str(path), _options(), column_families=cfs, access_type=AccessType.read_only()
+            )
+        except Exception as exc:
+            if "No such file" not in str(exc) or attempt == _READ_ONLY_ATTEMPTS - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+_READ_ONLY_ATTEMPTS = 10
+
+
+def scan(cf: Rdict, prefix: bytes, *, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+    """Every (key, value) of a column family whose key starts with `prefix`, in key order
+    (or reversed)."""
+    if reverse:
+        items = cf.items(from_key=prefix_end(prefix), backwards=True)
+    else:
+        items = cf.items(from_key=prefix)
+    for key, value in items:
+        if not key.startswith(prefix):
+            if reverse and key >= prefix:
+                continue  # the key at prefix_end itself
+            break
+        yield key, value
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key after every key that starts with `prefix`."""
+    p = prefix.rstrip(b"\xff")
+    return p[:-1] + bytes([p[-1] + 1]) if p else b"\xff" * (len(prefix) + 1)
+
+
+def encode_undo(before: bytes | None) -> bytes:
+    """An undo entry: the row before the large transaction touched it, or its absence."""
+    return b"\x00" if before is None else b"\x01" + before
+
+
+def decode_undo(entry: bytes) -> bytes | None:
+    return None if entry[:1] == b"\x00" else entry[1:]
+
+
+# Helpers that put metadata into a batch: writers never put meta outside a batch.
+
+
+def put_applied(batch: WriteBatch, store: Store, lsn: Lsn, commit_time: int | None) -> None:
+    batch.put(APPLIED_LSN, lsn.to_bytes8(), store.cf["meta"])
+    if commit_time is not None:
+        batch.put(APPLIED_TIME, _I64.pack(commit_time), store.cf["meta"])
+
+
+def put_row_count(batch: WriteBatch, store: Store, table_id: int, count: int) -> None:
+    batch.put(ROWCOUNT_PREFIX + table_id.to_bytes(4, "big"), _I64.pack(count), store.cf["meta"])
+
+
+def put_json(batch: WriteBatch, store: Store, key: bytes, model: BaseModel | dict) -> None:
+    data = model.model_dump_json() if isinstance(model, BaseModel) else json.dumps(model)
+    batch.put(key, data.encode(), store.cf["meta"])
+
+
+def put_table(batch: WriteBatch, store: Store, table: TableInfo) -> None:
+    put_json(batch, store, TABLE_PREFIX + table.qualified.encode(), table)

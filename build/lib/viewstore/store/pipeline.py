@@ -1,0 +1,622 @@
+"""Pipeline: Postgres → decode → apply → RocksDB, and the only path of feedback back.
+
+    start:   preflight → publication → store → snapshot (first start) or slot check (resume)
+    views:   compile views.sql; drop stale view state, backfill new views from the mirror
+    stream:  CopyData → walproto → pgoutput → Applier (mirror + views, one WriteBatch per
+             commit group)
+    ack:     standby status with flush = the applied LSN of the last *synced* group
+
+Durability story, in order of what can go wrong:
+
+- kill -9 anywhere: RocksDB holds whole groups only (mirror rows + applied LSN in one synced
+  WriteBatch). On restart the slot resends from its confirmed_flush_lsn, which never passes the
+  synced LSN; transactions whose commit LSN is below the applied LSN are skipped.
+- Connection lost or Postgres restarted: the unsynced group is discarded and streaming resumes
+  from the synced LSN after a backoff.
+- The slot is ahead of the store (advanced, dropped and recreated, invalidated): stop with an
+  error. Changes between the two are gone and only a new snapshot (`resnapshot`) repairs that.
+- Crash during the initial snapshot: the snapshot state stays `in_progress`; the next start
+  drops the slot it created, clears the mirror and snapshots again.
+- Idle publication: when nothing is in flight and all is synced, the keepalive's WAL position is
+  persisted and acknowledged, so writes to unpublished tables do not pin WAL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from viewstore.dsn import redact
+from viewstore.errors import DecodeError, SlotError, SourceError, StoreError, UnsupportedError
+from viewstore.history.retention import Retention, apply_retention
+from viewstore.ingest import setup
+from viewstore.ingest.lsn import Lsn
+from viewstore.ingest.pgconn import ReplicationConnection, connect
+from viewstore.ingest.pgoutput import (
+    Begin,
+    Commit,
+    Delete,
+    Insert,
+    Relation,
+    Truncate,
+    Update,
+    decode,
+)
+from viewstore.ingest.snapshot import Progress, SnapshotReader
+from viewstore.ingest.walproto import PG_EPOCH_US, Keepalive, decode_copy_data
+from viewstore.store import db as meta
+from viewstore.store.apply import (
+    Applier,
+    LargeTransaction,
+    TableState,
+    rollback_large_transaction,
+)
+from viewstore.store.db import ColumnInfo, SnapshotState, SourceInfo, Store, TableInfo
+from viewstore.store.viewcatalog import prepare_views, read_views_file, views_from_store
+
+log = logging.getLogger("viewstore")
+
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0  # seconds between attempts to reach Postgres again
+XLOGDATA_HEADER = 25  # 'w', dataStart, walEnd, sendTime: then the pgoutput message
+
+
+class RunConfig(BaseModel):
+    """What `viewstore run` needs; names default to ones derived from the data directory."""
+
+    dsn: str
+    data_dir: Path
+    publication: str | None = None
+    slot: str | None = None
+    tables: list[str] = Field(default_factory=list)
+    views_file: Path | None = None  # CREATE MATERIALIZED VIEW statements to keep current
+    resnapshot: bool = False
+    commit_interval: float = 0.05  # seconds a group may stay open under load
+    group_max_rows: int = 100_000
+    large_txn_rows: int = 250_000  # beyond this a transaction is applied in chunks (apply.py)
+    chunk_rows: int = 50_000
+    status_interval: float = 1.0  # standby status at least this often (wal_sender_timeout/2 > this)
+    slot_busy_wait: float = 10.0  # after a kill -9 the old walsender lingers a moment
+    # Keep the history from this far back on (a duration, 7d, or an LSN age, 10GB; None: all
+    # of it), compacting at most every `history_retention_interval` seconds (history.retention).
+    history_retention: str | None = None
+    history_retention_interval: float = 60.0
+    # Benchmarks only: keep the views without their history, to measure what it costs. As-of
+    # reads and `verify` then have nothing to read.
+    history: bool = True
+    progress_interval: float = (
+        1.0  # idle progress (keepalive position) persisted at most this often
+    )
+
+    def default_name(self) -> str:
+        path = str(self.data_dir.resolve())
+        stem = re.sub(r"[^a-z0-9_]", "_", self.data_dir.resolve().name.lower())[:40]
+        return f"viewstore_{stem}_{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+
+    @property
+    def slot_name(self) -> str:
+        return self.slot or self.default_name()
+
+    @property
+    def publication_name(self) -> str:
+        return self.publication or self.default_name()
+
+
+# Test hook: crash points by name, so tests can kill the process at exact moments.
+CrashHook = Callable[[str], None]
+
+
+def _no_crash(_: str) -> None:
+    pass
+
+
+class Pipeline:
+    """Runs ingest for one data directory until `stop` is set. See the module docstring."""
+
+    def __init__(self, config: RunConfig, crash_hook: CrashHook = _no_crash) -> None:
+        self.config = config
+        self.crash = crash_hook
+        self.stop = threading.Event()
+        self.store: Store | None = None
+        self.applier: Applier | None = None
+        self.retention: Retention | None = None
+        self.received_lsn: Lsn | None = None  # the server's position, as last acknowledged
+        self.opened = threading.Event()  # the store is open: `run --http` can serve it
+        self.closing = threading.Event()  # ... and is about to close (stopped, or failed)
+        # Transactions to apply in chunks: the start of their commit record (Begin's final LSN)
+        # -> its end (the Commit's end LSN), learned on a first pass.
+        self.large_txns: dict[Lsn, Lsn] = {}
+        self.txn_lsn = Lsn(0)  # commit LSN of the transaction being received
+        self.reconnects = 0  # connections lost and reopened (tests and status read it)
+        self.connected = False  # reached Postgres at least once
+
+    # -- entry point -----------------------------------------------------------------------
+
+    def run(self) -> Lsn:
+        """Set up, snapshot or resume, stream until stopped; returns the final synced LSN."""
+        cfg = self.config
+        log.info(
+            "source %s, publication %s, slot %s",
+            redact(cfg.dsn),
+            cfg.publication_name,
+            cfg.slot_name,
+        )
+        # A views file with an error fails now, before anything touches Postgres or the store.
+        view_defs = read_views_file(cfg.views_file) if cfg.views_file is not None else None
+        self.retention = (
+            Retention.parse(cfg.history_retention) if cfg.history_retention is not None else None
+        )
+        if view_defs is not None and not cfg.tables:
+            cfg.tables = sorted({t for v in view_defs for t in v.base_tables})
+        self.store = store = Store.open(cfg.data_dir)
+        self.opened.set()
+        try:
+            restored = rollback_large_transaction(store)
+            if restored:
+                log.warning(
+                    "rolled back a large transaction interrupted by a crash (%d rows)", restored
+                )
+            backoff = BACKOFF_FIRST
+            while True:
+                try:
+                    repl, database = self._prepare(store)
+                    break
+                except SourceError as exc:
+                    # Never reached Postgres: fail fast, a wrong DSN should say so at once.
+                    # Reached it and lost it (a restart mid-snapshot, say): retry.
+                    if not self.connected or not exc.transient or self.stop.is_set():
+                        raise
+                    log.warning("%s; retrying in %.1fs", exc, backoff)
+                    backoff = self._back_off(backoff)
+            if view_defs is None:
+                view_defs = views_from_store(store)  # a restart without --views keeps them
+            views = prepare_views(store, view_defs)
+            self.applier = Applier(
+                store,
+                large_txn_rows=cfg.large_txn_rows,
+                chunk_rows=cfg.chunk_rows,
+                on_chunk=self.crash,
+                views=views,
+                history=cfg.history,
+            )
+            return self._stream_with_reconnect(repl, database)
+        finally:
+            self.closing.set()  # readers in this process (run --http) stop reading first
+            if self.applier is not None:
+                self.applier.close()  # its column family handles would keep RocksDB open
+            store.close()
+
+    def _prepare(self, store: Store) -> tuple[ReplicationConnection | None, str]:
+        """Preflight, then the snapshot (first start) or the resume checks.
+
+        Returns the replication connection to stream on (the one that created the slot, after
+        a snapshot) or None (resume: streaming connects by itself), and the database name.
+        """
+        cfg = self.config
+        conn = connect(cfg.dsn)
+        self.connected = True
+        repl = None
+        try:
+            setup.check_server(conn)
+            if setup.ensure_publication(conn, cfg.publication_name, cfg.tables):
+                log.info("created publication %s", cfg.publication_name)
+            tables = setup.published_tables(conn, cfg.publication_name)
+            if not tables:
+                raise setup.PreflightError(
+                    f"publication {cfg.publication_name!r} publishes no tables",
+                    hint=f"ALTER PUBLICATION {cfg.publication_name} ADD TABLE ...;",
+                )
+            repl = ReplicationConnection(cfg.dsn)
+            system_id, timeline, _, database = repl.identify_system()
+            state = store.snapshot_state()
+            if cfg.resnapshot or state is None or state.state == "in_progress":
+                self._snapshot(conn, repl, tables, state, system_id, timeline, database)
+                cfg.resnapshot = False  # done: a retry after this point must not redo it
+                return repl, database
+            repl.close()
+            self._check_source(store, system_id)
+            self._check_tables(store, tables)
+            return None, database
+        except BaseException:
+            if repl is not None:
+                repl.close()
+            raise
+        finally:
+            conn.close()
+
+    # -- snapshot --------------------------------------------------------------------------
+
+    def _snapshot(
+        self,
+        conn: object,
+        repl: ReplicationConnection,
+        tables: list[setup.PublishedTable],
+        state: SnapshotState | None,
+        system_id: str,
+        timeline: int,
+        database: str,
+    ) -> Lsn:
+        cfg, store = self.config, self.store
+        assert store is not None
+        slot = cfg.slot_name
+        existing = setup.slot_info(conn, slot)
+        if existing is not None:
+            ours = state is not None and state.state == "in_progress" and state.slot == slot
+            if not (ours or cfg.resnapshot):
+                raise SlotError(
+                    f"slot {slot!r} already exists, but the store in {cfg.data_dir} has no "
+                    "snapshot taken from it; a snapshot needs a slot created by viewstore",
+                    hint="use another --slot, drop this one with SELECT "
+                    f"pg_drop_replication_slot('{slot}'), or pass --resnapshot to replace it",
+                )
+            why = "left by an unfinished snapshot" if ours else "to replace it (--resnapshot)"
+            log.info("dropping slot %s %s", slot, why)
+            setup.drop_slot(conn, slot)
+
+        # Mark the snapshot as started *before* creating the slot: a crash from here on makes
+        # the next start drop the slot and begin again, never resume from half a mirror.
+        batch = store.new_batch()
+        batch.delete_range(*meta.ALL_KEYS, store.cf["mirror"])
+        batch.delete_range(*meta.ALL_KEYS, store.cf["views"])  # views are rebuilt from the mirror
+        batch.delete_range(*meta.ALL_KEYS, store.cf["history"])  # ... and their history with them
+        for key, _ in list(store.meta.items()):
+            batch.delete(key, store.cf["meta"])
+        meta.put_json(batch, store, meta.SNAPSHOT, SnapshotState(state="in_progress", slot=slot))
+        meta.put_json(
+            batch,
+            store,
+            meta.SOURCE,
+            SourceInfo(
+                system_id=system_id,
+                timeline=timeline,
+                database=database,
+                publication=cfg.publication_name,
+                slot=slot,
+            ),
+        )
+        infos = [
+            TableInfo(
+                table_id=i + 1,
+                schema_name=t.schema,
+                name=t.name,
+                columns=[ColumnInfo(name=c, type_oid=o) for c, o in t.columns],
+                key=list(t.key),
+            )
+            for i, t in enumerate(tables)
+        ]
+        for info in infos:
+            meta.put_table(batch, store, info)
+        store.write(batch, sync=True)
+
+        consistent_point, snapshot_name = repl.create_slot(slot)
+        log.info(
+            "created slot %s at %s; snapshot of %d table(s) begins",
+            slot,
+            consistent_point,
+            len(tables),
+        )
+        reader = SnapshotReader(cfg.dsn, snapshot_name)
+        applier = Applier(store)
+        for table, info in zip(tables, infos, strict=True):
+            state_ = TableState(info)
+            progress = Progress(table.qualified, reader.estimated_rows(table))
+            n = 0
+            for row in reader.rows(table):
+                applier.load_row(state_, row)
+                n += 1
+                if n == 20_000:
+                    applier.write_chunk()
+                    progress.add(n)
+                    n = 0
+                    self.crash("snapshot-chunk")
+                    if self.stop.is_set():
+                        raise SnapshotInterrupted()
+            applier.write_chunk()
+            progress.add(n)
+            progress.done()
+        reader.close()
+
+        batch = store.new_batch()
+        meta.put_applied(batch, store, consistent_point, None)
+        meta.put_json(
+            batch,
+            store,
+            meta.SNAPSHOT,
+            SnapshotState(state="complete", slot=slot, consistent_point=str(consistent_point)),
+        )
+        store.write(batch, sync=True)
+        log.info("snapshot complete at %s", consistent_point)
+        return consistent_point
+
+    def _check_source(self, store: Store, system_id: str) -> None:
+        source = store.source()
+        if source is not None and source.system_id != system_id:
+            raise SlotError(
+                f"the store in {self.config.data_dir} follows Postgres system {source.system_id}, "
+                f"but the DSN points at system {system_id}",
+                hint="point --dsn at the original server, or rebuild with --resnapshot",
+            )
+
+    def _check_tables(self, store: Store, tables: list[setup.PublishedTable]) -> None:
+        have = set(store.tables())
+        want = {t.qualified for t in tables}
+        if want - have:
+            raise UnsupportedError(
+                "the publication now includes table(s) the snapshot did not copy: "
+                + ", ".join(sorted(want - have)),
+                hint="rebuild the store with --resnapshot to include them",
+            )
+        if have - want:
+            raise UnsupportedError(
+                "table(s) left the publication since the snapshot: "
+                + ", ".join(sorted(have - want)),
+                hint="add them back (ALTER PUBLICATION ... ADD TABLE) or rebuild with --resnapshot",
+            )
+
+    # -- streaming -------------------------------------------------------------------------
+
+    def _back_off(self, seconds: float) -> float:
+        """Wait `seconds` (a stop request cuts it short); return the next, longer wait."""
+        self.stop.wait(seconds)
+        return min(seconds * 2, BACKOFF_MAX)
+
+    def _stream_with_reconnect(self, repl: ReplicationConnection | None, database: str) -> Lsn:
+        applier = self.applier
+        assert applier is not None
+        backoff = BACKOFF_FIRST
+        while not self.stop.is_set():
+            try:
+                if repl is None:
+                    repl = ReplicationConnection(self.config.dsn)
+                self._start_streaming(repl, database)
+                backoff = BACKOFF_FIRST
+                self._stream(repl)
+                return applier.synced_lsn
+            except LargeTransaction as exc:
+                # Replay from the synced LSN: this transaction then begins on an empty group
+                # and is written in chunks with an undo log, in bounded memory.
+                applier.discard_group()
+                log.info(
+                    "transaction committed at %s has over %s rows: applying it in chunks",
+                    self.txn_lsn,
+                    exc.args[0],
+                )
+            except SourceError as exc:
+                if not exc.transient:
+                    raise
+                applier.discard_group()
+                self.reconnects += 1
+                log.warning("%s; reconnecting in %.1fs from %s", exc, backoff, applier.synced_lsn)
+                backoff = self._back_off(backoff)
+            finally:
+                if repl is not None:
+                    repl.close()
+                    repl = None
+        return applier.synced_lsn
+
+    def _start_streaming(self, repl: ReplicationConnection, database: str) -> None:
+        cfg, applier = self.config, self.applier
+        assert applier is not None
+        start = applier.synced_lsn
+        conn = connect(cfg.dsn)
+        try:
+            setup.check_publication_exists(conn, cfg.publication_name)
+            self._wait_slot_usable(conn, database, start)
+            repl.start(cfg.slot_name, start, cfg.publication_name)
+            # Check again now that we hold the slot: nothing can move it under us any more.
+            info = setup.slot_info(conn, cfg.slot_name)
+            if info is not None:
+                self._check_not_ahead(info, start)
+        finally:
+            conn.close()
+        log.info("streaming from slot %s at %s", cfg.slot_name, start)
+
+    def _wait_slot_usable(self, conn: object, database: str, start: Lsn) -> None:
+        # After a kill -9 the old walsender may hold the slot for a moment; wait, then fail.
+        deadline = time.monotonic() + self.config.slot_busy_wait
+        while True:
+            info = setup.slot_info(conn, self.config.slot_name)
+            if info is None:
+                raise SlotError(
+                    f"slot {self.config.slot_name!r} does not exist: it was dropped while the "
+                    f"store had applied up to {start}, so the changes after that are gone",
+                    hint="rebuild the store from a new snapshot: viewstore run --resnapshot ...",
+                )
+            try:
+                setup.check_slot_usable(info, database)
+            except SlotError:
+                if info.active_pid is not None and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                raise
+            self._check_not_ahead(info, start)
+            return
+
+    def _check_not_ahead(self, info: setup.SlotInfo, start: Lsn) -> None:
+        confirmed = info.confirmed_flush_lsn
+        if confirmed is not None and confirmed > start:
+            raise SlotError(
+                f"slot {info.name!r} is ahead of the store: it confirmed {confirmed} but the "
+                f"store in {self.config.data_dir} applied only up to {start}; the changes in "
+                "between are gone (the slot was advanced, or dropped and recreated)",
+                hint="rebuild the store from a new snapshot: viewstore run --resnapshot ...",
+            )
+
+    def _stream(self, repl: ReplicationConnection) -> None:
+        cfg, applier = self.config, self.applier
+        assert applier is not None
+        relations: dict[int, TableState] = {}
+        tables = applier.tables
+        in_txn = skip = False
+        too_large: LargeTransaction | None = None  # found too large: read on to its Commit
+        received = applier.synced_lsn
+        idle_pos: Lsn | None = None
+        last_status = last_progress = next_retention = time.monotonic()
+        commit_interval, group_max = cfg.commit_interval, cfg.group_max_rows
+        apply_insert, apply_update, apply_delete = applier.insert, applier.update, applier.delete
+
+        def sync_and_ack() -> None:
+            nonlocal last_status
+            if applier.group_pending and not in_txn:
+                self.crash("before-group-write")
+                applier.commit_group()
+                self.crash("after-group-write")
+            self.received_lsn = max(received, applier.synced_lsn)
+            repl.send_status(self.received_lsn, applier.synced_lsn)
+            last_status = time.monotonic()
+
+        def idle_progress(now: float, force: bool) -> None:
+            # Persist the keepalive position when nothing is in flight, so that the slot can
+            # move on while only unpublished tables are written. A shutting-down walsender
+            # waits for flush == its position, asking for replies back to back: `force`.
+            nonlocal last_progress
+            if (
+                idle_pos is not None
+                and not in_txn
+                and not applier.group_pending
+                and idle_pos > applier.synced_lsn
+                and (force or now - last_progress >= cfg.progress_interval)
+            ):
+                applier.record_progress(idle_pos)
+                last_progress = now
+
+        while True:
+            if self.stop.is_set() and not in_txn:
+                sync_and_ack()
+                return
+            received_any = False
+            # Everything libpq holds, in one tight loop; timers are checked between batches.
+            for n, data in enumerate(repl.messages()):
+                received_any = True
+                if data[0] == 0x77 and len(data) > XLOGDATA_HEADER:
+                    # XLogData: only its payload matters (commit LSNs come from Begin and
+                    # Commit), so no frame object is built for it: this runs once per row.
+                    msg = decode(data[XLOGDATA_HEADER:])
+                else:
+                    frame = decode_copy_data(data)  # a keepalive; DecodeError if malformed
+                    if type(frame) is not Keepalive:
+                        raise DecodeError(f"empty XLogData message at {frame.wal_end}")
+                    if frame.wal_end > received:
+                        received = frame.wal_end
+                    if not in_txn:
+                        idle_pos = frame.wal_end
+                    if frame.reply_requested:
+                        sync_and_ack()  # the pending group first: progress needs an empty one
+                        idle_progress(time.monotonic(), force=True)
+                        sync_and_ack()
+                    continue
+
+                cls = type(msg)
+                try:
+                    if cls is Insert:
+                        if not skip:
+                            apply_insert(relations[msg.relation_oid], msg.new)
+                        continue
+                    if cls is Update:
+                        if not skip:
+                            apply_update(
+                                relations[msg.relation_oid], msg.old_kind, msg.old, msg.new
+                            )
+                        continue
+                    if cls is Delete:
+                        if not skip:
+                            apply_delete(relations[msg.relation_oid], msg.old)
+                        continue
+                    if cls is Truncate:
+                        if not skip:
+                            for oid in msg.relation_oids:
+                                applier.truncate(relations[oid])
+                        continue
+                except LargeTransaction as exc:
+                    # Read on to its Commit without applying: the end of its commit record
+                    # keys its history, and the chunked replay needs it from the start.
+                    skip = True
+                    too_large = exc
+                    continue
+                if cls is Commit and too_large is not None:
+                    self.large_txns[self.txn_lsn] = msg.end_lsn
+                    raise too_large
+                if cls is Begin:
+                    idle_pos = None
+                    # Already applied before a crash or reconnect: the slot may resend it.
+                    skip = msg.final_lsn < applier.applied_lsn
+                    self.txn_lsn = msg.final_lsn
+                    if msg.final_lsn in self.large_txns and not skip:
+                        sync_and_ack()  # what precedes it, durable: then an empty group
+                        applier.begin_large(self.large_txns[msg.final_lsn])
+                    applier.begin_transaction(msg.commit_time + PG_EPOCH_US, msg.xid)
+                    in_txn = True
+                elif cls is Commit:
+                    in_txn = False
+                    if msg.end_lsn > received:
+                        received = msg.end_lsn
+                    if not skip:
+                        large = applier.large
+                        applier.end_transaction(msg.end_lsn, msg.commit_time + PG_EPOCH_US)
+                        if (
+                            large
+                            or time.monotonic() - applier.group_started >= commit_interval
+                            or applier.group_rows >= group_max
+                        ):
+                            sync_and_ack()
+                    skip = False
+                    if n >= 5000:
+                        break  # look at the clock and the stop flag now and then
+                elif cls is Relation:
+                    relations[msg.oid] = self._relation(msg, tables)
+                # Origin, Type and Message carry nothing the mirror needs.
+
+            now = time.monotonic()
+            if (
+                self.retention is not None
+                and now >= next_retention
+                and not in_txn
+                and not applier.group_pending
+                and not applier.large
+            ):
+                # Between groups, so that compaction sees only durable history.
+                done = apply_retention(applier.store, self.retention)
+                next_retention = now + (cfg.history_retention_interval if done else 0.5)
+            if received_any:
+                # A group is bounded in time even when the stream never pauses (keepalives
+                # keep coming while unpublished tables are written).
+                group_due = applier.group_pending and now - applier.group_started >= commit_interval
+                if group_due or now - last_status >= cfg.status_interval:
+                    sync_and_ack()  # also during a long transaction: keeps the walsender calm
+                repl.wait(0)
+                continue
+            # Caught up with the server: make the group durable now (group commit ends).
+            idle_progress(now, force=False)
+            if applier.group_pending or now - last_status >= cfg.status_interval:
+                sync_and_ack()
+            repl.wait(0.1)
+
+    def _relation(self, msg: Relation, tables: dict[str, TableState]) -> TableState:
+        """Check an in-stream Relation message against the schema the mirror was built with."""
+        name = f"{msg.namespace}.{msg.name}"
+        state = tables.get(name)
+        if state is None:
+            raise UnsupportedError(
+                f"changes arrived for table {name}, which the snapshot did not copy",
+                hint="rebuild the store with --resnapshot to include it",
+            )
+        have = [(c.name, c.type_oid) for c in state.info.columns]
+        got = [(c.name, c.type_oid) for c in msg.columns]
+        if have != got:
+            raise UnsupportedError(
+                f"table {name} changed schema: the mirror has columns {have}, the stream now "
+                f"sends {got}; viewstore does not follow ALTER TABLE yet",
+                hint="rebuild the store with --resnapshot after schema changes",
+            )
+        return state
+
+
+class SnapshotInterrupted(StoreError):
+    def __init__(self) -> None:
+        super().__init__("stopped during the initial snapshot; the next start begins it again")

@@ -1,0 +1,685 @@
+"""The HTTP API: reads, as-of reads, change subscriptions, health and metrics, the leaderboard page.
+
+    GET /views                              every view: columns and types, rows, applied LSN
+    GET /views/{name}?col=v&order_by=&desc=&limit=&as_of=
+                                            rows now (or as of an LSN, inclusive)
+    GET /views/{name}/changes?since=&snapshot=&until=
+                                            a long-lived stream (history.feed): NDJSON, or
+                                            Server-Sent Events for Accept: text/event-stream
+    GET /healthz                            liveness (never needs the token)
+    GET /metrics                            Prometheus text
+    GET /                                   the live leaderboard page
+    GET /openapi.json, /docs                the OpenAPI document FastAPI generates
+
+The same app serves `viewstore run --http` and `viewstore demo` (`HttpAlongside`: a thread of
+the ingesting process, a `LiveSource` over the pipeline's own store) and `viewstore serve` (a
+`FollowerSource` of a store another process writes). A background task polls the source's
+applied LSN every few milliseconds and wakes the subscribers when it moves.
+
+Every error is JSON, `{"error": "...", "hint": "..."}`, with a 4xx status that says what kind:
+400 bad input, 401 missing or wrong token, 404 unknown view, 410 history no longer there,
+503 not ready yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hmac
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from viewstore.errors import ConfigError, NotFound, NotReady, StoreError, ViewstoreError
+from viewstore.history.feed import Feed, ViewGone
+from viewstore.ingest.lsn import Lsn
+from viewstore.render import json_value
+from viewstore.store.sources import LiveSource, Source
+from viewstore.store.viewcatalog import stored_views
+from viewstore.store.viewengine import view_prefix
+from viewstore.store.viewread import find_view, query_rows
+
+log = logging.getLogger("viewstore")
+
+PAGE = Path(__file__).with_name("static") / "leaderboard.html"
+_TYPE_NAMES = {
+    16: "boolean", 17: "bytea", 18: "char", 19: "name", 20: "bigint", 21: "smallint",
+    23: "integer", 25: "text", 26: "oid", 114: "json", 700: "real", 701: "double precision",
+    1042: "character", 1043: "character varying", 1082: "date", 1114: "timestamp",
+    1184: "timestamptz", 1700: "numeric", 2950: "uuid", 3802: "jsonb",
+}  # fmt: skip
+_RESERVED = {"order_by", "desc", "limit", "as_of"}
+_DOC_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+# -- payloads ----------------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    error: str
+    hint: str | None = None
+
+
+class ColumnModel(BaseModel):
+    name: str
+    type: str = Field(description="Postgres type name")
+
+
+class ViewModel(BaseModel):
+    name: str
+    columns: list[ColumnModel]
+    key: list[str] = Field(description="columns that identify a row (empty: hidden key)")
+    rows: int
+    applied_lsn: str
+    history_from: str | None = Field(description="first LSN as-of reads and since= accept")
+
+
+class RowsModel(BaseModel):
+    view: str
+    lsn: str = Field(description="the rows are the view as of this LSN")
+    columns: list[str]
+    rows: list[dict[str, Any]] = Field(description="numeric values are exact decimal text")
+    truncated: bool = Field(description="more rows matched than `limit`")
+
+
+class HealthModel(BaseModel):
+    status: str
+    applied_lsn: str
+    ingest: str | None = Field(description="'running' or the pipeline's error (run --http)")
+
+
+class ChangeLine(BaseModel):
+    """One line of /views/{name}/changes (documentation: the stream is NDJSON or SSE)."""
+
+    lsn: str | None = None
+    commit_time: str | None = None
+    diff: int | None = Field(None, description="+1: the row is in the view; -1: it left")
+    row: dict[str, Any] | None = None
+    snapshot: bool | None = Field(None, description="part of the initial snapshot")
+    progress: str | None = Field(None, description="every change up to this LSN was sent")
+    end: str | None = Field(None, description="`until` reached; the stream ends")
+    error: str | None = Field(None, description="the stream ends for this reason")
+
+
+# -- server state ------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestMetrics:
+    """What the ingesting process reports (run --http); None fields are unknown."""
+
+    received_lsn: Callable[[], Lsn | None] = lambda: None
+    apply_latency: Callable[[], tuple[int, float, float]] = lambda: (0, 0.0, 0.0)
+    failure: Callable[[], str | None] = lambda: None
+
+
+@dataclass
+class ServerConfig:
+    source: Source
+    token: str | None = None
+    poll_interval: float = 0.005  # seconds between looks at the applied LSN
+    slow_after: float = 30.0  # a subscriber that takes longer to accept one step is cut off
+    heartbeat: float = 15.0  # a progress line after this long without one
+    max_limit: int = 100_000
+    default_limit: int = 1000
+    ingest: IngestMetrics | None = None
+
+
+@dataclass
+class _State:
+    config: ServerConfig
+    applied: Lsn = field(default_factory=lambda: Lsn(0))
+    moved: asyncio.Event = field(default_factory=asyncio.Event)
+    subscribers: int = 0
+    streamed_lines: int = 0
+    slow_disconnects: int = 0
+    row_counts: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    async def wait_for_news(self, seen: Lsn, timeout: float) -> None:
+        if self.applied > seen:
+            return
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self.moved.wait(), timeout)
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    """The FastAPI app serving `config.source`."""
+    state = _State(config)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.applied = config.source.refresh()
+        task = asyncio.create_task(_poll(state))
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    app = FastAPI(
+        title="viewstore",
+        summary="Views over Postgres, kept current from logical replication, with history.",
+        version="1",
+        lifespan=lifespan,
+        responses={
+            400: {"model": ErrorBody},
+            401: {"model": ErrorBody},
+            404: {"model": ErrorBody},
+        },
+    )
+    auth = _auth_dependency(config.token)
+
+    @app.middleware("http")
+    async def _protect_docs(request: Request, call_next: Any) -> Any:
+        # FastAPI's own routes (the OpenAPI document and its viewers) take no dependencies.
+        if config.token is not None and request.url.path in _DOC_PATHS:
+            try:
+                auth(request)
+            except StarletteHTTPException as exc:
+                return _error(exc.status_code, str(exc.detail), None, exc.headers)
+        return await call_next(request)
+
+    @app.exception_handler(ViewstoreError)
+    async def _viewstore_error(_: Request, exc: ViewstoreError) -> JSONResponse:
+        return _error(_status(exc), str(exc), exc.hint)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "query")
+        return _error(400, f"{where}: {first.get('msg')}", "see /docs for the parameters")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        hint = "see /docs for the endpoints" if exc.status_code == 404 else None
+        return _error(exc.status_code, str(exc.detail).lower(), hint, exc.headers)
+
+    @app.get("/healthz", response_model=HealthModel, summary="Liveness; needs no token")
+    async def healthz() -> HealthModel:
+        failure = config.ingest.failure() if config.ingest else None
+        ingest = None if config.ingest is None else failure or "running"
+        return HealthModel(
+            status="ok" if failure is None else "failing",
+            applied_lsn=str(state.applied),
+            ingest=ingest,
+        )
+
+    @app.get("/views", response_model=list[ViewModel], dependencies=[Depends(auth)])
+    async def views() -> list[ViewModel]:
+        store = config.source.read()
+        applied = store.applied_lsn()
+        out = []
+        for info in sorted(stored_views(store).values(), key=lambda i: i.name):
+            if info.state != "ready":
+                continue
+            out.append(
+                ViewModel(
+                    name=info.name,
+                    columns=[
+                        ColumnModel(name=c.name, type=_TYPE_NAMES.get(c.type_oid, "text"))
+                        for c in info.columns
+                    ],
+                    key=[info.columns[i].name for i in info.key_columns],
+                    rows=_row_count(state, store, info.view_id, applied),
+                    applied_lsn=str(applied),
+                    history_from=None if info.history_start is None else str(info.history_start),
+                )
+            )
+        return out
+
+    @app.get(
+        "/views/{name}",
+        response_model=RowsModel,
+        dependencies=[Depends(auth)],
+        summary="Rows of a view, now or as of an LSN",
+        description="Any other query parameter `col=value` filters on that column (equality; "
+        "the value is parsed as the column's type).",
+    )
+    async def rows(
+        name: str,
+        request: Request,
+        order_by: str | None = None,
+        desc: bool = False,
+        limit: int | None = Query(None, ge=0, le=config.max_limit),
+        as_of: str | None = Query(None, description="an LSN, e.g. 0/16B3748; inclusive"),
+    ) -> RowsModel:
+        filters = {k: v for k, v in request.query_params.items() if k not in _RESERVED}
+        lsn = Lsn.parse(as_of) if as_of is not None else None
+        store = config.source.read()
+        info = find_view(store, name)
+        n = config.default_limit if limit is None else limit
+        found = query_rows(store, info, filters, order_by, desc, n + 1, lsn)
+        names = [c.name for c in info.columns]
+        return RowsModel(
+            view=info.name,
+            lsn=str(lsn if lsn is not None else store.applied_lsn()),
+            columns=names,
+            rows=[{c: json_value(v) for c, v in zip(names, r, strict=True)} for r in found[:n]],
+            truncated=len(found) > n,
+        )
+
+    @app.get(
+        "/views/{name}/changes",
+        dependencies=[Depends(auth)],
+        response_model=ChangeLine,
+        summary="Stream a view's changes (NDJSON, or SSE for Accept: text/event-stream)",
+        description="`since` is exclusive (changes committed after it; default: now), "
+        "`until` inclusive (the stream ends after it). With `snapshot=true` the view as of "
+        "`since` comes first. A `progress` line follows each step: reconnect with `since=` "
+        "the last one to get exactly what you missed. For SSE, Last-Event-ID does the same.",
+    )
+    async def changes(
+        name: str,
+        request: Request,
+        since: str | None = None,
+        snapshot: bool = False,
+        until: str | None = None,
+    ) -> StreamingResponse:
+        sse = "text/event-stream" in request.headers.get("accept", "")
+        resume = request.headers.get("last-event-id") if sse and since is None else None
+        since = since or resume
+        feed = Feed(
+            name,
+            Lsn.parse(since) if since is not None else None,
+            snapshot=snapshot and resume is None,
+            until=Lsn.parse(until) if until is not None else None,
+        )
+        first = list(feed.start(config.source.read()))  # errors here are a 4xx, not a stream
+        body = _stream(state, feed, first, sse)
+        media = "text/event-stream" if sse else "application/x-ndjson"
+        return StreamingResponse(body, media_type=media, headers={"Cache-Control": "no-store"})
+
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(auth)])
+    async def metrics() -> str:
+        return _metrics(state)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(PAGE, media_type="text/html")
+
+    return app
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _auth_dependency(token: str | None) -> Callable[[Request], None]:
+    def check(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+            what = "missing" if not given else "wrong"
+            raise StarletteHTTPException(
+                401,
+                f"{what} bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return check
+
+
+def _status(exc: ViewstoreError) -> int:
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, ViewGone):
+        return 410
+    if isinstance(exc, NotReady):
+        return 503
+    if isinstance(exc, ConfigError):
+        return 410 if "--history-retention" in str(exc) else 400
+    if isinstance(exc, StoreError):
+        return 503
+    return 500
+
+
+def _error(
+    status: int, message: str, hint: str | None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(ErrorBody(error=message, hint=hint).model_dump(), status, headers)
+
+
+async def _poll(state: _State) -> None:
+    """Follow the applied LSN; wake the subscribers when it moves."""
+    source = state.config.source
+    failing = False
+    while True:
+        try:
+            applied = source.refresh()
+            failing = False
+        except Exception:  # a follower catching up mid-compaction: try again next tick
+            if not failing:  # once per streak, not every few milliseconds
+                log.exception("reading the applied LSN failed; retrying")
+            failing = True
+            applied = state.applied
+        if applied != state.applied:
+            state.applied = applied
+            state.moved.set()
+            state.moved = asyncio.Event()
+        await asyncio.sleep(state.config.poll_interval)
+
+
+async def _stream(
+    state: _State, feed: Feed, first: list[dict[str, Any]], sse: bool
+) -> AsyncIterator[bytes]:
+    """The subscriber's lines, one step at a time, as fast as it accepts them."""
+    config = state.config
+    state.subscribers += 1
+    try:
+        for i in range(0, len(first), 1000):
+            started = time.monotonic()
+            yield _encode(first[i : i + 1000], sse)
+            state.streamed_lines += len(first[i : i + 1000])
+            if time.monotonic() - started > config.slow_after:
+                state.slow_disconnects += 1
+                yield _encode([{"error": _too_slow(config, "the snapshot", feed)}], sse)
+                return
+        last_sent = time.monotonic()
+        while not feed.done:
+            assert feed.position is not None
+            if not feed.more:
+                await state.wait_for_news(feed.position, config.heartbeat)
+            try:
+                events = feed.step(config.source.read())
+            except ViewstoreError as exc:
+                yield _encode([{"error": str(exc)}], sse)
+                return
+            now = time.monotonic()
+            if not events:
+                if now - last_sent >= config.heartbeat:
+                    events = [{"progress": str(feed.position)}]
+                else:
+                    continue
+            started = time.monotonic()
+            yield _encode(events, sse)
+            state.streamed_lines += len(events)
+            # The subscriber took this long to take the last step: behind and not catching up.
+            if time.monotonic() - started > config.slow_after:
+                state.slow_disconnects += 1
+                yield _encode([{"error": _too_slow(config, "one step", feed)}], sse)
+                return
+            last_sent = time.monotonic()
+    finally:
+        state.subscribers -= 1
+
+
+def _too_slow(config: ServerConfig, what: str, feed: Feed) -> str:
+    if what == "the snapshot":
+        again = f"reconnect with snapshot=true&since={feed.position} to start it again"
+    else:
+        again = f"reconnect with since={feed.position} to go on from here"
+    return f"subscriber too slow: {what} took over {config.slow_after:g} s to send; {again}"
+
+
+def _encode(events: list[dict[str, Any]], sse: bool) -> bytes:
+    if not sse:
+        return b"".join(json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in events)
+    out = []
+    for e in events:
+        data = json.dumps(e, separators=(",", ":"))
+        if "progress" in e:  # a complete point to resume from: EventSource's Last-Event-ID
+            out.append(f"id: {e['progress']}\nevent: progress\ndata: {data}\n\n")
+        elif "error" in e or "end" in e:
+            out.append(f"event: {'error' if 'error' in e else 'end'}\ndata: {data}\n\n")
+        else:
+            out.append(f"data: {data}\n\n")
+    return "".join(out).encode()
+
+
+def _row_count(state: _State, store: Any, view_id: int, applied: Lsn) -> int:
+    key = (view_id, int(applied))
+    if key not in state.row_counts:
+        prefix = view_prefix(view_id) + b"r"
+        it = store.views.iter()
+        it.seek(prefix)
+        n = 0
+        while it.valid() and it.key().startswith(prefix):
+            n += 1
+            it.next()
+        state.row_counts = {k: v for k, v in state.row_counts.items() if k[0] != view_id}
+        state.row_counts[key] = n
+    return state.row_counts[key]
+
+
+def _metrics(state: _State) -> str:
+    store = state.config.source.read()
+    stats = store.stats()
+    applied = store.applied_lsn()
+    lines = [
+        "# HELP viewstore_applied_lsn End LSN of the last transaction applied (durable).",
+        "# TYPE viewstore_applied_lsn gauge",
+        f"viewstore_applied_lsn {int(applied)}",
+        "# HELP viewstore_transactions_total Transactions applied.",
+        "# TYPE viewstore_transactions_total counter",
+        f"viewstore_transactions_total {stats.get('transactions', 0)}",
+        "# HELP viewstore_rows_total Row changes applied.",
+        "# TYPE viewstore_rows_total counter",
+        f"viewstore_rows_total {stats.get('rows', 0)}",
+        "# HELP viewstore_subscribers Open change streams.",
+        "# TYPE viewstore_subscribers gauge",
+        f"viewstore_subscribers {state.subscribers}",
+        "# HELP viewstore_streamed_lines_total Lines sent to subscribers.",
+        "# TYPE viewstore_streamed_lines_total counter",
+        f"viewstore_streamed_lines_total {state.streamed_lines}",
+        "# HELP viewstore_slow_subscriber_disconnects_total Subscribers cut off for being slow.",
+        "# TYPE viewstore_slow_subscriber_disconnects_total counter",
+        f"viewstore_slow_subscriber_disconnects_total {state.slow_disconnects}",
+    ]
+    applied_time = store.applied_time()
+    if applied_time is not None:
+        lines += [
+            "# HELP viewstore_applied_commit_timestamp_seconds Commit time of the last applied "
+            "transaction.",
+            "# TYPE viewstore_applied_commit_timestamp_seconds gauge",
+            f"viewstore_applied_commit_timestamp_seconds {applied_time / 1e6:.6f}",
+        ]
+    ingest = state.config.ingest
+    if ingest is not None:
+        received = ingest.received_lsn()
+        if received is not None:
+            lines += [
+                "# HELP viewstore_lag_bytes WAL received from Postgres but not yet applied.",
+                "# TYPE viewstore_lag_bytes gauge",
+                f"viewstore_lag_bytes {max(0, int(received) - int(applied))}",
+            ]
+        count, total, last = ingest.apply_latency()
+        lines += [
+            "# HELP viewstore_apply_latency_seconds Commit in Postgres to durable in the store, "
+            "per commit group (its newest transaction).",
+            "# TYPE viewstore_apply_latency_seconds summary",
+            f"viewstore_apply_latency_seconds_count {count}",
+            f"viewstore_apply_latency_seconds_sum {total:.6f}",
+            "# HELP viewstore_apply_latency_last_seconds The latest group's apply latency.",
+            "# TYPE viewstore_apply_latency_last_seconds gauge",
+            f"viewstore_apply_latency_last_seconds {last:.6f}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# -- running it --------------------------------------------------------------------------------
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """`HOST:PORT`, `:PORT` or `PORT` (host 127.0.0.1); ConfigError otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"--http {text!r}: expected HOST:PORT",
+            hint="for example --http 127.0.0.1:8080 (or :8080; 0.0.0.0:8080 for every interface)",
+        )
+    return host, int(port)
+
+
+def http_server(app: FastAPI, host: str, port: int, token: str | None) -> Any:
+    """A uvicorn server for `app` (call `.run()`, or set `.should_exit` to stop it)."""
+    import uvicorn
+
+    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning(
+            "serving %s:%d without a token: anyone who can reach it can read every view "
+            "(set --http-token or $VIEWSTORE_HTTP_TOKEN)",
+            host,
+            port,
+        )
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    return uvicorn.Server(config)
+
+
+class _AddressInUse(ConfigError):
+    pass
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0: any free one); ConfigError if the address
+    is taken or cannot be bound, so that a server fails before anything else starts."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"--http {host}:{port}: {exc.strerror}",
+            hint="give an IP address or a name this machine resolves, e.g. 127.0.0.1",
+        ) from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        sock.bind(addr)
+        sock.listen(2048)  # connections wait in the backlog until the app starts
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise _AddressInUse(
+                f"--http {host}:{port}: the address is already in use",
+                hint=f"another program (another viewstore?) listens there: choose another "
+                f"port, e.g. --http {host}:{port + 1 if port < 65535 else 8080}",
+            ) from None
+        raise ConfigError(
+            f"--http {host}:{port}: cannot listen there: {exc.strerror}",
+            hint="an address of this machine, e.g. 127.0.0.1:8080 (ports below 1024 need root)",
+        ) from None
+    return sock
+
+
+class _PipelineSource(LiveSource):
+    """The pipeline's own store, while the pipeline runs. Once it is told to stop, it closes its
+    store as soon as the current transaction is done: from then on reads are refused (503,
+    change streams end with an error line) and the applied LSN stays where it was, rather than
+    reading a store that is closing."""
+
+    def __init__(self, pipeline: Any) -> None:
+        super().__init__(pipeline.store)
+        self.pipeline = pipeline
+        self.last = Lsn(0)
+
+    @property
+    def stopping(self) -> bool:
+        """Told to stop, or failing: its store is about to close."""
+        return bool(self.pipeline.stop.is_set() or self.pipeline.closing.is_set())
+
+    def read(self) -> Any:
+        if self.stopping:
+            raise NotReady("viewstore is stopping", hint="reconnect once it runs again")
+        return super().read()
+
+    def refresh(self) -> Lsn:
+        if not self.stopping:
+            with suppress(Exception):  # the pipeline failed and closed its store: stay put
+                self.last = super().refresh()
+        return self.last
+
+
+class HttpAlongside:
+    """The HTTP API and the leaderboard page in a thread of the ingesting process, reading the
+    pipeline's own store (`viewstore run --http`, `viewstore demo`).
+
+    The socket is bound here, so a bad or busy address is a ConfigError before anything starts
+    (with `any_port_if_busy`, a busy port is replaced by a free one: compare `port` with
+    `requested_port`). Requests wait in the backlog until the pipeline has opened its store.
+    `url` is the page's address; `stop()` ends the server, dropping open change streams (their
+    subscribers resume with `since=`).
+    """
+
+    def __init__(
+        self,
+        pipeline: Any,
+        address: str,
+        token: str | None = None,
+        *,
+        any_port_if_busy: bool = False,
+    ) -> None:
+        self.pipeline = pipeline
+        self.host, self.requested_port = parse_address(address)
+        self.token = token
+        try:
+            self.socket = bind_socket(self.host, self.requested_port)
+        except _AddressInUse:
+            if not any_port_if_busy:
+                raise
+            self.socket = bind_socket(self.host, 0)
+        self.port: int = self.socket.getsockname()[1]
+        self.server: Any = None
+        self._stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name="http", daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        """Where to point a browser (a wildcard address is browsed on loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}/"
+
+    def _serve(self) -> None:
+        pipeline = self.pipeline
+        while not pipeline.opened.wait(0.1):
+            if self._stopping.is_set():  # the pipeline failed before opening its store
+                self.socket.close()
+                return
+        applier = lambda: pipeline.applier  # noqa: E731 - rebuilt on every reconnect
+        ingest = IngestMetrics(
+            received_lsn=lambda: pipeline.received_lsn,
+            apply_latency=lambda: applier().latency if applier() else (0, 0.0, 0.0),
+        )
+        app = create_app(ServerConfig(_PipelineSource(pipeline), self.token, ingest=ingest))
+        self.server = http_server(app, self.host, self.port, self.token)
+        if self._stopping.is_set():
+            self.socket.close()
+            return
+        log.info("serving %s", self.url)
+        self.server.run(sockets=[self.socket])
+
+    def stop(self) -> None:
+        """Stop serving. Change streams never end by themselves: their connections are closed,
+        so that the server can finish the other requests and shut down cleanly."""
+        self._stopping.set()
+        server = self.server
+        if server is not None:
+            server.should_exit = True
+            if server.started:
+                with suppress(RuntimeError):  # the server's loop has already ended
+                    loop = server.servers[0].get_loop()
+                    loop.call_soon_threadsafe(self._drop_connections)
+            self.thread.join(2)
+            server.force_exit = True  # a client that does not take its last bytes
+        self.thread.join(5)
+        self.socket.close()
+
+    def _drop_connections(self) -> None:  # in the server's event loop
+        for connection in list(self.server.server_state.connections):
+            connection.transport.close()

@@ -1,0 +1,284 @@
+"""View catalog: which views a data directory keeps, and bringing it in line with views.sql.
+
+At start-up `prepare_views` compares the compiled views with the ones the store holds:
+
+- a view no longer in views.sql, or whose SQL (or a table it reads) changed, or whose build a
+  crash interrupted, has its state dropped, after a log line that says so;
+- join indexes no view needs any more are dropped, missing ones are built from the mirror;
+- a new view is backfilled from the mirror at the store's applied LSN (no new snapshot of
+  Postgres), and marked ready in a synced write at the end. Until then readers refuse it.
+
+Each step ends in a synced write, and a step interrupted by a crash is redone from scratch on
+the next start, so the catalog never describes state that is not there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+from rocksdict import WriteBatch
+
+from viewstore.errors import ConfigError
+from viewstore.history.changelog import change_key, entries, row_key_prefix
+from viewstore.ingest.lsn import Lsn
+from viewstore.ingest.pgconn import quote_ident
+from viewstore.ingest.snapshot import Progress
+from viewstore.ingest.values import converter
+from viewstore.store import db as meta
+from viewstore.store.codec import decode_row
+from viewstore.store.db import ColumnInfo, Store, prefix_end
+from viewstore.store.keycodec import encode_value
+from viewstore.store.viewengine import ActiveView, ViewEngine, index_prefix, view_prefix
+from viewstore.store.viewplan import IndexSpec, ViewPlan, compile_view
+from viewstore.store.viewsql import parse_views
+from viewstore.store.viewtree import ViewDef
+
+log = logging.getLogger("viewstore")
+
+_CHUNK = 50_000
+
+
+class ViewInfo(BaseModel):
+    """A view as the store keeps it (meta key `view/<name>`)."""
+
+    name: str
+    view_id: int
+    sql: str
+    fingerprint: str
+    state: Literal["building", "ready"]
+    columns: list[ColumnInfo]
+    key_columns: list[int]
+    sort_columns: list[int]
+    aggregate: bool
+    built_at: str | None = None  # applied LSN the backfill read the mirror at
+    history_from: str | None = None  # --history-retention compacted the history up to here
+
+    @property
+    def history_start(self) -> Lsn | None:
+        """The first LSN the view's history answers for: its build, or the retention cutoff."""
+        starts = [Lsn.parse(t) for t in (self.built_at, self.history_from) if t]
+        return max(starts) if starts else None
+
+
+def read_views_file(path: Path) -> list[ViewDef]:
+    """Parse a views file; ConfigError (with file:line:column) for anything unsupported."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read views file {path}: {exc.strerror}",
+            hint="pass --views with the path of a file of CREATE MATERIALIZED VIEW statements",
+        ) from None
+    views = parse_views(text, source=str(path))
+    if not views:
+        raise ConfigError(
+            f"{path} holds no view", hint="write CREATE MATERIALIZED VIEW name AS SELECT ...;"
+        )
+    return views
+
+
+def stored_views(store: Store) -> dict[str, ViewInfo]:
+    """Every view the store holds, by name."""
+    out = {}
+    for _, value in meta.scan(store.meta, meta.VIEW_PREFIX):
+        info = ViewInfo.model_validate_json(value)
+        out[info.name] = info
+    return out
+
+
+def views_from_store(store: Store) -> list[ViewDef]:
+    """The definitions of the views the store holds, for a restart without --views."""
+    # The name quoted (it is kept as Postgres folded it), the `;` on a line of its own (the
+    # SQL may end in a -- comment).
+    text = "".join(
+        f"CREATE MATERIALIZED VIEW {quote_ident(info.name)} AS {info.sql}\n;\n"
+        for info in stored_views(store).values()
+    )
+    return parse_views(text, source="(views stored in the data dir)") if text else []
+
+
+def _stored_indexes(store: Store) -> set[IndexSpec]:
+    out = set()
+    for key, _ in meta.scan(store.meta, meta.JOIN_INDEX_PREFIX):
+        raw = key[len(meta.JOIN_INDEX_PREFIX) :]
+        out.add(IndexSpec(int.from_bytes(raw[:4], "big"), int.from_bytes(raw[4:6], "big")))
+    return out
+
+
+def _index_meta_key(spec: IndexSpec) -> bytes:
+    return meta.JOIN_INDEX_PREFIX + index_prefix(spec)[1:]
+
+
+def prepare_views(store: Store, defs: Sequence[ViewDef]) -> list[ActiveView]:
+    """Compile `defs` against the mirrored tables and bring the store's view state in line
+    (see the module docstring). Returns the views to keep current while streaming."""
+    tables = store.tables()
+    seen: set[str] = set()
+    plans: list[ViewPlan] = []
+    for d in defs:
+        if d.name in seen:
+            raise ConfigError(
+                f"{d.source}: view {d.name} is defined twice", hint="give each view its own name"
+            )
+        seen.add(d.name)
+        plans.append(compile_view(d, tables))
+
+    stored = stored_views(store)
+    by_name = {p.name: p for p in plans}
+    for name, info in sorted(stored.items()):
+        plan = by_name.get(name)
+        if plan is None:
+            why = "is no longer in the views file: dropping its state"
+        elif plan.fingerprint != info.fingerprint:
+            why = "changed (its SQL, or the schema of a table it reads): rebuilding it"
+        elif info.state != "ready":
+            why = "was being built when the last run stopped: rebuilding it"
+        else:
+            continue
+        log.warning("view %s %s", name, why)
+        _drop_view(store, info)
+        del stored[name]
+
+    _reconcile_indexes(store, {spec for p in plans for spec in p.indexes})
+
+    active = []
+    next_id = max((i.view_id for i in stored.values()), default=0) + 1
+    for plan in plans:
+        info = stored.get(plan.name)
+        if info is None:
+            info = _backfill(store, plan, next_id)
+            next_id += 1
+        active.append(ActiveView(plan, info.view_id))
+    return active
+
+
+def _drop_view(store: Store, info: ViewInfo) -> None:
+    batch = store.new_batch()
+    prefix = view_prefix(info.view_id)
+    batch.delete_range(prefix, prefix_end(prefix), store.cf["views"])
+    for h in (change_key(info.view_id, 0, 0)[:3], row_key_prefix(info.view_id)):
+        batch.delete_range(h, prefix_end(h), store.cf["history"])
+    batch.delete(meta.VIEW_PREFIX + info.name.encode(), store.cf["meta"])
+    store.write(batch, sync=True)
+
+
+def _reconcile_indexes(store: Store, wanted: set[IndexSpec]) -> None:
+    have = _stored_indexes(store)
+    for spec in sorted(have - wanted, key=lambda s: (s.table_id, s.column)):
+        batch = store.new_batch()
+        prefix = index_prefix(spec)
+        batch.delete_range(prefix, prefix_end(prefix), store.cf["views"])
+        batch.delete(_index_meta_key(spec), store.cf["meta"])
+        store.write(batch, sync=True)
+    for spec in sorted(wanted - have, key=lambda s: (s.table_id, s.column)):
+        _build_index(store, spec)
+
+
+def _build_index(store: Store, spec: IndexSpec) -> None:
+    table = next(t for t in store.tables().values() if t.table_id == spec.table_id)
+    column = table.columns[spec.column]
+    conv = converter(column.type_oid)
+    prefix = index_prefix(spec)
+    views_cf = store.cf["views"]
+    batch = store.new_batch()
+    batch.delete_range(prefix, prefix_end(prefix), views_cf)  # leftovers of a crashed build
+    progress = Progress(
+        f"{table.qualified}.{column.name}", store.row_count(table), task="join index"
+    )
+    n = 0
+    for key, data in store.rows(table):
+        raw = decode_row(data)[spec.column]
+        if raw is not None:
+            batch.put(prefix + encode_value(conv(raw)) + key[4:], b"", views_cf)
+        n += 1
+        if n % _CHUNK == 0:
+            store.write(batch, sync=False)
+            batch = store.new_batch()
+            progress.add(_CHUNK)
+    batch.put(_index_meta_key(spec), b"ready", store.cf["meta"])
+    store.write(batch, sync=True)
+    progress.add(n % _CHUNK)
+    progress.done()
+
+
+class _BackfillWriter:
+    """The engine's Writer for a backfill: reads the mirror, writes an unsynced batch."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.views_cf = store.cf["views"]
+        self.batch = store.new_batch()
+        self.get_row = store.mirror.get
+
+    def view_write(self, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            self.batch.delete(key, self.views_cf)
+        else:
+            self.batch.put(key, value, self.views_cf)
+
+    def flush(self) -> None:
+        self.store.write(self.batch, sync=False)
+        self.batch = self.store.new_batch()
+
+
+def _backfill(store: Store, plan: ViewPlan, view_id: int) -> ViewInfo:
+    lsn = store.applied_lsn()
+    info = ViewInfo(
+        name=plan.name,
+        view_id=view_id,
+        sql=plan.sql,
+        fingerprint=plan.fingerprint,
+        state="building",
+        columns=[ColumnInfo(name=c.name, type_oid=c.type_oid) for c in plan.columns],
+        key_columns=list(plan.key_columns),
+        sort_columns=list(plan.sort_columns),
+        aggregate=plan.aggregate,
+    )
+    _put_info(store, info)
+    base = plan.positions[0].table
+    log.info("view %s: building from the mirror at %s", plan.name, lsn)
+    writer = _BackfillWriter(store)
+    view = ActiveView(plan, view_id)
+    engine = ViewEngine([view], store.views, writer)
+    progress = Progress(plan.name, store.row_count(base), task="view")
+    done = 0
+    for n in engine.backfill_rows(view, store.rows(base)):
+        writer.flush()
+        engine.reset()
+        progress.add(n - done)
+        done = n
+    progress.done()
+    _record_initial_rows(store, view_id, lsn)
+    info = info.model_copy(update={"state": "ready", "built_at": str(lsn)})
+    _put_info(store, info)
+    return info
+
+
+def _record_initial_rows(store: Store, view_id: int, lsn: Lsn) -> None:
+    """Write every row the view starts with to its history, at the LSN it was built at, so that
+    each row's history is complete from there (as-of reads seek it, history.changelog)."""
+    prefix = view_prefix(view_id) + b"r"
+    history_cf = store.cf["history"]
+    batch = store.new_batch()
+    for seq, (key, row) in enumerate(meta.scan(store.views, prefix)):
+        for hkey, value in entries(view_id, lsn, seq, key[len(prefix) :], None, row, None, None):
+            batch.put(hkey, value, history_cf)
+        if seq % _CHUNK == 0:
+            store.write(batch, sync=False)
+            batch = store.new_batch()
+    store.write(batch, sync=False)  # the synced "ready" marker follows
+
+
+def _put_info(store: Store, info: ViewInfo) -> None:
+    batch = store.new_batch()
+    put_info(batch, store, info)
+    store.write(batch, sync=True)
+
+
+def put_info(batch: WriteBatch, store: Store, info: ViewInfo) -> None:
+    """Add the view's catalog entry to `batch` (with the state change it describes)."""
+    meta.put_json(batch, store, meta.VIEW_PREFIX + info.name.encode(), info)

@@ -1,0 +1,589 @@
+"""View engine: keeps every view current, row change by row change, in the mirror's WriteBatch.
+
+The method is the delta join. A view's rows are the joined rows of its FROM items (left to
+right, INNER or LEFT, on equalities), filtered, then grouped or projected. When one source row
+`r` enters or leaves table T, the joined rows that change are exactly those through `r`:
+
+- find every prefix (joined row of the FROM items before T's position) that matches `r` on the
+  join condition, walking backwards through the join by primary key gets and join indexes;
+- extend `prefix + r` forward through the later FROM items: those rows enter or leave;
+- for a LEFT JOIN, if `r` was the prefix's only match (or becomes it), the null-extended row
+  `prefix + NULLs` leaves (or comes back).
+
+Changes are applied one at a time, each against the state right before it, so any mix of
+changes in a transaction (to several tables, or to one table at two positions of a self-join)
+gives exactly the view of the final state. An UPDATE is a removal of the old row, then an
+addition of the new one. For a self-join, a removed row leaves the first position first while
+the later ones still see it; an added row enters the first position first.
+
+Each joined row that passes WHERE then updates its group (a row count, the aggregate states, the
+columns read from the group's key table) or, in a view without GROUP BY, becomes an output row
+keyed by the primary keys of its source rows. At the end of each transaction the touched output
+rows are computed once and written with their sort-index entries, so readers (and the history)
+see each view move once per transaction, in the same WriteBatch as the mirror.
+
+Storage (column family `views`):
+
+    x  table id (4)  column (2)  value  mirror key      join index: rows of a table by a column
+    v  view id (2)   g  group key                       group state (count, key, aggregates)
+    v  view id (2)   r  output key                      output row (valuecodec fields)
+    v  view id (2)   s  column (2)  value  output key   sort index of one output column
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rocksdict import Rdict
+
+from viewstore.errors import StoreError
+from viewstore.store.codec import Row, decode_row, encode_row
+from viewstore.store.db import TableInfo
+from viewstore.store.expr import EvalError
+from viewstore.store.keycodec import encode_key, encode_value, value_length
+from viewstore.store.valuecodec import CORRUPT_HINT, pack_fields, unpack_fields
+from viewstore.store.viewplan import IndexSpec, Lookup, Position, ViewPlan
+
+_U16 = struct.Struct(">H")
+CACHE_LIMIT = 200_000  # cached rows, view keys and groups kept between batches
+Typed = tuple[Any, ...]
+
+
+# --------------------------------------------------------------------------- key layout
+
+
+def index_prefix(spec: IndexSpec) -> bytes:
+    return b"x" + spec.table_id.to_bytes(4, "big") + _U16.pack(spec.column)
+
+
+def index_value_prefix(table: TableInfo, column: int, value: Any) -> bytes:
+    """The join-index prefix of the rows of `table` whose `column` equals `value`."""
+    return index_prefix(IndexSpec(table.table_id, column)) + encode_value(value)
+
+
+def view_prefix(view_id: int) -> bytes:
+    return b"v" + _U16.pack(view_id)
+
+
+def row_key(view_id: int, okey: bytes) -> bytes:
+    return view_prefix(view_id) + b"r" + okey
+
+
+def sort_prefix(view_id: int, column: int) -> bytes:
+    return view_prefix(view_id) + b"s" + _U16.pack(column)
+
+
+def sort_entry_key(sort_key: bytes, prefix_len: int) -> bytes:
+    """The output key at the end of a sort-index key (after prefix and one encoded value)."""
+    return sort_key[prefix_len + value_length(sort_key, prefix_len) :]
+
+
+_SKIP = object()  # an aggregate's FILTER rejected the row
+
+
+def _joins(a: Any, b: Any) -> bool:
+    """Postgres's = between two join values (`a` not NULL): NaN equals NaN there, for numeric
+    and float alike, as in the join indexes' key encoding, where Python's == says it does not
+    (a row joined through the index would then never be found again to leave)."""
+    return a == b or (a != a and b != b)
+
+
+def decode_output(data: bytes) -> tuple[Any, ...]:
+    return tuple(unpack_fields(data))
+
+
+@dataclass(frozen=True)
+class ActiveView:
+    """A compiled view and the id its state is stored under."""
+
+    plan: ViewPlan
+    view_id: int
+
+
+class Writer(Protocol):
+    """Where the engine reads mirror rows and writes view state (the Applier, or a backfill)."""
+
+    def get_row(self, key: bytes) -> bytes | None: ...
+
+    def view_write(self, key: bytes, value: bytes | None) -> None: ...
+
+
+class _Group:
+    __slots__ = ("carried", "count", "key", "states")
+
+    def __init__(self, key: Typed, count: int, states: list[Any], carried: Typed) -> None:
+        self.key, self.count, self.states, self.carried = key, count, states, carried
+
+
+class _Change:
+    """The source row being added or removed, and at which FROM positions lookups see it."""
+
+    __slots__ = ("key", "row", "table_id", "visible")
+
+    def __init__(self, table_id: int, key: bytes, row: Typed, visible: Iterable[int]) -> None:
+        self.table_id, self.key, self.row = table_id, key, row
+        self.visible = frozenset(visible)
+
+
+class ViewEngine:
+    """Maintains `views` through a `Writer`; one engine per applier."""
+
+    def __init__(self, views: Sequence[ActiveView], views_cf: Rdict, writer: Writer) -> None:
+        self.views = list(views)
+        self.by_id = {v.view_id: v for v in self.views}
+        self.views_cf = views_cf
+        self.writer = writer
+        self.converters: dict[int, tuple[Callable[[bytes], Any], ...]] = {}
+        # table id -> [(view, positions of the table in the view)]
+        self.by_table: dict[int, list[tuple[ActiveView, list[int]]]] = {}
+        self.indexes: dict[int, list[IndexSpec]] = {}
+        for v in self.views:
+            for p in v.plan.positions:
+                self.converters[p.table.table_id] = p.converters
+            for tid in sorted(v.plan.tables):
+                spots = [p.index for p in v.plan.positions if p.table.table_id == tid]
+                self.by_table.setdefault(tid, []).append((v, spots))
+            for spec in v.plan.indexes:
+                if spec not in self.indexes.setdefault(spec.table_id, []):
+                    self.indexes[spec.table_id].append(spec)
+        self.tables = frozenset(self.by_table)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every cache and overlay (the group was discarded: RocksDB is the truth)."""
+        self.rows: dict[bytes, Typed | None] = {}  # mirror key -> typed row (read cache)
+        self.vover: dict[bytes, bytes | None] = {}  # views CF: written by us, or read before
+        self.iover: dict[bytes, dict[bytes, bool]] = {}  # index prefix -> {mirror key: present}
+        self.groups: dict[tuple[int, bytes], _Group] = {}
+        self.dirty: set[tuple[int, bytes]] = set()  # groups whose state is not in the batch
+        self.pending: dict[tuple[int, bytes], Typed | None] = {}  # non-grouped output rows
+        self.touched: dict[tuple[int, bytes], bytes | None] = {}  # -> output before the txn
+        self._iter: Any = None  # a views CF iterator, as of the last batch written
+        # (view id, repr of a joined row) -> (net sign, error): rows whose expressions failed
+        # in this transaction, held back until its end (see `emit`).
+        self.failed: dict[tuple[int, str], tuple[int, EvalError]] = {}
+
+    def written(self) -> None:
+        """The batch is in RocksDB. The caches stay true (every write went through them), and
+        they save the gets of the next transactions on hot rows, so keep them unless large."""
+        if len(self.rows) + len(self.vover) + len(self.groups) > CACHE_LIMIT:
+            self.reset()
+        else:
+            self.iover.clear()  # index scans read RocksDB again: nothing to merge
+            self._iter = None
+
+    def flush(self) -> None:
+        """Put the state of every group changed since the last flush into the batch (called
+        before the batch is written: a group's state is written once per batch, not per
+        transaction)."""
+        for vid, gkey in sorted(self.dirty):
+            group = self.groups[(vid, gkey)]
+            key = view_prefix(vid) + b"g" + gkey
+            if group.count == 0:
+                self.vput(key, None)
+                del self.groups[(vid, gkey)]
+            else:
+                # count, key values, carried values, then per aggregate: n, its n fields
+                fields = [group.count, *group.key, *group.carried]
+                for state in group.states:
+                    own = state.fields()
+                    fields += [len(own), *own]
+                self.vput(key, pack_fields(fields))
+        self.dirty.clear()
+
+    # ---- reading state -------------------------------------------------------------------
+
+    def typed(self, table_id: int, raw: Row) -> Typed:
+        return tuple(
+            None if v is None else conv(v)
+            for conv, v in zip(self.converters[table_id], raw, strict=True)
+        )
+
+    def fetch(self, table: TableInfo, key: bytes) -> Typed | None:
+        try:
+            return self.rows[key]
+        except KeyError:
+            pass
+        raw = self.writer.get_row(key)
+        row = None if raw is None else self.typed(table.table_id, decode_row(raw))
+        self.rows[key] = row
+        return row
+
+    def vget(self, key: bytes) -> bytes | None:
+        try:
+            return self.vover[key]
+        except KeyError:
+            value = self.vover[key] = self.views_cf.get(key)
+            return value
+
+    def vput(self, key: bytes, value: bytes | None) -> None:
+        self.vover[key] = value
+        self.writer.view_write(key, value)
+
+    def _iterator(self) -> Any:
+        # One iterator per batch (it sees RocksDB as of its creation, and `iover` holds every
+        # index write since): seeking a live iterator costs about half of making a new one.
+        if self._iter is None:
+            self._iter = self.views_cf.iter()
+        return self._iter
+
+    def index_scan(self, prefix: bytes) -> list[bytes]:
+        """Mirror keys in the join index under `prefix` (one table, column and value)."""
+        n = len(prefix)
+        it = self._iterator()
+        found = []
+        it.seek(prefix)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
+                break
+            found.append(key[n:])
+            it.next()
+        over = self.iover.get(prefix)
+        if over:
+            have = set(found)
+            found = [k for k in found if over.get(k, True)]
+            found += [k for k, present in over.items() if present and k not in have]
+        return found
+
+    def index_any(self, prefix: bytes, exclude: bytes | None) -> bool:
+        """Whether the join index has a key under `prefix` other than `exclude`."""
+        over = self.iover.get(prefix, {})
+        if any(present and k != exclude for k, present in over.items()):
+            return True
+        it = self._iterator()
+        n = len(prefix)
+        it.seek(prefix)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
+                return False
+            suffix = key[n:]
+            if suffix != exclude and over.get(suffix, True):
+                return True
+            it.next()
+        return False
+
+    def lookup(self, pos: Position, lk: Lookup, value: Any, change: _Change | None) -> list[Typed]:
+        """Rows of the FROM item at `pos` whose column `lk.column` equals `value`, as the
+        change being processed lets that position see them."""
+        if value is None:
+            return []
+        table = pos.table
+        keys: list[bytes]
+        if lk.by_key is not None:
+            keys = [table.prefix + encode_row((lk.by_key(value),))]
+        else:
+            prefix = index_value_prefix(table, lk.column, value)
+            keys = [table.prefix + k for k in self.index_scan(prefix)]
+        mine = change is not None and change.table_id == table.table_id
+        out = []
+        for key in keys:
+            if mine and key == change.key:  # type: ignore[union-attr]
+                continue
+            row = self.fetch(table, key)
+            if row is None:
+                if lk.by_key is not None:
+                    continue
+                raise StoreError(
+                    f"join index of {table.qualified} names a row the mirror lacks", CORRUPT_HINT
+                )
+            out.append(row)
+        if mine and pos.index in change.visible and _joins(change.row[lk.column], value):  # type: ignore[union-attr]
+            out.append(change.row)  # type: ignore[union-attr]
+        return out
+
+    # ---- the delta join ------------------------------------------------------------------
+
+    def extend(
+        self, plan: ViewPlan, rows: list[Typed], start: int, change: _Change | None
+    ) -> list[Typed]:
+        """Join partial rows (the FROM items before `start`) with the items from `start` on."""
+        for pos in plan.positions[start:]:
+            lk = pos.forward
+            assert lk is not None
+            others = [(a, b) for a, b in pos.on if (a, b) != (lk.source, lk.column)]
+            grown: list[Typed] = []
+            for row in rows:
+                matches = self.lookup(pos, lk, row[lk.source], change)
+                if others:
+                    matches = [
+                        m
+                        for m in matches
+                        if all(row[a] is not None and _joins(row[a], m[b]) for a, b in others)
+                    ]
+                if matches:
+                    grown += [row + m for m in matches]
+                elif pos.kind == "left":
+                    grown.append(row + pos.nulls)
+            rows = grown
+            if not rows:
+                break
+        return rows
+
+    def prefixes(self, plan: ViewPlan, p: int, r: Typed, change: _Change | None) -> list[Typed]:
+        """Joined rows of the items before position `p` that `r` (a row at `p`) joins to."""
+        pos = plan.positions[p]
+        assert pos.backward is not None
+        j, lk = pos.backward
+        out = []
+        for y in self.lookup(plan.positions[j], lk, r[lk.source], change):
+            for prefix in self.through(plan, j, y, p, change):
+                if all(prefix[a] is not None and _joins(prefix[a], r[b]) for a, b in pos.on):
+                    out.append(prefix)
+        return out
+
+    def through(
+        self, plan: ViewPlan, j: int, y: Typed, stop: int, change: _Change | None
+    ) -> list[Typed]:
+        """Joined rows of the items before `stop` that contain `y` at position `j`."""
+        base = [y] if j == 0 else [m + y for m in self.prefixes(plan, j, y, change)]
+        if not base or j + 1 >= stop:
+            return base
+        return self.extend(_Upto(plan, stop - 1), base, j + 1, change)  # type: ignore[arg-type]
+
+    def view_delta(self, view: ActiveView, p: int, r: Typed, sign: int, change: _Change) -> None:
+        """Apply the joined rows that `r` adds (sign 1) or removes (-1) at position `p`."""
+        plan = view.plan
+        if p == 0:
+            self.emit(view, sign, self.extend(plan, [r], 1, change))
+            return
+        pos = plan.positions[p]
+        for m in self.prefixes(plan, p, r, change):
+            self.emit(view, sign, self.extend(plan, [m + r], p + 1, change))
+            if pos.kind == "left" and not self.has_other(pos, m, change):
+                self.emit(view, -sign, self.extend(plan, [m + pos.nulls], p + 1, change))
+
+    def has_other(self, pos: Position, m: Typed, change: _Change) -> bool:
+        """Whether the prefix `m` has a match at `pos` other than the changed row."""
+        lk = pos.forward
+        assert lk is not None
+        value = m[lk.source]
+        if value is None:
+            return False
+        if lk.by_key is None and len(pos.on) == 1:
+            # The index entry alone says the row matches: stop at the first one, without
+            # reading rows (a player with thousands of scores costs one seek, not thousands).
+            table = pos.table
+            prefix = index_value_prefix(table, lk.column, value)
+            mine = change.table_id == table.table_id
+            return self.index_any(prefix, change.key[4:] if mine else None)
+        for row in self.lookup(pos, lk, value, change):
+            if all(m[a] is not None and _joins(m[a], row[b]) for a, b in pos.on):
+                return True
+        return False
+
+    # ---- source row changes (called by the applier) --------------------------------------
+
+    def insert(self, table: TableInfo, key: bytes, raw: Row) -> None:
+        """`raw` (text values) entered `table` at mirror `key`; the mirror already has it."""
+        row = self.typed(table.table_id, raw)
+        self.rows[key] = row
+        self._index(table, key, row, True)
+        for view, spots in self.by_table[table.table_id]:
+            for p in spots:  # a self-join: earlier positions already have it
+                change = _Change(table.table_id, key, row, (q for q in spots if q < p))
+                self.view_delta(view, p, row, 1, change)
+
+    def delete(self, table: TableInfo, key: bytes, raw: Row) -> None:
+        """`raw` leaves `table`; call before the mirror forgets it."""
+        row = self.typed(table.table_id, raw)
+        self._index(table, key, row, False)
+        for view, spots in self.by_table[table.table_id]:
+            for p in spots:  # a self-join: later positions still have it
+                change = _Change(table.table_id, key, row, (q for q in spots if q > p))
+                self.view_delta(view, p, row, -1, change)
+        self.rows[key] = None
+
+    def _index(self, table: TableInfo, key: bytes, row: Typed, present: bool) -> None:
+        suffix = key[4:]
+        for spec in self.indexes.get(table.table_id, ()):
+            value = row[spec.column]
+            if value is None:
+                continue  # NULL joins nothing
+            prefix = index_value_prefix(table, spec.column, value)
+            self.iover.setdefault(prefix, {})[suffix] = present
+            self.writer.view_write(prefix + suffix, b"" if present else None)
+
+    # ---- grouping and output -------------------------------------------------------------
+
+    def emit(self, view: ActiveView, sign: int, rows: list[Typed]) -> None:
+        plan = view.plan
+        where = plan.where
+        vid = view.view_id
+        for row in rows:
+            # Every expression first, then the state changes: a row whose expressions fail
+            # changes nothing. Postgres evaluates the view over committed rows only, and this
+            # may be a state the transaction passes through (inserted with qty 0, then updated
+            # before the commit, under `price / qty`): the error stands only if the row is
+            # still there when the transaction ends (`end_transaction`).
+            if sign < 0 and self.failed:
+                key = (vid, repr(row))  # repr: exact, where == takes 1.0 for 1.00
+                held = self.failed.pop(key, None)
+                if held is not None:  # it failed on the way in, so it was never applied
+                    if held[0] + sign:
+                        self.failed[key] = (held[0] + sign, held[1])
+                    continue
+            try:
+                if where is not None and where(row) is not True:
+                    continue
+                if not plan.aggregate:
+                    out = tuple(f(row) for f in plan.outputs) if sign > 0 else None
+                else:
+                    gk = tuple(f(row) for f in plan.group_key)
+                    values = [
+                        _SKIP
+                        if agg.filter is not None and agg.filter(row) is not True
+                        else None
+                        if agg.arg is None
+                        else agg.arg(row)
+                        for agg in plan.aggs
+                    ]
+                    carried = tuple(f(row) for f in plan.carried) if sign > 0 else ()
+            except EvalError as exc:
+                key = (vid, repr(row))
+                net = self.failed.pop(key, (0, exc))[0] + sign
+                if net:
+                    self.failed[key] = (net, exc)
+                continue
+            if not plan.aggregate:
+                okey = encode_key(
+                    [row[p.offset + k] for p in plan.positions for k in p.table.key_positions]
+                )
+                self._touch(view, okey)
+                self.pending[(vid, okey)] = out
+                continue
+            gkey = encode_key(gk)
+            group = self.group(view, gkey, gk)
+            self._touch(view, gkey)
+            group.count += sign
+            for value, state in zip(values, group.states, strict=True):
+                if value is _SKIP:
+                    continue
+                if sign > 0:
+                    state.add(value)
+                else:
+                    state.remove(value)
+            if carried:
+                group.carried = carried
+            if group.count < 0:
+                raise StoreError(
+                    f"view {plan.name}: a group's row count fell below zero", CORRUPT_HINT
+                )
+
+    def group(self, view: ActiveView, gkey: bytes, gk: Typed) -> _Group:
+        try:
+            return self.groups[(view.view_id, gkey)]
+        except KeyError:
+            pass
+        plan = view.plan
+        data = self.vget(view_prefix(view.view_id) + b"g" + gkey)
+        if data is None:
+            group = _Group(gk, 0, [a.new_state() for a in plan.aggs], (None,) * len(plan.carried))
+        else:
+            fields = unpack_fields(data)  # laid out as `flush` writes them
+            nkey = len(plan.group_key)
+            ncar = len(plan.carried)
+            states = []
+            pos = 1 + nkey + ncar
+            for agg in plan.aggs:
+                n = fields[pos]
+                state = agg.new_state()
+                state.load(fields[pos + 1 : pos + 1 + n])
+                states.append(state)
+                pos += 1 + n
+            group = _Group(
+                tuple(fields[1 : 1 + nkey]),
+                fields[0],
+                states,
+                tuple(fields[1 + nkey : 1 + nkey + ncar]),
+            )
+        self.groups[(view.view_id, gkey)] = group
+        return group
+
+    def _touch(self, view: ActiveView, okey: bytes) -> None:
+        k = (view.view_id, okey)
+        if k not in self.touched:
+            self.touched[k] = self.vget(row_key(view.view_id, okey))
+
+    def touch_global(self, view: ActiveView) -> None:
+        """Make sure an aggregate view without GROUP BY has its one row (even over no rows)."""
+        self.group(view, b"", ())
+        self._touch(view, b"")
+
+    def output(self, view: ActiveView, group: _Group) -> Typed | None:
+        plan = view.plan
+        if group.count == 0 and not plan.global_aggregate:
+            return None
+        values = (*group.key, *(s.result() for s in group.states), *group.carried)
+        if plan.having is not None and plan.having(values) is not True:
+            return None
+        return tuple(f(values) for f in plan.outputs)
+
+    def end_transaction(self) -> list[tuple[int, bytes, bytes | None, bytes | None]]:
+        """Write the output rows the transaction touched; returns (view id, output key,
+        encoded row before, encoded row after) for each row that changed."""
+        if self.failed:
+            # A row whose expressions failed is still there as the transaction ends: the
+            # view's SELECT fails on the committed state too.
+            _, exc = next(iter(self.failed.values()))
+            self.failed.clear()
+            raise exc
+        changes = []
+        for (vid, okey), before_data in self.touched.items():
+            view = self.by_id[vid]
+            if view.plan.aggregate:
+                group = self.groups[(vid, okey)]
+                after = self.output(view, group)
+                self.dirty.add((vid, okey))
+            else:
+                after = self.pending.pop((vid, okey))
+            after_data = None if after is None else pack_fields(list(after))
+            if before_data == after_data:
+                continue
+            self.vput(row_key(vid, okey), after_data)
+            before = None if before_data is None else decode_output(before_data)
+            for c in view.plan.sort_columns:
+                prefix = sort_prefix(vid, c)
+                if before is not None:
+                    self.vput(prefix + encode_value(before[c]) + okey, None)
+                if after is not None:
+                    self.vput(prefix + encode_value(after[c]) + okey, b"")
+            changes.append((vid, okey, before_data, after_data))
+        self.touched.clear()
+        return changes
+
+    # ---- backfill ------------------------------------------------------------------------
+
+    def backfill_rows(
+        self, view: ActiveView, base_rows: Iterator[tuple[bytes, bytes]]
+    ) -> Iterator[int]:
+        """Add the joined rows of every row of the view's first FROM item; yields the number
+        of base rows done every few thousand, after ending a "transaction" (so the caller can
+        write the batch and `reset`)."""
+        plan = view.plan
+        if plan.global_aggregate:
+            self.touch_global(view)
+        tid = plan.positions[0].table.table_id
+        n = 0
+        for _, raw in base_rows:
+            row = self.typed(tid, decode_row(raw))
+            self.emit(view, 1, self.extend(plan, [row], 1, None))
+            n += 1
+            if n % 2000 == 0:
+                self.end_transaction()
+                self.flush()
+                yield n
+        self.end_transaction()
+        self.flush()
+        yield n
+
+
+class _Upto:
+    """A plan whose FROM list stops at `stop` (for `through`: extend only up to a position)."""
+
+    def __init__(self, plan: ViewPlan, stop: int) -> None:
+        self.positions = plan.positions[: stop + 1]

@@ -1,0 +1,370 @@
+"""View plans: a resolved view compiled into what the incremental engine runs per row.
+
+A plan says, for one view,
+
+- how to walk the join from any of its FROM items (`Position`): which column pair finds the
+  matching rows of the next item, and of the previous one, and whether that lookup is a mirror
+  get by primary key or needs a join index (`IndexSpec`) on the looked-up column;
+- the WHERE filter, the GROUP BY key, the aggregates with their FILTERs, and the output columns,
+  each compiled once into closures over the joined row (`expr.compile_expr`);
+- the output schema: column names and types, which columns form the view's key, and which get a
+  sort index (every orderable column but a single-column key, whose order the rows already have).
+
+Nothing here touches RocksDB; `viewengine` runs plans against the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from viewstore.errors import ConfigError
+from viewstore.ingest.values import converter
+from viewstore.store.aggregates import make_state
+from viewstore.store.db import TableInfo
+from viewstore.store.expr import Fn, compile_expr
+from viewstore.store.viewresolve import TEXTS, ResolvedView, TableShape, resolve, type_sql
+from viewstore.store.viewsql import where
+from viewstore.store.viewtree import (
+    BOOL,
+    DATE,
+    FLOAT4,
+    FLOAT8,
+    INT2,
+    INT4,
+    INT8,
+    NUMERIC,
+    TIMESTAMP,
+    TIMESTAMPTZ,
+    Agg,
+    Col,
+    Expr,
+    ViewDef,
+    children,
+    walk,
+)
+
+INTS = frozenset({INT2, INT4, INT8})
+UUID, BYTEA, OID = 2950, 17, 26
+# Types whose values keycodec orders as SQL does: they can be view keys and sort columns.
+ORDERABLE = frozenset(
+    {BOOL, INT2, INT4, INT8, OID, NUMERIC, FLOAT4, FLOAT8, DATE, TIMESTAMP, TIMESTAMPTZ, UUID,
+     BYTEA} | TEXTS
+)  # fmt: skip
+# Primary key types whose Postgres text form is `str(value)`: a join value of such a column
+# gives the mirror key directly, without a join index.
+_TEXT_OF = {**{t: lambda v: str(v).encode() for t in (*INTS, OID, UUID)},
+            **{t: lambda v: v.encode() for t in TEXTS - {1042}}}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """A join index: every row of `table_id`, keyed by the value of column `column`."""
+
+    table_id: int
+    column: int
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """How to find the rows of one FROM item whose column `column` equals a value taken from
+    the joined row at `source` (an index into the joined row)."""
+
+    source: int  # forward: index into the joined row; backward: a column of the own row
+    column: int
+    by_key: Callable[[Any], bytes] | None  # the value's text, when `column` is the whole key
+
+
+@dataclass(frozen=True)
+class Position:
+    """One FROM item, in FROM order."""
+
+    index: int
+    alias: str
+    table: TableInfo
+    offset: int  # first column in the joined row
+    kind: str  # "base", "inner" or "left"
+    on: tuple[tuple[int, int], ...]  # (joined-row index of an earlier column, own column)
+    forward: Lookup | None  # find this item's rows from the joined row before it
+    backward: tuple[int, Lookup] | None  # (earlier position, lookup of its rows from ours)
+    converters: tuple[Callable[[bytes], Any], ...]
+
+    @property
+    def width(self) -> int:
+        return len(self.table.columns)
+
+    @property
+    def nulls(self) -> tuple[None, ...]:
+        return (None,) * len(self.table.columns)
+
+
+@dataclass(frozen=True)
+class AggPlan:
+    name: str
+    arg_type: int | None
+    distinct: bool
+    arg: Fn | None  # None for COUNT(*)
+    filter: Fn | None
+
+    def new_state(self) -> Any:
+        return make_state(self.name, self.arg_type, self.distinct)
+
+
+@dataclass(frozen=True)
+class OutputColumnInfo:
+    name: str
+    type_oid: int
+
+
+@dataclass
+class ViewPlan:
+    name: str
+    sql: str
+    fingerprint: str
+    positions: tuple[Position, ...]
+    where: Fn | None
+    aggregate: bool
+    global_aggregate: bool  # aggregates without GROUP BY: always exactly one row
+    group_key: tuple[Fn, ...]
+    aggs: tuple[AggPlan, ...]
+    carried: tuple[Fn, ...]  # grouped-by-key columns read from any row of the group
+    outputs: tuple[Fn, ...]  # over the joined row, or over (group key + aggs + carried)
+    having: Fn | None
+    columns: tuple[OutputColumnInfo, ...]
+    key_columns: tuple[int, ...]  # output columns that are the view's key (in key order)
+    sort_columns: tuple[int, ...]
+    indexes: frozenset[IndexSpec]
+
+    @property
+    def tables(self) -> frozenset[int]:
+        return frozenset(p.table.table_id for p in self.positions)
+
+
+def shapes_of(tables: Mapping[str, TableInfo]) -> dict[str, TableShape]:
+    """The table shapes `resolve` binds against, by the names views use: `name` for tables in
+    schema public, `schema.name` for all."""
+    out: dict[str, TableShape] = {}
+    for info in tables.values():
+        shape = TableShape([(c.name, c.type_oid) for c in info.columns], list(info.key))
+        out[info.qualified] = shape
+        if info.schema_name == "public":
+            out[info.name] = shape
+    return out
+
+
+def _table_for(name: str, tables: Mapping[str, TableInfo]) -> TableInfo:
+    return tables[name if "." in name else f"public.{name}"]
+
+
+def compile_view(view: ViewDef, tables: Mapping[str, TableInfo]) -> ViewPlan:
+    """Resolve `view` against the mirrored `tables` (qualified name → info) and compile it.
+    ConfigError names what cannot be kept incrementally and where it is in views.sql."""
+    rv = resolve(view, shapes_of(tables))
+    return _Compiler(rv, tables).run()
+
+
+class _Compiler:
+    def __init__(self, rv: ResolvedView, tables: Mapping[str, TableInfo]) -> None:
+        self.rv, self.view = rv, rv.view
+        self.infos = [_table_for(t.table, tables) for t in rv.tables]
+
+    def fail(self, pos: int, what: str, hint: str) -> ConfigError:
+        at = where(self.view.file_text, self.view.source, pos)
+        return ConfigError(f"{at}: view {self.view.name}: {what}", hint)
+
+    def run(self) -> ViewPlan:
+        rv = self.rv
+        positions = self.positions()
+        aggregate = rv.view.select.is_aggregate
+        group_key = tuple(compile_expr(g) for g in rv.group_by)
+        for g in rv.group_by:
+            self.need_orderable(g, "GROUP BY expression")
+        where_fn = None if rv.where is None else compile_expr(rv.where)
+        columns = tuple(OutputColumnInfo(c.name, c.expr.type or 25) for c in rv.columns)
+        if aggregate:
+            aggs, carried, outputs, having = self.grouping()
+            key_columns = self.key_columns_of_groups()
+        else:
+            aggs, carried, having = (), (), None
+            outputs = tuple(compile_expr(c.expr) for c in rv.columns)
+            key_columns = ()
+        single_key = key_columns if len(key_columns) == 1 else ()
+        sort_columns = tuple(
+            i for i, c in enumerate(columns) if c.type_oid in ORDERABLE and i not in single_key
+        )
+        indexes = frozenset(
+            IndexSpec(self.infos[p].table_id, lk.column)
+            for p, lk in self.lookups(positions)
+            if lk.by_key is None
+        )
+        return ViewPlan(
+            name=self.view.name,
+            sql=self.view.sql,
+            fingerprint=self.fingerprint(),
+            positions=positions,
+            where=where_fn,
+            aggregate=aggregate,
+            global_aggregate=aggregate and not rv.group_by,
+            group_key=group_key,
+            aggs=aggs,
+            carried=carried,
+            outputs=outputs,
+            having=having,
+            columns=columns,
+            key_columns=key_columns,
+            sort_columns=sort_columns,
+            indexes=indexes,
+        )
+
+    def fingerprint(self) -> str:
+        """Changes when the SQL or the schema of a table it reads changes: the state is stale."""
+        h = hashlib.sha256(self.view.sql.encode())
+        for info in self.infos:
+            h.update(info.model_dump_json().encode())
+        return h.hexdigest()[:16]
+
+    # ---- joins
+
+    def positions(self) -> tuple[Position, ...]:
+        rv, out = self.rv, []
+        for i, t in enumerate(rv.tables):
+            info = self.infos[i]
+            join = rv.joins[i - 1] if i else None
+            on = ()
+            if join is not None:
+                on = tuple((a.index, b.index - t.offset) for a, b in join.on)  # type: ignore[operator]
+            out.append(
+                Position(
+                    index=i,
+                    alias=t.alias,
+                    table=info,
+                    offset=t.offset,
+                    kind="base" if join is None else join.kind,
+                    on=on,
+                    forward=self.forward(i, on) if on else None,
+                    backward=self.backward(i, on) if on else None,
+                    converters=tuple(converter(c.type_oid) for c in info.columns),
+                )
+            )
+        return tuple(out)
+
+    def owner(self, joined_index: int) -> int:
+        """The FROM item a joined-row column belongs to."""
+        for i, t in reversed(list(enumerate(self.rv.tables))):
+            if joined_index >= t.offset:
+                return i
+        raise AssertionError(joined_index)
+
+    def by_key(self, pos: int, column: int, value_type: int) -> Callable[[Any], bytes] | None:
+        info = self.infos[pos]
+        own_type = info.columns[column].type_oid
+        if info.key != [info.columns[column].name]:
+            return None
+        to_text = _TEXT_OF.get(own_type)
+        same_kind = (own_type in INTS and value_type in INTS) or own_type == value_type
+        return to_text if to_text is not None and same_kind else None
+
+    def type_at(self, joined_index: int) -> int:
+        pos = self.owner(joined_index)
+        return self.infos[pos].columns[joined_index - self.rv.tables[pos].offset].type_oid
+
+    def forward(self, i: int, on: Sequence[tuple[int, int]]) -> Lookup:
+        # Prefer the pair that hits this item's primary key: a mirror get, no index to keep.
+        options = [Lookup(a, b, self.by_key(i, b, self.type_at(a))) for a, b in on]
+        return min(options, key=lambda lk: lk.by_key is None)
+
+    def backward(self, i: int, on: Sequence[tuple[int, int]]) -> tuple[int, Lookup]:
+        offset = self.rv.tables[i].offset
+        options = []
+        for a, b in on:
+            j = self.owner(a)
+            col = a - self.rv.tables[j].offset
+            by_key = self.by_key(j, col, self.type_at(offset + b))
+            options.append((j, Lookup(b, col, by_key)))
+        return min(options, key=lambda o: o[1].by_key is None)
+
+    def lookups(self, positions: Sequence[Position]) -> list[tuple[int, Lookup]]:
+        out = []
+        for p in positions:
+            if p.forward is not None:
+                out.append((p.index, p.forward))
+            if p.backward is not None:
+                out.append(p.backward)
+        return out
+
+    # ---- grouping
+
+    def need_orderable(self, e: Expr, what: str) -> None:
+        if e.type not in ORDERABLE:
+            raise self.fail(
+                e.pos,
+                f"{what} of type {type_sql(e.type or 0)} cannot be kept as a view key",
+                "group by columns of number, text, bool, date, time or uuid type",
+            )
+
+    def grouping(
+        self,
+    ) -> tuple[tuple[AggPlan, ...], tuple[Fn, ...], tuple[Fn, ...], Fn | None]:
+        rv = self.rv
+        slots: dict[Expr, int] = {g: i for i, g in enumerate(rv.group_by)}
+        agg_exprs: list[Agg] = []
+        carried_exprs: list[Col] = []
+        roots = [c.expr for c in rv.columns] + ([rv.having] if rv.having is not None else [])
+
+        def collect(e: Expr) -> None:
+            if e in slots:
+                return
+            if isinstance(e, Agg):
+                if e not in agg_exprs:
+                    agg_exprs.append(e)
+                return
+            if isinstance(e, Col):  # functionally dependent on a grouped primary key
+                if e not in carried_exprs:
+                    carried_exprs.append(e)
+                return
+            for c in children(e):
+                collect(c)
+
+        for r in roots:
+            collect(r)
+        n = len(slots)
+        for j, a in enumerate(agg_exprs):
+            slots[a] = n + j
+        n += len(agg_exprs)
+        for j, c in enumerate(carried_exprs):
+            slots[c] = n + j
+        aggs = tuple(
+            AggPlan(
+                name=a.name.lower(),
+                arg_type=None if a.arg is None else a.arg.type,
+                distinct=a.distinct,
+                arg=None if a.arg is None else compile_expr(a.arg),
+                filter=None if a.filter is None else compile_expr(a.filter),
+            )
+            for a in agg_exprs
+        )
+        for a in agg_exprs:
+            nested = [x for x in walk(a)[1:] if isinstance(x, Agg)]
+            if nested:
+                raise self.fail(
+                    nested[0].pos,
+                    "aggregate function calls cannot be nested",
+                    "compute the inner aggregate in a view of its own",
+                )
+        carried = tuple(compile_expr(c) for c in carried_exprs)
+        outputs = tuple(compile_expr(c.expr, slots) for c in rv.columns)
+        having = None if rv.having is None else compile_expr(rv.having, slots)
+        return aggs, carried, outputs, having
+
+    def key_columns_of_groups(self) -> tuple[int, ...]:
+        """Output columns that show the GROUP BY expressions, in GROUP BY order; () when some
+        grouped expression is not in the output (the view then has no key columns to look up)."""
+        out = []
+        for g in self.rv.group_by:
+            found = [i for i, c in enumerate(self.rv.columns) if c.expr == g]
+            if not found:
+                return ()
+            out.append(found[0])
+        return tuple(out)
