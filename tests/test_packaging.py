@@ -47,8 +47,9 @@ def _python_files(directory: Path) -> list[Path]:
     files = [p for p in directory.rglob("*.py") if "__pycache__" not in p.parts]
     # Scripts without the .py suffix (scripts/bench) count when they are Python.
     for path in directory.iterdir():
-        if path.is_file() and path.suffix == "" and path.read_bytes()[:64].startswith(b"#!"):
-            if b"python" in path.read_bytes().split(b"\n", 1)[0]:
+        if path.is_file() and path.suffix == "":
+            first_line = path.read_bytes().split(b"\n", 1)[0]
+            if first_line.startswith(b"#!") and b"python" in first_line:
                 files.append(path)
     return sorted(files)
 
@@ -72,9 +73,7 @@ def _local_modules(directory: Path) -> set[str]:
     return names
 
 
-def undeclared_imports(
-    directories: list[Path], declared: set[str], root: Path = ROOT
-) -> list[str]:
+def undeclared_imports(directories: list[Path], declared: set[str], root: Path = ROOT) -> list[str]:
     """One line per third-party import in `directories` whose distribution is not declared."""
     distributions = importlib.metadata.packages_distributions()
     problems = []
@@ -143,7 +142,10 @@ def test_built_wheel_works_in_a_fresh_venv(tmp_path: Path) -> None:
     bindir = python.parent
     for args in (["--help"], ["query", "--help"]):
         result = subprocess.run(
-            [str(bindir / "viewstore"), *args], capture_output=True, text=True, env=env,
+            [str(bindir / "viewstore"), *args],
+            capture_output=True,
+            text=True,
+            env=env,
             cwd=tmp_path,
         )
         assert result.returncode == 0, result.stderr
@@ -160,7 +162,10 @@ assert page.is_file() and b"<html" in page.read_bytes().lower(), sys.argv[1]
 print(len(names))
 """
     result = subprocess.run(
-        [str(python), "-c", check, STATIC_PAGE], capture_output=True, text=True, env=env,
+        [str(python), "-c", check, STATIC_PAGE],
+        capture_output=True,
+        text=True,
+        env=env,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
