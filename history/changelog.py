@@ -33,10 +33,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from viewstore.codecs.value import pack_fields, unpack_fields
 from viewstore.ingest.lsn import Lsn
 from viewstore.store.db import UNDO_HISTORY, UNDO_VIEWS, Store, prefix_end
-from viewstore.store.valuecodec import pack_fields, unpack_fields
-from viewstore.store.viewengine import decode_output, view_prefix
+from viewstore.store.engine import decode_output, view_prefix
 
 _HEAD = struct.Struct(">HQI")
 _U16 = struct.Struct(">H")

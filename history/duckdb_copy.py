@@ -55,12 +55,12 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from viewstore.codecs.value import unpack_fields
 from viewstore.errors import ConfigError, StoreError
 from viewstore.history.changelog import change_key, change_op
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.snapshot import Progress
 from viewstore.store.db import Store, prefix_end
-from viewstore.store.valuecodec import unpack_fields
 from viewstore.store.viewcatalog import ViewInfo, stored_views
 
 log = logging.getLogger("viewstore")

@@ -27,11 +27,11 @@ import struct
 import time
 from dataclasses import dataclass
 
+from viewstore.codecs.value import unpack_fields
 from viewstore.errors import ConfigError
 from viewstore.history.changelog import DELETED, change_key, row_key_prefix
 from viewstore.ingest.lsn import Lsn
 from viewstore.store.db import Store, prefix_end
-from viewstore.store.valuecodec import unpack_fields
 from viewstore.store.viewcatalog import ViewInfo, put_info, stored_views
 
 log = logging.getLogger("viewstore")

@@ -53,8 +53,8 @@ from typing import Any
 import httpx
 import psycopg
 
+from viewstore.demo import SEED_SQL, VIEW_SQL
 from viewstore.pgcluster import ThrowawayPostgres
-from viewstore.store.demo import SEED_SQL, VIEW_SQL
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"

@@ -95,16 +95,17 @@ from bench_views import (
 )
 
 import viewstore
+from viewstore.codecs.key import encode_key
+from viewstore.codecs.value import pack_fields
 from viewstore.history import duckdb_copy
 from viewstore.history.changelog import change_key, entries, row_as_of, rows_as_of
 from viewstore.ingest.lsn import Lsn
 from viewstore.pgcluster import ThrowawayPostgres
 from viewstore.store import db as meta
-from viewstore.store.db import ColumnInfo, Store, prefix_end
-from viewstore.store.keycodec import encode_key
-from viewstore.store.valuecodec import pack_fields
+from viewstore.store.db import Store, prefix_end
 from viewstore.store.viewcatalog import ViewInfo, put_info, stored_views
 from viewstore.store.viewread import find_view, query_rows
+from viewstore.views.schema import ColumnInfo
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -128,7 +129,7 @@ def run_store(argv: list[str]) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
-    from viewstore.store import pipeline, viewengine
+    from viewstore.store import engine, pipeline
 
     marks: dict[str, Any] = {"groups": 0, "txns": 0, "streaming": None, "last_group": None}
     marks.update(end_views_cpu=0.0, engine_end_cpu=0.0, group_write_s=0.0, group_write_cpu=0.0)
@@ -143,7 +144,7 @@ def run_store(argv: list[str]) -> None:
                 marks["streaming"] = time.monotonic()
                 marks["streaming_cpu"] = cpu()
 
-    engine_end = viewengine.ViewEngine.end_transaction
+    engine_end = engine.ViewEngine.end_transaction
 
     def timed_engine_end(self: Any) -> Any:
         t = time.thread_time()
@@ -172,7 +173,7 @@ def run_store(argv: list[str]) -> None:
             return synced
 
     logging.getLogger("viewstore").addHandler(StreamingMark())
-    viewengine.ViewEngine.end_transaction = timed_engine_end  # type: ignore[method-assign]
+    engine.ViewEngine.end_transaction = timed_engine_end  # type: ignore[method-assign]
     pipeline.Applier = TimedApplier  # type: ignore[misc]
     config = pipeline.RunConfig(
         dsn=dsn,

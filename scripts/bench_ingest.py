@@ -66,11 +66,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from viewstore.demo import VIEW_SQL
 from viewstore.dsn import redact
 from viewstore.errors import StoreError, ViewstoreError
 from viewstore.ingest.lsn import Lsn
 from viewstore.pgcluster import ThrowawayPostgres
-from viewstore.store.demo import VIEW_SQL
 from viewstore.store.status import read_status
 
 REPO = Path(__file__).resolve().parent.parent

@@ -88,10 +88,10 @@ from bench_ingest import Bench as IngestBench
 from psycopg import sql
 
 import viewstore
+from viewstore.demo import SEED_SQL, VIEW, VIEW_SQL
 from viewstore.errors import ViewstoreError
 from viewstore.ingest.lsn import Lsn
 from viewstore.pgcluster import ThrowawayPostgres
-from viewstore.store.demo import SEED_SQL, VIEW, VIEW_SQL
 from viewstore.store.status import read_status
 
 REPO = Path(__file__).resolve().parent.parent

@@ -74,10 +74,10 @@ from typing import Any
 import psycopg
 
 import viewstore
+from viewstore.demo import SEED_SQL, VIEW_SQL
 from viewstore.ingest.lsn import Lsn
 from viewstore.pgcluster import ThrowawayPostgres
 from viewstore.store.db import Store
-from viewstore.store.demo import SEED_SQL, VIEW_SQL
 from viewstore.store.viewread import find_view, query_rows
 
 REPO = Path(__file__).resolve().parent.parent

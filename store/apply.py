@@ -29,12 +29,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from viewstore.codecs.row import decode_row, encode_row
 from viewstore.errors import UnsupportedError
 from viewstore.history.changelog import entries
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgoutput import UNCHANGED, Value
 from viewstore.store import db as meta
-from viewstore.store.codec import decode_row, encode_row
 from viewstore.store.db import (
     ALL_KEYS,
     UNDO_HISTORY,
@@ -46,7 +46,7 @@ from viewstore.store.db import (
     encode_undo,
     scan,
 )
-from viewstore.store.viewengine import ActiveView, ViewEngine
+from viewstore.store.engine import ActiveView, ViewEngine
 
 log = logging.getLogger("viewstore")
 

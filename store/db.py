@@ -39,6 +39,7 @@ from rocksdict import (
 
 from viewstore.errors import StoreError
 from viewstore.ingest.lsn import ZERO, Lsn
+from viewstore.views.schema import TableInfo
 
 COLUMN_FAMILIES = ("meta", "mirror", "views", "history", "undo")
 
@@ -60,34 +61,6 @@ UNDO_VIEWS = b"v"  # ... or the views column family
 UNDO_HISTORY = b"h"  # ... or the history column family
 VIEW_PREFIX = b"view/"  # + view name -> JSON ViewInfo (store.viewcatalog)
 JOIN_INDEX_PREFIX = b"joinindex/"  # + table id (4) + column (2) -> b"ready"
-
-
-class ColumnInfo(BaseModel):
-    name: str
-    type_oid: int
-
-
-class TableInfo(BaseModel):
-    """A mirrored table: its columns as replicated (attnum order) and the key that names a row."""
-
-    table_id: int
-    schema_name: str
-    name: str
-    columns: list[ColumnInfo]
-    key: list[str]
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema_name}.{self.name}"
-
-    @property
-    def key_positions(self) -> tuple[int, ...]:
-        names = [c.name for c in self.columns]
-        return tuple(names.index(k) for k in self.key)
-
-    @property
-    def prefix(self) -> bytes:
-        return self.table_id.to_bytes(4, "big")
 
 
 class SnapshotState(BaseModel):

@@ -58,8 +58,9 @@ from viewstore.store.apply import (
     TableState,
     rollback_large_transaction,
 )
-from viewstore.store.db import ColumnInfo, SnapshotState, SourceInfo, Store, TableInfo
+from viewstore.store.db import SnapshotState, SourceInfo, Store
 from viewstore.store.viewcatalog import prepare_views, read_views_file, views_from_store
+from viewstore.views.schema import ColumnInfo, TableInfo
 
 log = logging.getLogger("viewstore")
 

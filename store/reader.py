@@ -23,17 +23,18 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from viewstore.codecs.row import decode_row
 from viewstore.errors import ConfigError
 from viewstore.history.changelog import changes
 from viewstore.history.feed import Feed
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.values import converter
-from viewstore.store.codec import decode_row
-from viewstore.store.db import Store, TableInfo
+from viewstore.store.db import Store
 from viewstore.store.sources import FollowerSource
 from viewstore.store.status import StatusReport, read_status
 from viewstore.store.viewcatalog import stored_views
 from viewstore.store.viewread import find_view, query_rows
+from viewstore.views.schema import TableInfo
 
 
 class Reader:

@@ -22,6 +22,8 @@ from typing import Literal
 from pydantic import BaseModel
 from rocksdict import WriteBatch
 
+from viewstore.codecs.key import encode_value
+from viewstore.codecs.row import decode_row
 from viewstore.errors import ConfigError
 from viewstore.history.changelog import change_key, entries, row_key_prefix
 from viewstore.ingest.lsn import Lsn
@@ -29,13 +31,12 @@ from viewstore.ingest.pgconn import quote_ident
 from viewstore.ingest.snapshot import Progress
 from viewstore.ingest.values import converter
 from viewstore.store import db as meta
-from viewstore.store.codec import decode_row
-from viewstore.store.db import ColumnInfo, Store, prefix_end
-from viewstore.store.keycodec import encode_value
-from viewstore.store.viewengine import ActiveView, ViewEngine, index_prefix, view_prefix
-from viewstore.store.viewplan import IndexSpec, ViewPlan, compile_view
-from viewstore.store.viewsql import parse_views
-from viewstore.store.viewtree import ViewDef
+from viewstore.store.db import Store, prefix_end
+from viewstore.store.engine import ActiveView, ViewEngine, index_prefix, view_prefix
+from viewstore.views.plan import IndexSpec, ViewPlan, compile_view
+from viewstore.views.schema import ColumnInfo
+from viewstore.views.sql import parse_views
+from viewstore.views.tree import ViewDef
 
 log = logging.getLogger("viewstore")
 

@@ -17,20 +17,20 @@ from collections.abc import Iterator, Mapping
 from itertools import islice
 from typing import Any
 
+from viewstore.codecs.key import encode_key, encode_value
 from viewstore.errors import ConfigError, NotFound, NotReady, StoreError
 from viewstore.history.changelog import row_as_of, rows_as_of
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.values import converter
 from viewstore.store.db import LARGE_TXN, UNDO_VIEWS, Store, decode_undo
-from viewstore.store.keycodec import encode_key, encode_value
-from viewstore.store.viewcatalog import ViewInfo, stored_views
-from viewstore.store.viewengine import (
+from viewstore.store.engine import (
     decode_output,
     row_key,
     sort_entry_key,
     sort_prefix,
     view_prefix,
 )
+from viewstore.store.viewcatalog import ViewInfo, stored_views
 
 
 def find_view(store: Store, name: str) -> ViewInfo:

@@ -234,11 +234,11 @@ def assert_history_chains(data_dir: Path) -> int:
     """Every view's change log is a chain: each change's `before` is the previous `after` of
     the same row, and the last `after` of each row is the current row. Returns the changes.
     (Where retention compacted the log, it starts with one change per row the view then had.)"""
+    from viewstore.codecs.value import pack_fields
     from viewstore.history.changelog import changes
     from viewstore.store.db import Store
-    from viewstore.store.valuecodec import pack_fields
+    from viewstore.store.engine import decode_output, view_prefix
     from viewstore.store.viewcatalog import stored_views
-    from viewstore.store.viewengine import decode_output, view_prefix
 
     n = 0
     with Store.open(data_dir, readonly=True) as store:

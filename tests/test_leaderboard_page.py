@@ -33,8 +33,8 @@ import pytest
 from helpers import pg_exec, pg_query
 from runner import current_lsn, start_process
 
+from viewstore.demo import SEED_SQL, VIEW, VIEW_SQL
 from viewstore.ingest.lsn import Lsn
-from viewstore.store.demo import SEED_SQL, VIEW, VIEW_SQL
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():

@@ -173,4 +173,4 @@ print(len(names))
 
 
 # Where the leaderboard page lives inside the installed package.
-STATIC_PAGE = "store/static/leaderboard.html"
+STATIC_PAGE = "serve/static/leaderboard.html"

@@ -172,7 +172,7 @@ def run(
     web = None
     try:
         if http is not None:
-            from viewstore.store.server import HttpAlongside
+            from viewstore.serve.hosting import HttpAlongside
 
             web = HttpAlongside(pipeline, http, http_token)
         final = pipeline.run()
@@ -208,7 +208,8 @@ def run(
 def serve(data_dir: Path, http: str, http_token: str | None, verbose: bool) -> None:
     """Serve the HTTP API of a store that another process (`viewstore run`) writes: reads,
     as-of reads, change streams and the leaderboard page, read-only."""
-    from viewstore.store.server import ServerConfig, create_app, http_server, parse_address
+    from viewstore.serve.app import ServerConfig, create_app
+    from viewstore.serve.hosting import http_server, parse_address
     from viewstore.store.sources import FollowerSource
 
     _setup_logging(verbose)
@@ -540,8 +541,8 @@ def demo(
 ) -> None:
     """Keep the seed's leaderboard view current under a live workload, showing its top 10 in
     the terminal and on a live page in the browser, then check it against Postgres."""
-    from viewstore.store.demo import run_demo
-    from viewstore.store.server import parse_address
+    from viewstore.demo import run_demo
+    from viewstore.serve.hosting import HttpAlongside, parse_address
 
     _setup_logging(False, default=logging.WARNING)  # warnings only: the screen is the output
     try:
@@ -556,6 +557,9 @@ def demo(
             dsn=dsn,
             data_dir=data_dir,
             http=None if no_http else http,
+            serve_http=lambda pipeline, address: HttpAlongside(
+                pipeline, address, any_port_if_busy=True
+            ),
         )
     except ViewstoreError as exc:
         _fail(exc)

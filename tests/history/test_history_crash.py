@@ -49,12 +49,12 @@ from runner import (
     wait_caught_up,
 )
 
+from viewstore.codecs.key import encode_key
+from viewstore.demo import SEED_SQL, VIEW, VIEW_SQL
 from viewstore.history import duckdb_copy
 from viewstore.history.changelog import Change, changes
 from viewstore.ingest.lsn import Lsn
 from viewstore.store.db import Store
-from viewstore.store.demo import SEED_SQL, VIEW, VIEW_SQL
-from viewstore.store.keycodec import encode_key
 from viewstore.store.viewcatalog import stored_views
 
 STATS = "player_score_stats"

@@ -28,8 +28,8 @@ import pytest
 from helpers import pg_exec, pg_query
 from runner import PipelineThread, view_rows, wait_caught_up
 
+from viewstore.demo import SEED_SQL, VIEW, VIEW_SQL
 from viewstore.history import duckdb_copy
-from viewstore.store.demo import SEED_SQL, VIEW, VIEW_SQL
 
 SQL_FILE = Path(__file__).resolve().parents[2] / "scripts" / "leaderboard.sql"
 TRANSACTIONS = 80

@@ -25,10 +25,10 @@ import psycopg
 import runner
 
 import viewstore
+from viewstore.demo import SEED_SQL, VIEW, VIEW_SQL
 from viewstore.errors import NotFound
 from viewstore.ingest.lsn import Lsn
 from viewstore.render import json_value
-from viewstore.store.demo import SEED_SQL, VIEW, VIEW_SQL
 
 # The view's own SELECT, for Postgres to evaluate (the oracle).
 SELECT_SQL = VIEW_SQL.split(" AS\n", 1)[1].rstrip().rstrip(";")

@@ -37,7 +37,8 @@ from serve_support import (
 )
 
 import viewstore
-from viewstore.store.server import ServerConfig, create_app, http_server
+from viewstore.serve.app import ServerConfig, create_app
+from viewstore.serve.hosting import http_server
 from viewstore.store.sources import FollowerSource
 
 PLAYERS = 3_005

@@ -21,14 +21,14 @@ from helpers import pg_exec, pg_query
 from psycopg import sql
 
 from viewstore.errors import StoreError, UnsupportedError
-from viewstore.store.aggregates import (
+from viewstore.views.aggregates import (
     decode_state,
     make_state,
     order_key,
     result_type,
 )
-from viewstore.store.expr import to_text
-from viewstore.store.viewtree import (
+from viewstore.views.expr import to_text
+from viewstore.views.tree import (
     BOOL,
     DATE,
     FLOAT4,

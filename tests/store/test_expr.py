@@ -11,9 +11,9 @@ import pytest
 from helpers import pg_exec
 
 from viewstore.ingest.values import converter
-from viewstore.store.expr import EvalError, compile_expr, to_text
-from viewstore.store.viewresolve import TableShape, resolve
-from viewstore.store.viewsql import parse_views
+from viewstore.views.expr import EvalError, compile_expr, to_text
+from viewstore.views.resolve import TableShape, resolve
+from viewstore.views.sql import parse_views
 
 COLUMNS = [
     ("i", "int4", 23), ("b", "int8", 20), ("s", "int2", 21), ("n", "numeric", 1700),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from viewstore.errors import ConfigError
-from viewstore.store.viewresolve import TableShape, resolve
-from viewstore.store.viewsql import parse_views
-from viewstore.store.viewtree import INT4, INT8, NUMERIC, TEXT, VARCHAR, Agg, Col, Func
+from viewstore.views.resolve import TableShape, resolve
+from viewstore.views.sql import parse_views
+from viewstore.views.tree import INT4, INT8, NUMERIC, TEXT, VARCHAR, Agg, Col, Func
 
 SEED = (
     "CREATE MATERIALIZED VIEW player_total_scores AS SELECT p.id AS player_id, p.name, "

@@ -7,7 +7,7 @@ from pathlib import Path
 from helpers import pg_exec
 from runner import PipelineThread, assert_view_equals, wait_caught_up
 
-from viewstore.store.demo import SEED_SQL, VIEW_SQL
+from viewstore.demo import SEED_SQL, VIEW_SQL
 
 # The seed's schema, rows and view, verbatim (kept in one place: the demo uses them too).
 SEED_SCHEMA = "\n".join(SEED_SQL[:2])

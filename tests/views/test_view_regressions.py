@@ -13,10 +13,10 @@ from runner import PipelineThread, assert_view_equals, wait_caught_up
 from viewdiff import Table, View, choice, maybe_null, run_differential, views_file
 
 from viewstore.errors import ConfigError
-from viewstore.store.expr import EvalError
-from viewstore.store.viewresolve import TableShape, resolve
-from viewstore.store.viewsql import parse_views
-from viewstore.store.viewtree import (
+from viewstore.views.expr import EvalError
+from viewstore.views.resolve import TableShape, resolve
+from viewstore.views.sql import parse_views
+from viewstore.views.tree import (
     BPCHAR,
     DATE,
     FLOAT4,

@@ -14,12 +14,12 @@ from helpers import pg_exec
 from runner import applied_lsn, assert_history_chains, kill9, start_process, wait_caught_up
 from workload import SCHEMA, SteadyLoad, run_transactions
 
+from viewstore.codecs.key import encode_key
+from viewstore.codecs.value import pack_fields
 from viewstore.ingest.lsn import Lsn
 from viewstore.store.db import Store
-from viewstore.store.keycodec import encode_key
-from viewstore.store.valuecodec import pack_fields
+from viewstore.store.engine import row_key
 from viewstore.store.viewcatalog import stored_views
-from viewstore.store.viewengine import row_key
 
 # Views over the crash workload's tables: aggregates over numeric with NaN and ±Infinity, a
 # join from a composite-key table, a filter/project view, and NULL group keys throughout.

@@ -27,9 +27,9 @@ from psycopg import sql
 from runner import PipelineThread, assert_view_equals, wait_caught_up
 
 import viewstore
+from viewstore.codecs.key import encode_value
 from viewstore.errors import ConfigError, StoreError
 from viewstore.store.db import Store
-from viewstore.store.keycodec import encode_value
 from viewstore.store.viewread import find_view, query_rows
 
 Gen = Callable[[random.Random], Any]

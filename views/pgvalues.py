@@ -1,21 +1,11 @@
-"""Expressions: compile a resolved view expression once into a Python closure `f(row)`.
+"""Postgres value semantics: the types, casts, arithmetic, comparisons and text forms of values.
 
-`compile_expr` turns a typed, resolved expression tree (`viewstore.store.viewsql`) into nested
-closures over a row (a tuple of Python values as `viewstore.ingest.values` produces them, one per
-column of the joined FROM items). The tree is walked once, at compile time; evaluating a row is
-only closure calls (issue 3: "do not walk an AST per row").
-
-Semantics are Postgres's, because Postgres is the oracle the views are checked against:
-NULL propagates, AND/OR/NOT are three-valued, numeric is exact (Decimal under a context with
-maximal precision, division at Postgres's select_div_scale), integer arithmetic truncates and
-overflows with "integer out of range", casts round as Postgres does (numeric half away from
-zero, float half to even). Errors Postgres raises at run time raise EvalError, carrying the
-SQLSTATE Postgres would report.
-
-Known differences (documented, not silent): text compares by code point (Postgres's "C"
-collation); lower/upper use Python's Unicode rules; timestamptz is handled in the offset the
-value carries (the store pins TimeZone UTC). Numeric NaN/±Infinity and ±infinity dates (which
-ingest keeps as text) compare and compute as in Postgres.
+What a value of each supported type means and does, as Postgres defines it: the type names and
+categories the resolver reports, exact numeric arithmetic (Decimal under a context with maximal
+precision, division at Postgres's select_div_scale), integer overflow, float rounding, casts and
+text input/output, three-valued comparison keys, date_trunc. The expression compiler
+(`viewstore.views.expr`) and the aggregates (`viewstore.views.aggregates`) build on these; errors
+Postgres raises at run time raise EvalError with Postgres's SQLSTATE. No RocksDB, no I/O.
 """
 
 from __future__ import annotations
@@ -23,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import (
     MAX_EMAX,
@@ -37,12 +27,10 @@ from decimal import (
     Overflow,
 )
 from functools import lru_cache
-from operator import itemgetter
 from typing import Any
 
 from viewstore.errors import UnsupportedError
-from viewstore.store.viewresolve import DATETIMES, NUM_RANK, TEXTS, type_sql
-from viewstore.store.viewtree import (
+from viewstore.views.tree import (
     BOOL,
     BPCHAR,
     DATE,
@@ -51,27 +39,53 @@ from viewstore.store.viewtree import (
     INT2,
     INT4,
     INT8,
+    NAME,
     NUMERIC,
     TEXT,
     TIMESTAMP,
     TIMESTAMPTZ,
+    UNKNOWN,
     VARCHAR,
-    Agg,
-    Between,
-    BoolOp,
-    Case,
-    Cast,
-    Col,
-    Const,
-    Expr,
-    Func,
-    InList,
-    Like,
-    NullTest,
-    Op,
 )
 
-__all__ = ["EvalError", "compile_expr", "to_text"]
+# --------------------------------------------------------------------------- types
+
+TEXTS = frozenset({TEXT, VARCHAR, BPCHAR, NAME})
+# Numeric types in the order Postgres converts implicitly (int2 → int4 → ... → float8).
+NUM_RANK = {INT2: 0, INT4: 1, INT8: 2, NUMERIC: 3, FLOAT4: 4, FLOAT8: 5}
+DATETIMES = frozenset({DATE, TIMESTAMP, TIMESTAMPTZ})
+TYPE_SQL = {
+    BOOL: "boolean", INT2: "smallint", INT4: "integer", INT8: "bigint", NUMERIC: "numeric",
+    FLOAT4: "real", FLOAT8: "double precision", TEXT: "text", VARCHAR: "character varying",
+    BPCHAR: "character", NAME: "name", DATE: "date", TIMESTAMP: "timestamp without time zone",
+    TIMESTAMPTZ: "timestamp with time zone", UNKNOWN: "unknown",
+}  # fmt: skip
+DATE_TRUNC_UNITS = frozenset(
+    {"microseconds", "milliseconds", "second", "minute", "hour", "day", "week", "month",
+     "quarter", "year", "decade", "century", "millennium"}
+)  # fmt: skip
+
+
+def type_sql(oid: int) -> str:
+    return TYPE_SQL.get(oid, f"oid {oid}")
+
+
+def category(oid: int) -> str:
+    if oid in NUM_RANK:
+        return "numeric"
+    if oid in TEXTS or oid == UNKNOWN:
+        return "text"
+    if oid in DATETIMES:
+        return "datetime"
+    return "bool" if oid == BOOL else f"oid {oid}"
+
+
+def arith_type(a: int, b: int) -> int:
+    """Result type of + - * / % between two numeric types, as Postgres's operators give it."""
+    if a in (FLOAT4, FLOAT8) or b in (FLOAT4, FLOAT8):
+        return FLOAT4 if a == b == FLOAT4 else FLOAT8
+    return max(a, b, key=NUM_RANK.__getitem__)
+
 
 Row = Sequence[Any]
 Fn = Callable[[Row], Any]
@@ -99,20 +113,10 @@ class EvalError(UnsupportedError):
         self.sqlstate = sqlstate
 
 
-def compile_expr(e: Expr, slots: Mapping[Expr, int] | None = None) -> Fn:
-    """Compile resolved expression `e` into `f(row) -> value`.
-
-    `slots` maps sub-expressions to row positions that already hold their value: an aggregate
-    view's output expressions are compiled over (group key values..., aggregate values...),
-    e.g. {SUM(s.score): 1} for COALESCE(SUM(s.score), 0). An Agg not in `slots` is an error.
-    """
-    return _Compiler(slots or {}).compile(e)
-
-
 # --------------------------------------------------------------------------- value helpers
 
 
-def _int_check(t: int) -> Callable[[int], int]:
+def int_check(t: int) -> Callable[[int], int]:
     lo, hi, name = INT_RANGE[t]
 
     def check(v: int) -> int:
@@ -123,7 +127,7 @@ def _int_check(t: int) -> Callable[[int], int]:
     return check
 
 
-def _f4(x: float) -> float:
+def f4(x: float) -> float:
     """Round a double to float4 and return the double of its shortest decimal text, which is
     how `ingest.values` represents a float4 read from Postgres."""
     if math.isnan(x) or math.isinf(x):
@@ -143,7 +147,7 @@ def _f4(x: float) -> float:
     return f
 
 
-def _f4_true(x: float) -> float:
+def f4_true(x: float) -> float:
     """The exact binary value of a float4 (what float4 → float8 gives in Postgres)."""
     return x if math.isnan(x) or math.isinf(x) else struct.unpack("f", struct.pack("f", x))[0]
 
@@ -183,7 +187,7 @@ def _ts_text(v: datetime) -> str:
     return s
 
 
-def _rtrim(s: str) -> str:
+def rtrim(s: str) -> str:
     return s.rstrip(" ")
 
 
@@ -194,7 +198,7 @@ def to_text(t: int) -> Callable[[Any], str]:
     if t == BPCHAR:
         # character(n) keeps its padding (ingest leaves it), but Postgres's cast to text or
         # varchar (rtrim1) drops trailing spaces: 'ab'::char(4) || 'x' is 'abx'.
-        return _rtrim
+        return rtrim
     if t == NUMERIC:
         return _numeric_text
     if t == FLOAT8:
@@ -213,23 +217,23 @@ def to_text(t: int) -> Callable[[Any], str]:
     return str
 
 
-def _implicit(src: int | None, dst: int | None) -> Callable[[Any], Any] | None:
+def implicit(src: int | None, dst: int | None) -> Callable[[Any], Any] | None:
     """The conversion Postgres applies implicitly from `src` to `dst`; None when none is needed."""
     if src == dst or src is None or dst is None:
         return None
     if dst == FLOAT8:
         if src == FLOAT4:
-            return _f4_true
+            return f4_true
         if src in NUM_RANK:
             return _to_float8
     if dst == FLOAT4 and src in NUM_RANK:
-        return lambda v: _f4(float(v))
+        return lambda v: f4(float(v))
     if dst == NUMERIC and src in INT_RANGE:
         return Decimal
     if dst == TIMESTAMP and src == DATE:
         return lambda d: d if isinstance(d, str) else datetime(d.year, d.month, d.day)
     if src == BPCHAR and dst in TEXTS and dst != BPCHAR:
-        return _rtrim  # char(n) to text/varchar drops the padding (see to_text)
+        return rtrim  # char(n) to text/varchar drops the padding (see to_text)
     return None
 
 
@@ -243,7 +247,7 @@ def _to_float8(v: Any) -> float:
     return f
 
 
-def _apply(f: Fn, conv: Callable[[Any], Any] | None) -> Fn:
+def pg_apply(f: Fn, conv: Callable[[Any], Any] | None) -> Fn:
     if conv is None:
         return f
     return lambda row: None if (v := f(row)) is None else conv(v)
@@ -265,15 +269,15 @@ def _div_scale(a: Decimal, b: Decimal) -> int:
     w1, f1 = weight_first(a)
     w2, f2 = weight_first(b)
     qweight = w1 - w2 - (1 if f1 <= f2 else 0)
-    scale = max(16 - qweight * 4, _scale(a), _scale(b), 0)
+    scale = max(16 - qweight * 4, pg_scale(a), pg_scale(b), 0)
     return min(scale, 1000)
 
 
-def _scale(d: Decimal) -> int:
+def pg_scale(d: Decimal) -> int:
     return max(0, -int(d.as_tuple().exponent))
 
 
-def _numeric_div(a: Decimal, b: Decimal) -> Decimal:
+def numeric_div(a: Decimal, b: Decimal) -> Decimal:
     if not b:
         raise EvalError("division by zero", DIV_ZERO)
     a, b = Decimal(a), Decimal(b)
@@ -305,7 +309,7 @@ def _trunc_mod(a: int, b: int) -> int:
     return -r if a < 0 else r
 
 
-def _nozero(d: Decimal) -> Decimal:
+def nozero(d: Decimal) -> Decimal:
     # Postgres numeric has no negative zero; Decimal('-1') * 0 is Decimal('-0').
     return CTX.copy_abs(d) if not d and d.is_signed() else d
 
@@ -321,7 +325,7 @@ def _special(v: Any) -> bool:
     return isinstance(v, Decimal) and not v.is_finite()
 
 
-def _num_key(v: Any) -> Any:
+def num_key(v: Any) -> Any:
     """Postgres's numeric order, NaN/±Infinity included: -Infinity < finite < Infinity < NaN,
     NaN = NaN (Decimal raises comparing NaN with <, and says NaN != NaN)."""
     if _special(v):
@@ -349,22 +353,22 @@ def _numeric_special(op: str, a: Any, b: Any) -> Decimal:
     return Decimal(0) if op == "/" else a  # finite / ±Infinity is 0, finite % it is itself
 
 
-def _numeric_op(op: str) -> Callable[[Any, Any], Any]:
+def numeric_op(op: str) -> Callable[[Any, Any], Any]:
     fn: Callable[[Any, Any], Any]
     if op == "+":
-        fn = lambda a, b: _nozero(CTX.add(a, b))  # noqa: E731
+        fn = lambda a, b: nozero(CTX.add(a, b))  # noqa: E731
     elif op == "-":
-        fn = lambda a, b: _nozero(CTX.subtract(a, b))  # noqa: E731
+        fn = lambda a, b: nozero(CTX.subtract(a, b))  # noqa: E731
     elif op == "*":
-        fn = lambda a, b: _nozero(CTX.multiply(a, b))  # noqa: E731
+        fn = lambda a, b: nozero(CTX.multiply(a, b))  # noqa: E731
     elif op == "/":
-        fn = _numeric_div
+        fn = numeric_div
     else:
 
         def fn(a: Any, b: Any) -> Decimal:
             if not b:
                 raise EvalError("division by zero", DIV_ZERO)
-            return _nozero(CTX.remainder(Decimal(a), Decimal(b)))
+            return nozero(CTX.remainder(Decimal(a), Decimal(b)))
 
     def numeric(a: Any, b: Any) -> Any:
         # NaN and infinities raise under CTX (or break the division's digit arithmetic).
@@ -375,7 +379,7 @@ def _numeric_op(op: str) -> Callable[[Any, Any], Any]:
     return numeric
 
 
-def _float_op(op: str, t: int) -> Callable[[float, float], float]:
+def float_op(op: str, t: int) -> Callable[[float, float], float]:
     def checked(a: float, b: float) -> float:
         if op == "+":
             r = a + b
@@ -396,12 +400,12 @@ def _float_op(op: str, t: int) -> Callable[[float, float], float]:
         return r
 
     if t == FLOAT4:
-        return lambda a, b: _f4(checked(_f4_true(a), _f4_true(b)))
+        return lambda a, b: f4(checked(f4_true(a), f4_true(b)))
     return checked
 
 
-def _int_op(op: str, t: int) -> Callable[[int, int], int]:
-    check = _int_check(t)
+def int_op(op: str, t: int) -> Callable[[int, int], int]:
+    check = int_check(t)
     fn: Callable[[int, int], int] = {
         "+": lambda a, b: a + b,
         "-": lambda a, b: a - b,
@@ -412,7 +416,7 @@ def _int_op(op: str, t: int) -> Callable[[int, int], int]:
     return lambda a, b: check(fn(a, b))
 
 
-def _date_op(op: str, ta: int, tb: int) -> Callable[[Any, Any], Any]:
+def date_op(op: str, ta: int, tb: int) -> Callable[[Any, Any], Any]:
     def plus(d: date | str, n: int) -> date | str:
         if isinstance(d, str):
             return d  # ±infinity (text from ingest) plus days is itself, as in date_pli
@@ -436,7 +440,7 @@ def _date_op(op: str, ta: int, tb: int) -> Callable[[Any, Any], Any]:
 # --------------------------------------------------------------------------- comparisons
 
 
-def _time_key(v: Any) -> tuple[Any, ...]:
+def time_key(v: Any) -> tuple[Any, ...]:
     """A date or timestamp as Postgres orders it. Ingest leaves ±infinity (and dates Python
     cannot hold) as Postgres's text, which Python cannot compare with dates."""
     if isinstance(v, str):
@@ -451,21 +455,21 @@ def _time_key(v: Any) -> tuple[Any, ...]:
     return (1, v)
 
 
-def _nan_key(x: float) -> tuple[int, float]:
+def nan_key(x: float) -> tuple[int, float]:
     # Postgres orders NaN above every other float and equal to itself.
     return (1, 0.0) if x != x else (0, x)
 
 
-def _comparable(ta: int | None, tb: int | None) -> tuple[Callable[[Any], Any] | None, ...]:
+def pg_comparable(ta: int | None, tb: int | None) -> tuple[Callable[[Any], Any] | None, ...]:
     """Conversions that make values of types ta and tb compare as Postgres compares them."""
     if (ta in FLOATS or tb in FLOATS) and ta in NUM_RANK and tb in NUM_RANK:
-        conv = {FLOAT4: _f4_true, FLOAT8: None}
+        conv = {FLOAT4: f4_true, FLOAT8: None}
         return (
-            (lambda v: _nan_key(conv[ta](v) if conv.get(ta) else float(v))),  # type: ignore[index, misc]
-            (lambda v: _nan_key(conv[tb](v) if conv.get(tb) else float(v))),  # type: ignore[index, misc]
+            (lambda v: nan_key(conv[ta](v) if conv.get(ta) else float(v))),  # type: ignore[index, misc]
+            (lambda v: nan_key(conv[tb](v) if conv.get(tb) else float(v))),  # type: ignore[index, misc]
         )
     if {ta, tb} == {DATE, TIMESTAMP}:
-        return _implicit(ta, TIMESTAMP), _implicit(tb, TIMESTAMP)
+        return implicit(ta, TIMESTAMP), implicit(tb, TIMESTAMP)
     if BPCHAR in (ta, tb) and ta in TEXTS and tb in TEXTS:
         # character(n) compares without trailing spaces. Against char(n) or varchar Postgres
         # picks bpchar's own operators (both sides trimmed: 'ab  '::char(4) = 'ab '::varchar);
@@ -473,13 +477,13 @@ def _comparable(ta: int | None, tb: int | None) -> tuple[Callable[[Any], Any] | 
         # side trimmed: 'ab  '::char(4) = 'ab '::text is false).
         both = {ta, tb} <= {BPCHAR, VARCHAR}
         return (
-            _rtrim if both or ta == BPCHAR else None,
-            _rtrim if both or tb == BPCHAR else None,
+            rtrim if both or ta == BPCHAR else None,
+            rtrim if both or tb == BPCHAR else None,
         )
     return None, None
 
 
-_CMP: dict[str, Callable[[Any, Any], bool]] = {
+CMP: dict[str, Callable[[Any, Any], bool]] = {
     "=": lambda a, b: a == b,
     "<>": lambda a, b: a != b,
     "<": lambda a, b: a < b,
@@ -489,17 +493,17 @@ _CMP: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def _comparator(op: str, ta: int | None, tb: int | None) -> Callable[[Any, Any], bool]:
+def comparator(op: str, ta: int | None, tb: int | None) -> Callable[[Any, Any], bool]:
     """A non-NULL comparison of a value of type ta with one of type tb."""
-    fa, fb = _comparable(ta, tb)
-    cmp = _CMP[op]
+    fa, fb = pg_comparable(ta, tb)
+    cmp = CMP[op]
     ka = fa or (lambda v: v)
     kb = fb or (lambda v: v)
     if NUMERIC in (ta, tb) and ta in _EXACT and tb in _EXACT:
 
         def numbers(a: Any, b: Any) -> bool:
-            if _special(a) or _special(b):  # NaN, ±Infinity (see _num_key)
-                return cmp(_num_key(a), _num_key(b))
+            if _special(a) or _special(b):  # NaN, ±Infinity (see num_key)
+                return cmp(num_key(a), num_key(b))
             return cmp(a, b)
 
         return numbers
@@ -507,8 +511,8 @@ def _comparator(op: str, ta: int | None, tb: int | None) -> Callable[[Any, Any],
 
         def times(a: Any, b: Any) -> bool:
             a, b = ka(a), kb(b)
-            if isinstance(a, str) or isinstance(b, str):  # ±infinity (see _time_key)
-                return cmp(_time_key(a), _time_key(b))
+            if isinstance(a, str) or isinstance(b, str):  # ±infinity (see time_key)
+                return cmp(time_key(a), time_key(b))
             return cmp(a, b)
 
         return times
@@ -521,7 +525,7 @@ def _comparator(op: str, ta: int | None, tb: int | None) -> Callable[[Any, Any],
 
 
 @lru_cache(maxsize=256)
-def _like_regex(pattern: str, insensitive: bool) -> re.Pattern[str]:
+def like_regex(pattern: str, insensitive: bool) -> re.Pattern[str]:
     """LIKE pattern → regular expression over the data: % any run, _ one character,
     backslash escapes the next character."""
     out, i = [], 0
@@ -645,7 +649,7 @@ def _numeric_typmod(p: int, s: int) -> Callable[[Decimal], Decimal]:
             return d
         if d.is_infinite():
             raise EvalError("numeric field overflow", OUT_OF_RANGE)
-        r = _nozero(_no_exponent(_round_half_up(d, s)))
+        r = nozero(_no_exponent(_round_half_up(d, s)))
         if abs(r) >= limit:
             raise EvalError("numeric field overflow", OUT_OF_RANGE)
         return r
@@ -653,7 +657,7 @@ def _numeric_typmod(p: int, s: int) -> Callable[[Decimal], Decimal]:
     return apply
 
 
-def _cast(src: int, dst: int, typmod: tuple[int, ...] | None) -> Callable[[Any], Any]:
+def pg_cast(src: int, dst: int, typmod: tuple[int, ...] | None) -> Callable[[Any], Any]:
     """The function casting a non-NULL value of type src to dst (validated by resolve)."""
     if dst in TEXTS:
         out = to_text(src)
@@ -668,7 +672,7 @@ def _cast(src: int, dst: int, typmod: tuple[int, ...] | None) -> Callable[[Any],
             return lambda s: tm(parse(s))
         return parse
     if dst in INT_RANGE:
-        check = _int_check(dst)
+        check = int_check(dst)
         if src in INT_RANGE:
             return check
         if src == BOOL:
@@ -685,7 +689,7 @@ def _cast(src: int, dst: int, typmod: tuple[int, ...] | None) -> Callable[[Any],
         def from_float(f: float) -> int:
             if math.isnan(f) or math.isinf(f):
                 raise EvalError(f"{INT_RANGE[dst][2]} out of range", OUT_OF_RANGE)
-            return check(round(_f4_true(f) if src == FLOAT4 else f))  # round(): half to even
+            return check(round(f4_true(f) if src == FLOAT4 else f))  # round(): half to even
 
         return from_float
     if dst == NUMERIC:
@@ -701,15 +705,15 @@ def _cast(src: int, dst: int, typmod: tuple[int, ...] | None) -> Callable[[Any],
             return lambda v: tm(conv(v))
         return conv
     if dst == FLOAT8:
-        return _implicit(src, FLOAT8) or (lambda v: v)
+        return implicit(src, FLOAT8) or (lambda v: v)
     if dst == FLOAT4:
-        return lambda v: _f4(float(v))
+        return lambda v: f4(float(v))
     if dst == BOOL:
         return bool  # from int4: nonzero is true
     if dst == DATE:
         return lambda v: v if isinstance(v, str) else v.date()
     if dst == TIMESTAMP:
-        return _implicit(DATE, TIMESTAMP) or (lambda v: v)
+        return implicit(DATE, TIMESTAMP) or (lambda v: v)
     raise UnsupportedError(f"cannot compile cast from {type_sql(src)} to {type_sql(dst)}")
 
 
@@ -721,7 +725,7 @@ def _parse_from_text(dst: int) -> Callable[[str], Any]:
     if dst == FLOAT8:
         return _parse_float
     if dst == FLOAT4:
-        return lambda s: _f4(_parse_float(s))
+        return lambda s: f4(_parse_float(s))
     if dst == BOOL:
         return _parse_bool
     if dst == DATE:
@@ -734,7 +738,7 @@ def _parse_from_text(dst: int) -> Callable[[str], Any]:
 # --------------------------------------------------------------------------- date_trunc
 
 
-def _date_trunc(unit: str) -> Callable[[datetime], datetime]:
+def pg_date_trunc(unit: str) -> Callable[[datetime], datetime]:
     def trunc(v: datetime) -> datetime:
         if unit == "microseconds":
             return v
@@ -766,239 +770,3 @@ def _date_trunc(unit: str) -> Callable[[datetime], datetime]:
 
     # 'infinity' stays as the text Python cannot represent; date_trunc keeps it in Postgres.
     return lambda v: v if isinstance(v, str) else trunc(v)
-
-
-# --------------------------------------------------------------------------- the compiler
-
-
-class _Compiler:
-    def __init__(self, slots: Mapping[Expr, int]) -> None:
-        self.slots = slots
-
-    def compile(self, e: Expr) -> Fn:
-        if self.slots and e in self.slots:
-            return itemgetter(self.slots[e])
-        method = getattr(self, "c_" + type(e).__name__, None)
-        if method is None or isinstance(e, Agg):
-            raise UnsupportedError(f"cannot compile {type(e).__name__} here: {e}")
-        return method(e)
-
-    def converted(self, e: Expr, dst: int | None) -> Fn:
-        """Compile `e` and convert its values to `dst` the way Postgres does implicitly."""
-        return _apply(self.compile(e), _implicit(e.type, dst))
-
-    def c_Col(self, e: Col) -> Fn:
-        assert e.index is not None, f"column {e.name} is not resolved"
-        return itemgetter(e.index)
-
-    def c_Const(self, e: Const) -> Fn:
-        v = e.value
-        return lambda row: v
-
-    def c_Op(self, e: Op) -> Fn:
-        t = e.type
-        if e.op == "neg":
-            a = self.compile(e.args[0])
-            if t in INT_RANGE:
-                check = _int_check(t)  # type: ignore[arg-type]
-                return lambda row: None if (v := a(row)) is None else check(-v)
-            if t == NUMERIC:
-                return lambda row: None if (v := a(row)) is None else _nozero(CTX.minus(v))
-            return lambda row: None if (v := a(row)) is None else -v
-        x, y = e.args
-        if e.op in _CMP:
-            fn = _comparator(e.op, x.type, y.type)
-            a, b = self.compile(x), self.compile(y)
-        elif e.op == "||":
-            a = _apply(self.compile(x), to_text(x.type))  # type: ignore[arg-type]
-            b = _apply(self.compile(y), to_text(y.type))  # type: ignore[arg-type]
-            fn = str.__add__  # type: ignore[assignment]
-        elif t == DATE or (t == INT4 and x.type == DATE):
-            fn = _date_op(e.op, x.type, y.type)  # type: ignore[arg-type]
-            a, b = self.compile(x), self.compile(y)
-        else:
-            if t in INT_RANGE:
-                fn = _int_op(e.op, t)  # type: ignore[arg-type, assignment]
-            elif t == NUMERIC:
-                fn = _numeric_op(e.op)
-            else:
-                fn = _float_op(e.op, t)  # type: ignore[arg-type, assignment]
-            a, b = self.converted(x, t), self.converted(y, t)
-
-        def op(row: Row) -> Any:
-            va = a(row)
-            if va is None:
-                return None
-            vb = b(row)
-            return None if vb is None else fn(va, vb)
-
-        return op
-
-    def c_BoolOp(self, e: BoolOp) -> Fn:
-        fs = [self.compile(a) for a in e.args]
-        if e.op == "not":
-            (f,) = fs
-            return lambda row: None if (v := f(row)) is None else not v
-        stop = e.op == "or"  # the value that decides: true for OR, false for AND
-
-        def junction(row: Row) -> bool | None:
-            unknown = False
-            for f in fs:
-                v = f(row)
-                if v is None:
-                    unknown = True
-                elif v is stop:
-                    return stop
-            return None if unknown else not stop
-
-        return junction
-
-    def c_NullTest(self, e: NullTest) -> Fn:
-        f = self.compile(e.arg)
-        if e.negated:
-            return lambda row: f(row) is not None
-        return lambda row: f(row) is None
-
-    def c_InList(self, e: InList) -> Fn:
-        a = self.compile(e.arg)
-        items = [(self.compile(x), _comparator("=", e.arg.type, x.type)) for x in e.items]
-        negated = e.negated
-
-        def in_list(row: Row) -> bool | None:
-            v = a(row)
-            if v is None:
-                return None
-            unknown = False
-            for f, eq in items:
-                w = f(row)
-                if w is None:
-                    unknown = True
-                elif eq(v, w):
-                    return not negated
-            return None if unknown else negated
-
-        return in_list
-
-    def c_Between(self, e: Between) -> Fn:
-        lo = Op(">=", (e.arg, e.low), type=BOOL)
-        hi = Op("<=", (e.arg, e.high), type=BOOL)
-        both = BoolOp("and", (lo, hi), type=BOOL)
-        return self.compile(BoolOp("not", (both,), type=BOOL) if e.negated else both)
-
-    def c_Like(self, e: Like) -> Fn:
-        # char(n) LIKE (bpcharlike) matches the padded value: 'ab'::char(4) LIKE 'ab' is
-        # false. A char(n) pattern is cast to text, which drops its padding (to_text).
-        a = self.compile(e.arg)
-        ins, neg = e.insensitive, e.negated
-
-        if isinstance(e.pattern, Const):
-            if e.pattern.value is None:
-                return lambda row: None
-            rx = _like_regex(e.pattern.value, ins)
-
-            def like_const(row: Row) -> bool | None:
-                v = a(row)
-                if v is None:
-                    return None
-                return (rx.fullmatch(v) is not None) != neg
-
-            return like_const
-        p = self.converted(e.pattern, TEXT)
-
-        def like(row: Row) -> bool | None:
-            v, pat = a(row), p(row)
-            if v is None or pat is None:
-                return None
-            return (_like_regex(pat, ins).fullmatch(v) is not None) != neg
-
-        return like
-
-    def c_Case(self, e: Case) -> Fn:
-        t = e.type
-        results = [self.converted(r, t) for _, r in e.whens]
-        default = self.converted(e.default, t) if e.default is not None else (lambda row: None)
-        if e.operand is None:
-            conds = [self.compile(c) for c, _ in e.whens]
-        else:
-            operand = self.compile(e.operand)
-            conds = []
-            for c, _ in e.whens:
-                eq, fc = _comparator("=", e.operand.type, c.type), self.compile(c)
-
-                def cond(row: Row, fc: Fn = fc, eq: Callable[[Any, Any], bool] = eq) -> Any:
-                    v, w = operand(row), fc(row)
-                    return None if v is None or w is None else eq(v, w)
-
-                conds.append(cond)
-        pairs = list(zip(conds, results, strict=True))
-
-        def case(row: Row) -> Any:
-            for c, r in pairs:
-                if c(row) is True:
-                    return r(row)
-            return default(row)
-
-        return case
-
-    def c_Func(self, e: Func) -> Fn:
-        name, t = e.name, e.type
-        if name == "coalesce":
-            fs = [self.converted(a, t) for a in e.args]
-
-            def coalesce(row: Row) -> Any:
-                for f in fs:
-                    v = f(row)
-                    if v is not None:
-                        return v
-                return None
-
-            return coalesce
-        if name in ("greatest", "least"):
-            fs = [self.converted(a, t) for a in e.args]
-            pick = max if name == "greatest" else min
-            # char(n) values compare without their padding (as in _comparable).
-            key = (
-                _nan_key
-                if t in FLOATS
-                else _num_key
-                if t == NUMERIC
-                else _rtrim
-                if t == BPCHAR
-                else _time_key
-                if t in DATETIMES
-                else None
-            )
-
-            def extreme(row: Row) -> Any:
-                vals = [v for f in fs if (v := f(row)) is not None]
-                return pick(vals, key=key) if vals else None  # type: ignore[call-overload]
-
-            return extreme
-        if name == "nullif":
-            a, b = self.compile(e.args[0]), self.compile(e.args[1])
-            eq = _comparator("=", e.args[0].type, e.args[1].type)
-
-            def nullif(row: Row) -> Any:
-                v = a(row)
-                if v is None:
-                    return None
-                w = b(row)
-                return None if w is not None and eq(v, w) else v
-
-            return nullif
-        if name == "date_trunc":
-            assert isinstance(e.args[0], Const)
-            trunc = _date_trunc(e.args[0].value)
-            return _apply(self.compile(e.args[1]), trunc)
-        # lower/upper/length take text: a char(n) argument loses its padding (to_text).
-        f = self.converted(e.args[0], TEXT)
-        if name == "length":
-            return _apply(f, len)
-        return _apply(f, str.lower if name == "lower" else str.upper)
-
-    def c_Cast(self, e: Cast) -> Fn:
-        src = e.arg.type
-        f = self.compile(e.arg)
-        if src == e.target and not e.typmod:
-            return f
-        return _apply(f, _cast(src, e.target, e.typmod))  # type: ignore[arg-type]

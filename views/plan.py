@@ -22,12 +22,13 @@ from typing import Any
 
 from viewstore.errors import ConfigError
 from viewstore.ingest.values import converter
-from viewstore.store.aggregates import make_state
-from viewstore.store.db import TableInfo
-from viewstore.store.expr import Fn, compile_expr
-from viewstore.store.viewresolve import TEXTS, ResolvedView, TableShape, resolve, type_sql
-from viewstore.store.viewsql import where
-from viewstore.store.viewtree import (
+from viewstore.views.aggregates import make_state
+from viewstore.views.expr import Fn, compile_expr
+from viewstore.views.pgvalues import TEXTS, type_sql
+from viewstore.views.resolve import ResolvedView, TableShape, resolve
+from viewstore.views.schema import TableInfo
+from viewstore.views.sql import where
+from viewstore.views.tree import (
     BOOL,
     DATE,
     FLOAT4,

@@ -13,11 +13,20 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from viewstore.errors import ConfigError
-from viewstore.store.viewsql import (
+from viewstore.views import expr as expr_mod
+from viewstore.views.pgvalues import (
+    DATE_TRUNC_UNITS,
+    NUM_RANK,
+    TEXTS,
+    arith_type,
+    category,
+    type_sql,
+)
+from viewstore.views.sql import (
     SUPPORTED_HINT,
     where,
 )
-from viewstore.store.viewtree import (
+from viewstore.views.tree import (
     BOOL,
     BPCHAR,
     DATE,
@@ -53,42 +62,6 @@ from viewstore.store.viewtree import (
 )
 
 # --------------------------------------------------------------------------- resolution
-
-TEXTS = frozenset({TEXT, VARCHAR, BPCHAR, NAME})
-# Numeric types in the order Postgres converts implicitly (int2 → int4 → ... → float8).
-NUM_RANK = {INT2: 0, INT4: 1, INT8: 2, NUMERIC: 3, FLOAT4: 4, FLOAT8: 5}
-DATETIMES = frozenset({DATE, TIMESTAMP, TIMESTAMPTZ})
-TYPE_SQL = {
-    BOOL: "boolean", INT2: "smallint", INT4: "integer", INT8: "bigint", NUMERIC: "numeric",
-    FLOAT4: "real", FLOAT8: "double precision", TEXT: "text", VARCHAR: "character varying",
-    BPCHAR: "character", NAME: "name", DATE: "date", TIMESTAMP: "timestamp without time zone",
-    TIMESTAMPTZ: "timestamp with time zone", UNKNOWN: "unknown",
-}  # fmt: skip
-DATE_TRUNC_UNITS = frozenset(
-    {"microseconds", "milliseconds", "second", "minute", "hour", "day", "week", "month",
-     "quarter", "year", "decade", "century", "millennium"}
-)  # fmt: skip
-
-
-def type_sql(oid: int) -> str:
-    return TYPE_SQL.get(oid, f"oid {oid}")
-
-
-def category(oid: int) -> str:
-    if oid in NUM_RANK:
-        return "numeric"
-    if oid in TEXTS or oid == UNKNOWN:
-        return "text"
-    if oid in DATETIMES:
-        return "datetime"
-    return "bool" if oid == BOOL else f"oid {oid}"
-
-
-def arith_type(a: int, b: int) -> int:
-    """Result type of + - * / % between two numeric types, as Postgres's operators give it."""
-    if a in (FLOAT4, FLOAT8) or b in (FLOAT4, FLOAT8):
-        return FLOAT4 if a == b == FLOAT4 else FLOAT8
-    return max(a, b, key=NUM_RANK.__getitem__)
 
 
 def _join_class(t: int) -> int | str:
@@ -264,8 +237,6 @@ class _Resolver:
         assert isinstance(e, Const)
         if e.value is None:
             return Const(None, pos=e.pos, type=target)
-        from viewstore.store import expr as expr_mod  # here: expr imports this module
-
         cast = Cast(Const(e.value, pos=e.pos, type=TEXT), target, pos=e.pos, type=target)
         try:
             value = expr_mod.compile_expr(cast)(())
@@ -484,8 +455,6 @@ class _Resolver:
         cast = Cast(a, dst, e.typmod, pos=e.pos, type=dst)
         if isinstance(a, Const):
             # Fold constants now: a bad literal fails at start-up, as in Postgres.
-            from viewstore.store import expr as expr_mod
-
             try:
                 return Const(expr_mod.compile_expr(cast)(()), pos=e.pos, type=dst)
             except expr_mod.EvalError as exc:

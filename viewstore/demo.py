@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,7 +53,6 @@ from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgconn import connect, query
 from viewstore.pgcluster import ThrowawayPostgres
 from viewstore.store.pipeline import Pipeline, RunConfig
-from viewstore.store.server import HttpAlongside
 
 # The seed, verbatim: the schema and rows of the players/leaderboard example (the same DDL
 # twice in the document; both copies are identical).
@@ -128,6 +127,7 @@ def run_demo(
     dsn: str | None = None,
     data_dir: Path | None = None,
     http: str | None = None,
+    serve_http: Callable[[Pipeline, str], Any] | None = None,
 ) -> None:
     """Run the demo until Ctrl-C, `duration` seconds or `transactions` workload transactions;
     raise StoreError if the store differs from Postgres at the end.
@@ -136,7 +136,9 @@ def run_demo(
     seed's five before the snapshot. `dsn` names an empty database to use instead of a
     throwaway Postgres; `data_dir` a new or empty directory to keep the store in instead of a
     temporary one. `http` (HOST:PORT) also serves the HTTP API and the leaderboard page there
-    while the demo runs (a free port instead when that one is taken; the URL is printed).
+    while the demo runs (a free port instead when that one is taken; the URL is printed), through
+    `serve_http(pipeline, http)` (the CLI passes serve's `HttpAlongside`: only the CLI imports
+    serve).
     Progress goes to `out`, redrawn in place when it is a terminal. A second Ctrl-C raises
     KeyboardInterrupt (the clean-up still runs).
     """
@@ -155,7 +157,7 @@ def run_demo(
         data = data_dir
     conn: Any = None
     pipeline: _PipelineThread | None = None
-    web: HttpAlongside | None = None
+    web: Any = None
     workload: _Workload | None = None
     with _stop_on_signals(stopping, cleaning):
         try:
@@ -185,7 +187,8 @@ def run_demo(
             config = RunConfig(dsn=dsn, data_dir=data, views_file=views_file)
             ingest = Pipeline(config)
             if http is not None:
-                web = HttpAlongside(ingest, http, any_port_if_busy=True)
+                assert serve_http is not None, "http needs serve_http"
+                web = serve_http(ingest, http)
                 if web.port != web.requested_port:
                     _say(out, f"port {web.requested_port} is taken: serving on {web.port}")
                 _say(out, f"leaderboard page: {web.url}")
@@ -633,7 +636,7 @@ def _show_until_stopped(
     meter: _RateMeter,
     duration: float | None,
     stopping: threading.Event,
-    web: HttpAlongside | None = None,
+    web: Any = None,
 ) -> None:
     started = time.monotonic()
     footer = ["", "Ctrl-C stops and checks the view against Postgres"]

@@ -39,13 +39,13 @@ from typing import Any, Protocol
 
 from rocksdict import Rdict
 
+from viewstore.codecs.key import encode_key, encode_value, value_length
+from viewstore.codecs.row import Row, decode_row, encode_row
+from viewstore.codecs.value import CORRUPT_HINT, pack_fields, unpack_fields
 from viewstore.errors import StoreError
-from viewstore.store.codec import Row, decode_row, encode_row
-from viewstore.store.db import TableInfo
-from viewstore.store.expr import EvalError
-from viewstore.store.keycodec import encode_key, encode_value, value_length
-from viewstore.store.valuecodec import CORRUPT_HINT, pack_fields, unpack_fields
-from viewstore.store.viewplan import IndexSpec, Lookup, Position, ViewPlan
+from viewstore.views.expr import EvalError
+from viewstore.views.plan import IndexSpec, Lookup, Position, ViewPlan
+from viewstore.views.schema import TableInfo
 
 _U16 = struct.Struct(">H")
 CACHE_LIMIT = 200_000  # cached rows, view keys and groups kept between batches

@@ -40,17 +40,25 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from viewstore.errors import StoreError, UnsupportedError
-from viewstore.store.expr import CTX, EvalError, _f4, _f4_true, _nozero, _numeric_div, _scale
-from viewstore.store.valuecodec import (
+from viewstore.codecs.value import (
     CORRUPT_HINT,
     decode_value,
     encode_value,
     pack_fields,
     unpack_fields,
 )
-from viewstore.store.viewresolve import type_sql
-from viewstore.store.viewtree import (
+from viewstore.errors import StoreError, UnsupportedError
+from viewstore.views.pgvalues import (
+    CTX,
+    EvalError,
+    f4,
+    f4_true,
+    nozero,
+    numeric_div,
+    pg_scale,
+    type_sql,
+)
+from viewstore.views.tree import (
     BOOL,
     BPCHAR,
     DATE,
@@ -129,7 +137,7 @@ def _float_key(x: float) -> tuple[Any, ...]:
     return (1,) if math.isnan(x) else (0, x)
 
 
-def _time_key(v: Any) -> tuple[Any, ...]:
+def time_key(v: Any) -> tuple[Any, ...]:
     # ingest leaves 'infinity' and dates Python cannot hold as the text Postgres sent.
     if isinstance(v, str):
         if v == "infinity":
@@ -151,7 +159,7 @@ def order_key(arg_type: int | None) -> Callable[[Any], Any]:
     if arg_type in FLOATS:
         return _float_key
     if arg_type in (DATE, TIMESTAMP, TIMESTAMPTZ):
-        return _time_key
+        return time_key
     if arg_type == BPCHAR:
         return lambda s: s.rstrip(" ")  # character(n) ignores trailing spaces
     # Everything else Python orders as Postgres's "C" collation / memcmp does.
@@ -341,7 +349,7 @@ class IntSum(AggState):
         if not self.n:
             return None
         if self.avg:
-            return _numeric_div(Decimal(self.total), Decimal(self.n))
+            return numeric_div(Decimal(self.total), Decimal(self.n))
         return Decimal(self.total) if self.arg_type == INT8 else self.total
 
     def is_empty(self) -> bool:
@@ -430,7 +438,7 @@ class NumericSum(_SpecialSum):
         return "nan" if value.is_nan() else "pinf" if value > 0 else "ninf"
 
     def _add_finite(self, value: Any, sign: int) -> None:
-        s = _scale(value)
+        s = pg_scale(value)
         self.total = CTX.add(self.total, value) if sign > 0 else CTX.subtract(self.total, value)
         left = self.scales.get(s, 0) + sign
         if left < 0:
@@ -444,12 +452,12 @@ class NumericSum(_SpecialSum):
 
     def _sum(self) -> Decimal:
         scale = max(self.scales, default=0)
-        return _nozero(self.total.quantize(Decimal(1).scaleb(-scale), context=CTX))
+        return nozero(self.total.quantize(Decimal(1).scaleb(-scale), context=CTX))
 
     def _finite_result(self) -> Decimal:
         if self.avg:
             # numeric_avg divides the sum by the count of all non-NULL inputs.
-            return _numeric_div(self._sum(), Decimal(self.n))
+            return numeric_div(self._sum(), Decimal(self.n))
         return self._sum()
 
     def fields(self) -> list[Any]:
@@ -495,7 +503,7 @@ class FloatSum(_SpecialSum):
         return "nan" if math.isnan(value) else "pinf" if value > 0 else "ninf"
 
     def _add_finite(self, value: Any, sign: int) -> None:
-        x = _f4_true(value) if self.float4 else value  # the float4's exact binary value
+        x = f4_true(value) if self.float4 else value  # the float4's exact binary value
         self.total += sign * _exact(x)
         self.finite += sign
         if x == 0 and math.copysign(1.0, x) < 0:
@@ -510,7 +518,7 @@ class FloatSum(_SpecialSum):
             raise EvalError("value out of range: overflow", "22003") from None
         if r == 0 and self.finite == self.negzero:
             r = -0.0
-        return _f4(r) if self.float4 else r
+        return f4(r) if self.float4 else r
 
     def fields(self) -> list[Any]:
         return [self.n, self.nan, self.pinf, self.ninf, self.total, self.finite, self.negzero]

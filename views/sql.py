@@ -3,7 +3,7 @@
 A views file holds the `CREATE [MATERIALIZED] VIEW name AS SELECT ...;` statements users run in
 Postgres today. `parse_views` reads it with Postgres's own grammar (pglast) and turns each SELECT
 into a small typed tree (`Expr` nodes, `Select`) that the incremental operators and the
-expression compiler (`viewstore.store.expr`) work from; no pglast node leaves this module.
+expression compiler (`viewstore.views.expr`) work from; no pglast node leaves this module.
 Whatever the view compiler cannot maintain exactly is refused here, with the construct quoted
 and its line:column in the file (issue 3: "rejected at start-up with an error that quotes the
 construct and its position").
@@ -30,7 +30,7 @@ from pglast.parser import ParseError, scan
 from pglast.stream import RawStream
 
 from viewstore.errors import ConfigError
-from viewstore.store.viewtree import (
+from viewstore.views.tree import (
     BOOL,
     DATE,
     FLOAT4,
