@@ -1,13 +1,13 @@
 """Change log: every change of every view, keyed by the commit LSN of its transaction.
 
 Column family `history`, written in the same WriteBatch as the view rows it describes, holds
-two orderings of the same entries:
+two orderings of the same entries (the layout is encoded and decoded in `history.keys` only):
 
     c  view id (2)  commit LSN (8)  sequence (4)  ->  [output key, before, after, time, xid]
     k  view id (2)  output key      commit LSN (8)  ->  the row after (empty: deleted)
 
 `c` is the log in commit order: "everything after LSN X" is a range scan. `k` is the history
-of each view row: "row K as of LSN X" is one backward seek. The rows are `valuecodec` field lists
+of each view row: "row K as of LSN X" is one backward seek. The rows are `codecs.value` field lists
 (None: the row did not exist before, or no longer does after); time is the commit timestamp in
 µs since the Unix epoch, xid the source transaction id. Within a transaction the sequence
 numbers follow the order the engine wrote the rows in, which depends only on the transaction and
@@ -28,32 +28,32 @@ whose commit record ends at or before X.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from viewstore.codecs.key import prefix_end
 from viewstore.codecs.value import pack_fields, unpack_fields
+from viewstore.history.access import HistoryStore
+from viewstore.history.keys import (
+    DELETED,
+    change_key,
+    change_key_parts,
+    change_lsn_prefix,
+    change_prefix,
+    is_row_key_of,
+    row_history_key,
+    row_key_lsn_suffix,
+    row_key_prefix,
+)
 from viewstore.ingest.lsn import Lsn
-from viewstore.store.db import UNDO_HISTORY, UNDO_VIEWS, Store, prefix_end
-from viewstore.store.engine import decode_output, view_prefix
 
-_HEAD = struct.Struct(">HQI")
-_U16 = struct.Struct(">H")
-_U64 = struct.Struct(">Q")
-DELETED = b""  # a `k` value: the row was deleted by that transaction
+__all__ = ["DELETED", "Change", "change_key", "changes", "entries", "row_as_of", "rows_as_of"]
 
 
-def change_key(view_id: int, commit_lsn: int, seq: int) -> bytes:
-    return b"c" + _HEAD.pack(view_id, commit_lsn, seq)
-
-
-def row_key_prefix(view_id: int, okey: bytes = b"") -> bytes:
-    return b"k" + _U16.pack(view_id) + okey
-
-
-def row_history_key(view_id: int, okey: bytes, commit_lsn: int) -> bytes:
-    return row_key_prefix(view_id, okey) + _U64.pack(commit_lsn)
+def _row(data: bytes) -> tuple[Any, ...]:
+    """A view row as the engine stores it (a `codecs.value` field list), as a tuple."""
+    return tuple(unpack_fields(data))
 
 
 def entries(
@@ -102,18 +102,23 @@ def change_op(no_before: bool, no_after: bool, xid: int | None) -> str:
     return "insert" if no_before else "delete" if no_after else "update"
 
 
-def _pending(store: Store, key: bytes) -> bool:
+def _pending(store: HistoryStore, key: bytes) -> bool:
     # Entries of a large transaction still being written are not history yet.
-    return store.large_txn_pending and store.undo.get(UNDO_HISTORY + key) is not None
+    return store.pending_history(key)
 
 
 def changes(
-    store: Store, view_id: int, since: int = 0, until: int | None = None, *, reverse: bool = False
+    store: HistoryStore,
+    view_id: int,
+    since: int = 0,
+    until: int | None = None,
+    *,
+    reverse: bool = False,
 ) -> Iterator[Change]:
     """The view's changes with since <= commit LSN <= until, oldest first (or newest first)."""
     low = change_key(view_id, since, 0)
-    high = prefix_end(change_key(view_id, until, 0)[:11]) if until is not None else None
-    end = prefix_end(b"c" + _U16.pack(view_id))
+    high = prefix_end(change_lsn_prefix(view_id, until)) if until is not None else None
+    end = prefix_end(change_prefix(view_id))
     high = end if high is None or high > end else high
     it = store.history.iter()
     if reverse:
@@ -130,15 +135,15 @@ def changes(
         if key < low:
             break
         if not _pending(store, key):
-            _, lsn, seq = _HEAD.unpack_from(key, 1)
+            _, lsn, seq = change_key_parts(key)
             okey, before, after, commit_time, xid = unpack_fields(it.value())
             yield Change(
                 view_id,
                 Lsn(lsn),
                 seq,
                 okey,
-                None if before is None else decode_output(before),
-                None if after is None else decode_output(after),
+                None if before is None else _row(before),
+                None if after is None else _row(after),
                 commit_time,
                 xid,
             )
@@ -148,24 +153,24 @@ def changes(
             it.next()
 
 
-def row_as_of(store: Store, view_id: int, okey: bytes, lsn: int) -> tuple[Any, ...] | None:
+def row_as_of(store: HistoryStore, view_id: int, okey: bytes, lsn: int) -> tuple[Any, ...] | None:
     """The view's row with output key `okey` as of `lsn` (None: there was none): one seek."""
     prefix = row_key_prefix(view_id, okey)
     it = store.history.iter()
-    it.seek_for_prev(prefix + _U64.pack(lsn))
+    it.seek_for_prev(prefix + row_key_lsn_suffix(lsn))
     while it.valid():
         key = it.key()
-        if not key.startswith(prefix) or len(key) != len(prefix) + 8:
+        if not is_row_key_of(key, prefix):
             return None
         if _pending(store, key):
             it.prev()
             continue
         value = it.value()
-        return None if value == DELETED else decode_output(value)
+        return None if value == DELETED else _row(value)
     return None
 
 
-def rows_as_of(store: Store, view_id: int, lsn: int) -> dict[bytes, tuple[Any, ...]]:
+def rows_as_of(store: HistoryStore, view_id: int, lsn: int) -> dict[bytes, tuple[Any, ...]]:
     """Output key -> row of the view as of `lsn`.
 
     One backward seek per row key the view has ever had (a skip scan of the `k` ordering):
@@ -174,7 +179,7 @@ def rows_as_of(store: Store, view_id: int, lsn: int) -> dict[bytes, tuple[Any, .
     rows: dict[bytes, tuple[Any, ...]] = {}
     base = row_key_prefix(view_id)
     end = prefix_end(base)
-    target = _U64.pack(lsn)
+    target = row_key_lsn_suffix(lsn)
     large = store.large_txn_pending  # once, not per row key: it is a metadata read
     it = store.history.iter()
     it.seek(base)
@@ -187,25 +192,9 @@ def rows_as_of(store: Store, view_id: int, lsn: int) -> dict[bytes, tuple[Any, .
         it.seek_for_prev(prefix + target)
         while large and it.valid() and it.key().startswith(prefix) and _pending(store, it.key()):
             it.prev()
-        if it.valid() and it.key().startswith(prefix) and len(it.key()) == len(prefix) + 8:
+        if it.valid() and is_row_key_of(it.key(), prefix):
             value = it.value()
             if value != DELETED:
-                rows[okey] = decode_output(value)
+                rows[okey] = _row(value)
         it.seek(prefix_end(prefix))
-    return rows
-
-
-def current_rows_as_of(store: Store, view_id: int, lsn: int) -> dict[bytes, tuple[Any, ...]]:
-    """The same as `rows_as_of`, computed the other way: the view's current rows (what readers
-    see) with every change committed after `lsn` undone from its before-image, newest first.
-    `verify` checks both, so damage to either the rows or the history shows."""
-    rows: dict[bytes, tuple[Any, ...]] = {}
-    prefix = view_prefix(view_id) + b"r"
-    for key, data in store.committed(store.views, UNDO_VIEWS, prefix):
-        rows[key[len(prefix) :]] = decode_output(data)
-    for change in changes(store, view_id, lsn + 1, reverse=True):
-        if change.before is None:
-            rows.pop(change.key, None)
-        else:
-            rows[change.key] = change.before
     return rows

@@ -1,9 +1,10 @@
 """The DuckDB copy of the history: each view's change log as a table, for analytics.
 
-`sync(data_dir)` brings `DATA/history.duckdb` up to the store's applied LSN. It is a derived
-copy: deleting the file and syncing again rebuilds it, and it can be synced from another process
-while `viewstore run` writes the store (it reads a read-only open of RocksDB, a consistent
-snapshot up to one applied LSN).
+`sync_store(store, views, data_dir)` brings `DATA/history.duckdb` up to the store's applied LSN
+(`viewstore.store.historycopy.sync(data_dir)` opens the store for it). It is a derived copy:
+deleting the file and syncing again rebuilds it, and it can be synced from another process while
+`viewstore run` writes the store (it reads a read-only open of RocksDB, a consistent snapshot up
+to one applied LSN).
 
 Each ready view gets a table named after it:
 
@@ -45,7 +46,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -55,13 +56,14 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from viewstore.codecs.key import prefix_end
 from viewstore.codecs.value import unpack_fields
 from viewstore.errors import ConfigError, StoreError
-from viewstore.history.changelog import change_key, change_op
+from viewstore.history.access import HistoryStore, ViewRecord
+from viewstore.history.changelog import change_op
+from viewstore.history.keys import change_key, change_key_parts, change_lsn_prefix
 from viewstore.ingest.lsn import Lsn
-from viewstore.ingest.snapshot import Progress
-from viewstore.store.db import Store, prefix_end
-from viewstore.store.viewcatalog import ViewInfo, stored_views
+from viewstore.progress import Progress
 
 log = logging.getLogger("viewstore")
 
@@ -118,39 +120,38 @@ class SyncResult:
         return sum(self.appended.values())
 
 
-def sync(
-    data_dir: str | Path, *, batch_rows: int = 200_000, wait: float = _LOCK_WAIT
+def sync_store(
+    store: HistoryStore,
+    views: Mapping[str, ViewRecord],
+    data_dir: str | Path,
+    *,
+    batch_rows: int = 200_000,
+    wait: float = _LOCK_WAIT,
 ) -> SyncResult:
-    """Bring the DuckDB copy of the history up to the store's applied LSN."""
+    """Bring the DuckDB copy of the history up to the store's applied LSN, for its ready
+    `views` (the store, opened read-only, and its views are the caller's)."""
     started = time.monotonic()
-    store = Store.open(data_dir, readonly=True)
+    applied = store.applied_lsn()
+    con = _connect(copy_path(data_dir), read_only=False, wait=wait)
     try:
-        applied = store.applied_lsn()
-        views = {name: info for name, info in stored_views(store).items() if info.state == "ready"}
-        con = _connect(copy_path(data_dir), read_only=False, wait=wait)
-        try:
-            _create_sync_table(con)
-            _drop_removed(con, views)
-            result = SyncResult(applied)
-            for name in sorted(views):
-                result.appended[name] = _sync_view(con, store, views[name], applied, batch_rows)
-        finally:
-            con.close()
+        _create_sync_table(con)
+        _drop_removed(con, views)
+        result = SyncResult(applied)
+        for name in sorted(views):
+            result.appended[name] = _sync_view(con, store, views[name], applied, batch_rows)
     finally:
-        store.close()
+        con.close()
     result.seconds = time.monotonic() - started
     return result
 
 
-def connect(data_dir: str | Path, *, sync_first: bool = True, wait: float = _LOCK_WAIT) -> Any:
-    """A read-only DuckDB connection to the history tables (synced first, unless told not to).
+def connect(data_dir: str | Path, *, wait: float = _LOCK_WAIT) -> Any:
+    """A read-only DuckDB connection to the history tables, as last synced.
 
     The copy is opened read-only so queries cannot damage it; while the connection is open
     other processes can read it too, but cannot sync it (close it when done)."""
     path = copy_path(data_dir)
-    if sync_first:
-        sync(data_dir, wait=wait)
-    elif not path.exists():
+    if not path.exists():
         raise ConfigError(
             f"no history copy in {data_dir}",
             hint="run `viewstore history --data DIR` once to create it",
@@ -208,7 +209,7 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _drop_removed(con: Any, views: dict[str, ViewInfo]) -> None:
+def _drop_removed(con: Any, views: Mapping[str, ViewRecord]) -> None:
     for (name,) in con.execute(f"SELECT view FROM {SYNC_TABLE}").fetchall():
         if name not in views:
             log.info("history copy: view %s is no longer in the store; dropping its table", name)
@@ -224,7 +225,7 @@ def _drop_view(con: Any, name: str) -> None:
     con.execute(f"DELETE FROM {SYNC_TABLE} WHERE view = ?", [name])
 
 
-def _columns(info: ViewInfo) -> list[tuple[str, str]]:
+def _columns(info: ViewRecord) -> list[tuple[str, str]]:
     """(name, DuckDB type) of the view's columns; ConfigError if one would clash."""
     cols = [(c.name, _DUCK_TYPES.get(c.type_oid, "VARCHAR")) for c in info.columns]
     fixed = {"lsn", "seq", "commit_time", "xid", "op", "row_key"}
@@ -239,7 +240,7 @@ def _columns(info: ViewInfo) -> list[tuple[str, str]]:
     return cols
 
 
-def _create_view_table(con: Any, info: ViewInfo) -> None:
+def _create_view_table(con: Any, info: ViewRecord) -> None:
     cols = _columns(info)
     table = _ident(info.name)
     after = ", ".join(f"{_ident(n)} {t}" for n, t in cols)
@@ -251,7 +252,7 @@ def _create_view_table(con: Any, info: ViewInfo) -> None:
     )
 
 
-def _create_macros(con: Any, info: ViewInfo) -> None:
+def _create_macros(con: Any, info: ViewRecord) -> None:
     """<view>_as_of(lsn) and <view>_at(time); replaced on every sync, so that a copy made by
     an older viewstore gets the current definitions."""
     table = _ident(info.name)
@@ -280,7 +281,9 @@ def _create_macros(con: Any, info: ViewInfo) -> None:
     )
 
 
-def _sync_view(con: Any, store: Store, info: ViewInfo, applied: Lsn, batch_rows: int) -> int:
+def _sync_view(
+    con: Any, store: HistoryStore, info: ViewRecord, applied: Lsn, batch_rows: int
+) -> int:
     """Append the view's changes up to `applied`; the number of changes appended."""
     start = int(info.history_start or 0)
     row = con.execute(
@@ -311,7 +314,9 @@ def _sync_view(con: Any, store: Store, info: ViewInfo, applied: Lsn, batch_rows:
     return _append(con, store, info, synced, int(applied), batch_rows)
 
 
-def _apply_retention(con: Any, store: Store, info: ViewInfo, start: int, synced: int) -> int:
+def _apply_retention(
+    con: Any, store: HistoryStore, info: ViewRecord, start: int, synced: int
+) -> int:
     """The store compacted the view's history up to `start` (what it kept there is each row's
     last change by then): replace the copy's rows up to `start` by those, in one transaction."""
     table = _ident(info.name)
@@ -330,7 +335,9 @@ def _apply_retention(con: Any, store: Store, info: ViewInfo, start: int, synced:
     return synced
 
 
-def _append(con: Any, store: Store, info: ViewInfo, synced: int, until: int, batch: int) -> int:
+def _append(
+    con: Any, store: HistoryStore, info: ViewRecord, synced: int, until: int, batch: int
+) -> int:
     table = _ident(info.name)
     select = _select(info)
     progress = Progress(info.name, 0, task="history copy")
@@ -350,7 +357,7 @@ def _append(con: Any, store: Store, info: ViewInfo, synced: int, until: int, bat
     return progress.rows
 
 
-def _select(info: ViewInfo) -> str:
+def _select(info: ViewRecord) -> str:
     """The INSERT's select list: casts from the Arrow columns to the table's types."""
     parts = ["lsn", "seq", "commit_time", "xid", "op", "row_key"]
     for prefix in ("", "before_"):
@@ -361,7 +368,7 @@ def _select(info: ViewInfo) -> str:
 
 
 def _chunks(
-    store: Store, info: ViewInfo, after: int, until: int, batch_rows: int
+    store: HistoryStore, info: ViewRecord, after: int, until: int, batch_rows: int
 ) -> Iterator[pa.Table]:
     """Arrow tables of the view's changes with after < commit LSN <= until, each ending at a
     transaction boundary and holding about `batch_rows` changes."""
@@ -371,7 +378,7 @@ def _chunks(
     width = len(cols)
     vid = info.view_id
     low = change_key(vid, after + 1, 0) if after + 1 < 1 << 64 else None
-    high = prefix_end(change_key(vid, until, 0)[:11])
+    high = prefix_end(change_lsn_prefix(vid, until))
     if low is None:
         return
 
@@ -389,7 +396,7 @@ def _chunks(
         key = it.key()
         if key >= high:
             break
-        lsn = int.from_bytes(key[3:11], "big")
+        _, lsn, seq = change_key_parts(key)
         if n >= batch_rows and lsn != last_lsn:
             yield _table(out, cols, arrow)
             out = empty()
@@ -398,7 +405,7 @@ def _chunks(
             n = 0
         okey, before, after_, commit_time, xid = unpack_fields(it.value())
         lsns.append(lsn)
-        seqs.append(int.from_bytes(key[11:15], "big"))
+        seqs.append(seq)
         times.append(commit_time)
         xids.append(xid)
         keys.append(okey)

@@ -23,20 +23,26 @@ from __future__ import annotations
 
 import logging
 import re
-import struct
 import time
 from dataclasses import dataclass
+from typing import Any
 
+from viewstore.codecs.key import prefix_end
 from viewstore.codecs.value import unpack_fields
 from viewstore.errors import ConfigError
-from viewstore.history.changelog import DELETED, change_key, row_key_prefix
+from viewstore.history.access import HistoryStore, ViewCatalog, ViewRecord
+from viewstore.history.keys import (
+    DELETED,
+    change_key,
+    change_key_lsn,
+    is_row_key_of,
+    row_key_lsn,
+    row_key_prefix,
+)
 from viewstore.ingest.lsn import Lsn
-from viewstore.store.db import Store, prefix_end
-from viewstore.store.viewcatalog import ViewInfo, put_info, stored_views
 
 log = logging.getLogger("viewstore")
 
-_U64 = struct.Struct(">Q")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SIZE_UNITS = {"B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
 
@@ -63,7 +69,7 @@ class Retention:
             hint="give a duration (90s, 30m, 12h, 7d, 2w) or bytes of WAL (500MB, 10GB)",
         )
 
-    def cutoff(self, store: Store, info: ViewInfo, applied: Lsn, now: float) -> int:
+    def cutoff(self, store: HistoryStore, info: ViewRecord, applied: Lsn, now: float) -> int:
         """The LSN the view's history may be compacted to (0: nothing yet)."""
         if self.lsn_bytes is not None:
             return max(0, int(applied) - self.lsn_bytes)
@@ -75,7 +81,7 @@ class Retention:
         it = store.history.iter()
         it.seek(prefix)
         while it.valid() and it.key().startswith(prefix):
-            lsn = _U64.unpack_from(it.key(), 3)[0]
+            lsn = change_key_lsn(it.key())
             commit_time = unpack_fields(it.value())[3]
             if commit_time is not None and commit_time > oldest_kept:
                 break
@@ -85,21 +91,23 @@ class Retention:
 
 
 def apply_retention(
-    store: Store,
+    store: HistoryStore,
     retention: Retention,
     *,
+    catalog: ViewCatalog,
     now: float | None = None,
     max_entries: int = 100_000,
     time_budget: float = 2.0,
 ) -> bool:
     """Compact every ready view's history towards its cutoff; True when all are there (False:
-    the time budget ran out first, call again soon)."""
+    the time budget ran out first, call again soon). `catalog` is the store's
+    (`store.viewcatalog.CATALOG`): the views, and how a changed record is written."""
     if store.large_txn_pending:
         return False  # its entries are in the log but not history yet: wait for its end
     now = time.time() if now is None else now
     applied = store.applied_lsn()
     deadline = time.monotonic() + time_budget
-    for info in stored_views(store).values():
+    for info in catalog.views(store).values():
         if info.state != "ready":
             continue
         target = retention.cutoff(store, info, applied, now)
@@ -109,13 +117,21 @@ def apply_retention(
                 break
             if time.monotonic() >= deadline:
                 return False
-            info = compact(store, info, target, max_entries)
+            info = compact(store, info, target, max_entries, catalog=catalog)
     return True
 
 
-def compact(store: Store, info: ViewInfo, target: int, max_entries: int = 100_000) -> ViewInfo:
+def compact(
+    store: HistoryStore,
+    info: Any,
+    target: int,
+    max_entries: int = 100_000,
+    *,
+    catalog: ViewCatalog,
+) -> Any:
     """One pass: compact the view's history up to `target`, or to an earlier transaction
-    boundary so that at most about `max_entries` changes are visited. Returns the new info."""
+    boundary so that at most about `max_entries` changes are visited. Returns the new record
+    (a `ViewRecord`), written by `catalog` in the same batch as the compaction."""
     vid = info.view_id
     start = info.history_start
     assert start is not None
@@ -135,9 +151,9 @@ def compact(store: Store, info: ViewInfo, target: int, max_entries: int = 100_00
         okey = key[len(base) : -8]
         prefix = base + okey
         previous: bytes | None = None
-        while it.valid() and it.key().startswith(prefix) and len(it.key()) == len(prefix) + 8:
+        while it.valid() and is_row_key_of(it.key(), prefix):
             key = it.key()
-            lsn = _U64.unpack_from(key, len(prefix))[0]
+            lsn = row_key_lsn(key)
             if lsn > cutoff:
                 break
             if previous is not None:
@@ -159,13 +175,13 @@ def compact(store: Store, info: ViewInfo, target: int, max_entries: int = 100_00
     it.seek(low)
     while it.valid() and it.key() < high:
         okey = unpack_fields(it.value())[0]
-        if last.get(okey) != _U64.unpack_from(it.key(), 3)[0]:
+        if last.get(okey) != change_key_lsn(it.key()):
             batch.delete(it.key(), cf)
         it.next()
     del it
 
     info = info.model_copy(update={"history_from": str(Lsn(cutoff))})
-    put_info(batch, store, info)
+    catalog.put(batch, store, info)
     store.write(batch, sync=True)
     log.info(
         "history retention: %s now starts at %s (%d changes dropped, %d rows kept)",
@@ -177,14 +193,14 @@ def compact(store: Store, info: ViewInfo, target: int, max_entries: int = 100_00
     return info
 
 
-def _pass_cutoff(store: Store, vid: int, start: int, target: int, max_entries: int) -> int:
+def _pass_cutoff(store: HistoryStore, vid: int, start: int, target: int, max_entries: int) -> int:
     """`target`, or the last transaction boundary after `start` within `max_entries` changes."""
     it = store.history.iter()
     it.seek(change_key(vid, start + 1, 0))
     high = change_key(vid, target + 1, 0)
     n, previous = 0, None
     while it.valid() and it.key() < high:
-        lsn = _U64.unpack_from(it.key(), 3)[0]
+        lsn = change_key_lsn(it.key())
         if n >= max_entries and previous is not None and lsn != previous:
             return previous  # every change of that transaction, and none after, is counted
         previous = lsn

@@ -44,7 +44,7 @@
      opens the store for each call (`--api-calls` calls);
    - `rows_as_of` of the whole view at random LSNs (3 times), and once through the API.
 
-3. The DuckDB copy: `duckdb_copy.sync(data_dir)` of the whole history from scratch (rows/s), then
+3. The DuckDB copy: `historycopy.sync(data_dir)` of the whole history from scratch (rows/s), then
    `--add-entries` more entries are written the same way and synced incrementally; a sync with
    nothing new shows its fixed cost.
 
@@ -95,14 +95,15 @@ from bench_views import (
 )
 
 import viewstore
-from viewstore.codecs.key import encode_key
+from viewstore.codecs.key import encode_key, prefix_end
 from viewstore.codecs.value import pack_fields
 from viewstore.history import duckdb_copy
 from viewstore.history.changelog import change_key, entries, row_as_of, rows_as_of
 from viewstore.ingest.lsn import Lsn
 from viewstore.pgcluster import ThrowawayPostgres
 from viewstore.store import db as meta
-from viewstore.store.db import Store, prefix_end
+from viewstore.store import historycopy
+from viewstore.store.db import Store
 from viewstore.store.viewcatalog import ViewInfo, put_info, stored_views
 from viewstore.store.viewread import find_view, query_rows
 from viewstore.views.schema import ColumnInfo
@@ -701,7 +702,7 @@ QUERIES = {  # name: (SQL, what it computes, the LSN $1 stands for)
 
 def duckdb_sync_and_queries(data: Path, hist: History, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    full = duckdb_copy.sync(data)
+    full = historycopy.sync(data)
     if full.rows != hist.entries:
         raise SystemExit(f"sync copied {full.rows} rows, expected {hist.entries}")
     out["full_sync"] = {
@@ -713,7 +714,7 @@ def duckdb_sync_and_queries(data: Path, hist: History, args: argparse.Namespace)
     log(f"DuckDB sync from scratch: {out['full_sync']}")
 
     rng = random.Random(13)
-    con = duckdb_copy.connect(data, sync_first=False)
+    con = historycopy.connect(data, sync_first=False)
     try:
         out["duckdb"] = {
             "version": con.execute("SELECT version()").fetchone()[0],
@@ -756,13 +757,13 @@ def duckdb_sync_and_queries(data: Path, hist: History, args: argparse.Namespace)
         con.close()
 
     t = time.perf_counter()
-    noop = duckdb_copy.sync(data)
+    noop = historycopy.sync(data)
     out["noop_sync_ms"] = round((time.perf_counter() - t) * 1000, 1)
     assert noop.rows == 0
 
     rounds = -(-args.add_entries // hist.keys)
     write_s = hist.write(data, rounds, limit=args.add_entries)
-    inc = duckdb_copy.sync(data)
+    inc = historycopy.sync(data)
     if inc.rows != args.add_entries:
         raise SystemExit(f"incremental sync copied {inc.rows} rows, not {args.add_entries}")
     out["incremental_sync"] = {

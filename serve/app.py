@@ -41,10 +41,10 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from viewstore.errors import ConfigError, NotFound, NotReady, StoreError, ViewstoreError
-from viewstore.history.feed import Feed, ViewGone
 from viewstore.ingest.lsn import Lsn
 from viewstore.render import json_value
 from viewstore.store.engine import view_prefix
+from viewstore.store.feed import Feed, ViewGone
 from viewstore.store.sources import Source
 from viewstore.store.viewcatalog import stored_views
 from viewstore.store.viewread import find_view, query_rows

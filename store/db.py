@@ -37,6 +37,7 @@ from rocksdict import (
     WriteOptions,
 )
 
+from viewstore.codecs.key import prefix_end
 from viewstore.errors import StoreError
 from viewstore.ingest.lsn import ZERO, Lsn
 from viewstore.views.schema import TableInfo
@@ -254,6 +255,11 @@ class Store:
         """A large transaction is partly written (its before-images are in the undo log)."""
         return self.meta.get(LARGE_TXN) is not None
 
+    def pending_history(self, key: bytes) -> bool:
+        """Whether the history entry `key` was written by a large transaction still being
+        written (its entries are in the log but not history yet)."""
+        return self.large_txn_pending and self.undo.get(UNDO_HISTORY + key) is not None
+
     def rows(self, table: TableInfo) -> Iterator[tuple[bytes, bytes]]:
         """(mirror key, encoded row) of every row of `table`, in key-byte order, as of the
         last committed transaction: the rows of a large transaction still being written are
@@ -338,12 +344,6 @@ def scan(cf: Rdict, prefix: bytes, *, reverse: bool = False) -> Iterator[tuple[b
                 continue  # the key at prefix_end itself
             break
         yield key, value
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """The smallest key after every key that starts with `prefix`."""
-    p = prefix.rstrip(b"\xff")
-    return p[:-1] + bytes([p[-1] + 1]) if p else b"\xff" * (len(prefix) + 1)
 
 
 def encode_undo(before: bytes | None) -> bytes:

@@ -49,8 +49,9 @@ from viewstore.ingest.pgoutput import (
     Update,
     decode,
 )
-from viewstore.ingest.snapshot import Progress, SnapshotReader
+from viewstore.ingest.snapshot import SnapshotReader
 from viewstore.ingest.walproto import PG_EPOCH_US, Keepalive, decode_copy_data
+from viewstore.progress import Progress
 from viewstore.store import db as meta
 from viewstore.store.apply import (
     Applier,
@@ -59,7 +60,7 @@ from viewstore.store.apply import (
     rollback_large_transaction,
 )
 from viewstore.store.db import SnapshotState, SourceInfo, Store
-from viewstore.store.viewcatalog import prepare_views, read_views_file, views_from_store
+from viewstore.store.viewcatalog import CATALOG, prepare_views, read_views_file, views_from_store
 from viewstore.views.schema import ColumnInfo, TableInfo
 
 log = logging.getLogger("viewstore")
@@ -582,7 +583,7 @@ class Pipeline:
                 and not applier.large
             ):
                 # Between groups, so that compaction sees only durable history.
-                done = apply_retention(applier.store, self.retention)
+                done = apply_retention(applier.store, self.retention, catalog=CATALOG)
                 next_retention = now + (cfg.history_retention_interval if done else 0.5)
             if received_any:
                 # A group is bounded in time even when the stream never pauses (keepalives

@@ -26,10 +26,10 @@ from typing import Any
 from viewstore.codecs.row import decode_row
 from viewstore.errors import ConfigError
 from viewstore.history.changelog import changes
-from viewstore.history.feed import Feed
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.values import converter
 from viewstore.store.db import Store
+from viewstore.store.feed import Feed
 from viewstore.store.sources import FollowerSource
 from viewstore.store.status import StatusReport, read_status
 from viewstore.store.viewcatalog import stored_views
@@ -181,9 +181,9 @@ class Reader:
             con.sql("SELECT * FROM player_total_scores_as_of(lsn('0/1532260'))")
 
         Close it when done: while it is open no other process can sync the copy."""
-        from viewstore.history import duckdb_copy
+        from viewstore.store import historycopy
 
-        return duckdb_copy.connect(self.data_dir, sync_first=sync)
+        return historycopy.connect(self.data_dir, sync_first=sync)
 
     def status(self, dsn: str | None = None) -> StatusReport:
         """The same report as `viewstore status` (lag only when a DSN is given)."""

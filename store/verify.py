@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from viewstore.errors import ConfigError, SourceError, StoreError
-from viewstore.history.changelog import current_rows_as_of, rows_as_of
+from viewstore.history.changelog import rows_as_of
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgconn import (
     ReplicationConnection,
@@ -34,7 +34,7 @@ from viewstore.ingest.pgconn import (
 )
 from viewstore.store.db import Store
 from viewstore.store.viewcatalog import ViewInfo, stored_views
-from viewstore.store.viewread import find_view
+from viewstore.store.viewread import current_rows_as_of, find_view
 
 _ATTEMPTS = 10
 

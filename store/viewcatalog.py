@@ -22,16 +22,16 @@ from typing import Literal
 from pydantic import BaseModel
 from rocksdict import WriteBatch
 
-from viewstore.codecs.key import encode_value
+from viewstore.codecs.key import encode_value, prefix_end
 from viewstore.codecs.row import decode_row
 from viewstore.errors import ConfigError
 from viewstore.history.changelog import change_key, entries, row_key_prefix
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgconn import quote_ident
-from viewstore.ingest.snapshot import Progress
 from viewstore.ingest.values import converter
+from viewstore.progress import Progress
 from viewstore.store import db as meta
-from viewstore.store.db import Store, prefix_end
+from viewstore.store.db import Store
 from viewstore.store.engine import ActiveView, ViewEngine, index_prefix, view_prefix
 from viewstore.views.plan import IndexSpec, ViewPlan, compile_view
 from viewstore.views.schema import ColumnInfo
@@ -283,3 +283,16 @@ def _put_info(store: Store, info: ViewInfo) -> None:
 def put_info(batch: WriteBatch, store: Store, info: ViewInfo) -> None:
     """Add the view's catalog entry to `batch` (with the state change it describes)."""
     meta.put_json(batch, store, meta.VIEW_PREFIX + info.name.encode(), info)
+
+
+class _Catalog:
+    """The views a store keeps, for history (a `history.access.ViewCatalog`)."""
+
+    def views(self, store: Store) -> dict[str, ViewInfo]:
+        return stored_views(store)
+
+    def put(self, batch: WriteBatch, store: Store, info: ViewInfo) -> None:
+        put_info(batch, store, info)
+
+
+CATALOG = _Catalog()

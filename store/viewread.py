@@ -19,7 +19,7 @@ from typing import Any
 
 from viewstore.codecs.key import encode_key, encode_value
 from viewstore.errors import ConfigError, NotFound, NotReady, StoreError
-from viewstore.history.changelog import row_as_of, rows_as_of
+from viewstore.history.changelog import changes, row_as_of, rows_as_of
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.values import converter
 from viewstore.store.db import LARGE_TXN, UNDO_VIEWS, Store, decode_undo
@@ -207,3 +207,19 @@ def _equal(a: Any, b: Any) -> bool:
 
 def sorted_rows(rows: list[tuple[Any, ...]], column: int, desc: bool) -> list[tuple[Any, ...]]:
     return sorted(rows, key=lambda r: encode_value(r[column]), reverse=desc)
+
+
+def current_rows_as_of(store: Store, view_id: int, lsn: int) -> dict[bytes, tuple[Any, ...]]:
+    """The same as `rows_as_of`, computed the other way: the view's current rows (what readers
+    see) with every change committed after `lsn` undone from its before-image, newest first.
+    `verify` checks both, so damage to either the rows or the history shows."""
+    rows: dict[bytes, tuple[Any, ...]] = {}
+    prefix = view_prefix(view_id) + b"r"
+    for key, data in store.committed(store.views, UNDO_VIEWS, prefix):
+        rows[key[len(prefix) :]] = decode_output(data)
+    for change in changes(store, view_id, lsn + 1, reverse=True):
+        if change.before is None:
+            rows.pop(change.key, None)
+        else:
+            rows[change.key] = change.before
+    return rows

@@ -396,19 +396,19 @@ def history(
     (DATA/history.duckdb) catches up from the store first. Without SQL, it only catches up."""
     import duckdb
 
-    from viewstore.history import duckdb_copy
+    from viewstore.store import historycopy
 
     _setup_logging(False)
     try:
         if not no_sync:
-            result = duckdb_copy.sync(data_dir, batch_rows=batch_rows)
+            result = historycopy.sync(data_dir, batch_rows=batch_rows)
             if sql is None:
                 for view, n in sorted(result.appended.items()):
                     click.echo(f"{view}: {n:,} new changes")
                 click.echo(f"history copy synced to {result.synced_lsn} in {result.seconds:.1f} s")
         if sql is None and not files:
             return
-        con = duckdb_copy.connect(data_dir, sync_first=False)
+        con = historycopy.connect(data_dir, sync_first=False)
     except ViewstoreError as exc:
         _fail(exc)
     try:

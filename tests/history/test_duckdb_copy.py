@@ -19,6 +19,7 @@ from runner import PipelineThread, view_rows, wait_caught_up
 import viewstore
 from viewstore.errors import ConfigError
 from viewstore.history import duckdb_copy
+from viewstore.store import historycopy
 
 TYPED = """
 CREATE TABLE typed (
@@ -123,9 +124,9 @@ def test_views_dropped_and_rebuilt_follow_the_store(dsn: str, tmp_path: Path) ->
         view_rows(data, "evens")
         pg_exec(dsn, "UPDATE t SET v = v + 1 WHERE id <= 10")
         wait_caught_up(dsn, data, alive=p.check)
-    first = duckdb_copy.sync(data)
+    first = historycopy.sync(data)
     assert first.appended["sums"] == 3 + 3 and first.appended["evens"] > 15
-    assert duckdb_copy.sync(data).rows == 0  # nothing new: nothing appended twice
+    assert historycopy.sync(data).rows == 0  # nothing new: nothing appended twice
 
     # `sums` changes its SQL (rebuilt from the mirror), `evens` goes away.
     views.write_text(
@@ -134,9 +135,9 @@ def test_views_dropped_and_rebuilt_follow_the_store(dsn: str, tmp_path: Path) ->
     with PipelineThread(dsn, data, views_file=views) as p:
         wait_caught_up(dsn, data, alive=p.check)
         view_rows(data, "sums")
-    second = duckdb_copy.sync(data)
+    second = historycopy.sync(data)
     assert second.appended == {"sums": 3}
-    con = duckdb_copy.connect(data, sync_first=False)
+    con = historycopy.connect(data, sync_first=False)
     try:
         tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
         assert "evens" not in tables and "sums" in tables
@@ -209,7 +210,7 @@ def test_cli_and_errors(dsn: str, tmp_path: Path) -> None:
     con = viewstore.open(data).history(sync=False)
     try:
         with pytest.raises(ConfigError, match="already open in this process"):
-            duckdb_copy.sync(data, wait=0.5)
+            historycopy.sync(data, wait=0.5)
     finally:
         con.close()
     holder = subprocess.Popen(
@@ -226,11 +227,11 @@ def test_cli_and_errors(dsn: str, tmp_path: Path) -> None:
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "open\n"
         with pytest.raises(ConfigError, match="is open in another process"):
-            duckdb_copy.sync(data, wait=0.5)
+            historycopy.sync(data, wait=0.5)
     finally:
         holder.kill()
         holder.wait()
-    assert duckdb_copy.sync(data).rows == 0
+    assert historycopy.sync(data).rows == 0
 
 
 def test_python_changes_api(dsn: str, tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ from viewstore.demo import SEED_SQL, VIEW, VIEW_SQL
 from viewstore.history import duckdb_copy
 from viewstore.history.changelog import Change, changes
 from viewstore.ingest.lsn import Lsn
+from viewstore.store import historycopy
 from viewstore.store.db import Store
 from viewstore.store.viewcatalog import stored_views
 
@@ -583,7 +584,7 @@ def test_duckdb_copy_matches_the_log_after_a_killed_sync(loaded: Loaded) -> None
                 writer.check()
             assert len(writer.committed) > 50
         target = wait_caught_up(loaded.dsn, data, alive=_alive(proc))
-        final = duckdb_copy.sync(data, batch_rows=50)
+        final = historycopy.sync(data, batch_rows=50)
         assert final.synced_lsn >= target and final.rows > 0
         assert set(_synced(data).values()) == {final.synced_lsn}
         _assert_copy_matches_log(data)
@@ -594,10 +595,10 @@ def test_duckdb_copy_matches_the_log_after_a_killed_sync(loaded: Loaded) -> None
             kill9(proc)
 
     # 3. The copy is derived: deleted and synced again, it is the same, row for row.
-    duckdb_copy.sync(data)
+    historycopy.sync(data)
     first = _dump(data)
     _remove_copy(data)
-    duckdb_copy.sync(data)
+    historycopy.sync(data)
     assert _dump(data) == first
     with Store.open(data, readonly=True) as store:
         total = sum(len(list(changes(store, i.view_id))) for i in stored_views(store).values())

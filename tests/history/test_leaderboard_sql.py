@@ -29,7 +29,7 @@ from helpers import pg_exec, pg_query
 from runner import PipelineThread, view_rows, wait_caught_up
 
 from viewstore.demo import SEED_SQL, VIEW, VIEW_SQL
-from viewstore.history import duckdb_copy
+from viewstore.store import historycopy
 
 SQL_FILE = Path(__file__).resolve().parents[2] / "scripts" / "leaderboard.sql"
 TRANSACTIONS = 80
@@ -250,7 +250,7 @@ def test_leaderboard_macros_answer_what_the_model_says(dsn: str, tmp_path: Path)
         committed, rolled_back, times = _workload(dsn, model)
         wait_caught_up(dsn, data, alive=p.check)
 
-    con = duckdb_copy.connect(data)  # synced to the store's applied LSN first
+    con = historycopy.connect(data)  # synced to the store's applied LSN first
     try:
         con.execute(SQL_FILE.read_text())
         # The only things read from the system under test: positions. Each committed

@@ -22,12 +22,13 @@ from test_as_of import SCHEMA, VIEWS, _transaction
 
 import viewstore
 from viewstore.errors import ConfigError
-from viewstore.history import duckdb_copy
-from viewstore.history.changelog import changes, current_rows_as_of, rows_as_of
+from viewstore.history.changelog import changes, rows_as_of
 from viewstore.history.retention import Retention, apply_retention, compact
 from viewstore.ingest.lsn import Lsn
+from viewstore.store import historycopy
 from viewstore.store.db import Store
-from viewstore.store.viewcatalog import stored_views
+from viewstore.store.viewcatalog import CATALOG, stored_views
+from viewstore.store.viewread import current_rows_as_of
 
 
 def _history_store(dsn: str, tmp_path: Path, txns: int = 120) -> tuple[Path, list[Lsn]]:
@@ -69,8 +70,8 @@ def _entries(data: Path) -> int:
 
 
 def _duckdb_matches_log(data: Path) -> None:
-    duckdb_copy.sync(data)
-    con = duckdb_copy.connect(data, sync_first=False)
+    historycopy.sync(data)
+    con = historycopy.connect(data, sync_first=False)
     try:
         with Store.open(data, readonly=True) as store:
             for info in stored_views(store).values():
@@ -94,7 +95,7 @@ def test_compaction_keeps_every_retained_answer(dsn: str, tmp_path: Path) -> Non
         # Several small passes, each one atomic, each cut at a transaction boundary.
         for info in stored_views(store).values():
             while info.history_start is None or info.history_start < cutoff:
-                info = compact(store, info, int(cutoff), max_entries=7)
+                info = compact(store, info, int(cutoff), max_entries=7, catalog=CATALOG)
         assert all(i.history_start == cutoff for i in stored_views(store).values())
 
     assert _entries(data) < entries_before
@@ -118,7 +119,7 @@ def test_compaction_keeps_every_retained_answer(dsn: str, tmp_path: Path) -> Non
 
     # The DuckDB copy drops what the store dropped, and its as-of macros still agree.
     _duckdb_matches_log(data)
-    con = duckdb_copy.connect(data, sync_first=False)
+    con = historycopy.connect(data, sync_first=False)
     try:
         for lsn in retained[::15]:
             rows = con.execute(
@@ -170,10 +171,12 @@ def test_retention_by_duration(dsn: str, tmp_path: Path) -> None:
     data, lsns = _history_store(dsn, tmp_path, txns=30)
     with Store.open(data) as store:
         # Nothing committed more than an hour ago: nothing to compact.
-        assert apply_retention(store, Retention.parse("1h"))
+        assert apply_retention(store, Retention.parse("1h"), catalog=CATALOG)
         assert all(i.history_from is None for i in stored_views(store).values())
         # Everything is older than "now + 1 minute" minus one minute: compacted to the end.
-        assert apply_retention(store, Retention.parse("60s"), now=time.time() + 120)
+        assert apply_retention(
+            store, Retention.parse("60s"), catalog=CATALOG, now=time.time() + 120
+        )
         for info in stored_views(store).values():
             # Compacted to its last change: what is left is one entry per row it has now.
             log = list(changes(store, info.view_id))

@@ -150,3 +150,9 @@ def value_length(data: bytes, pos: int = 0) -> int:
                 return i + 2 - pos
             i += 2
     raise ValueError(f"not an encoded key value: tag {tag:#x}")
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key after every key that starts with `prefix`."""
+    p = prefix.rstrip(b"\xff")
+    return p[:-1] + bytes([p[-1] + 1]) if p else b"\xff" * (len(prefix) + 1)

@@ -1,0 +1,67 @@
+"""History keys: the one place that encodes and decodes the layout of the `history` column family.
+
+    c  view id (2)  commit LSN (8)  sequence (4)  ->  [output key, before, after, time, xid]
+    k  view id (2)  output key      commit LSN (8)  ->  the row after (DELETED: deleted)
+
+`c` is each view's log in commit order, `k` each view row's history (see `changelog`).
+"""
+
+from __future__ import annotations
+
+import struct
+
+_HEAD = struct.Struct(">HQI")
+_U16 = struct.Struct(">H")
+_U64 = struct.Struct(">Q")
+DELETED = b""  # a `k` value: the row was deleted by that transaction
+
+
+def change_key(view_id: int, commit_lsn: int, seq: int) -> bytes:
+    """The `c` key of a view's `seq`-th change in the transaction committed at `commit_lsn`."""
+    return b"c" + _HEAD.pack(view_id, commit_lsn, seq)
+
+
+def change_prefix(view_id: int) -> bytes:
+    """The prefix of every `c` key of a view."""
+    return b"c" + _U16.pack(view_id)
+
+
+def change_lsn_prefix(view_id: int, commit_lsn: int) -> bytes:
+    """The prefix of the `c` keys of one transaction's changes to a view."""
+    return change_key(view_id, commit_lsn, 0)[:11]
+
+
+def change_key_parts(key: bytes) -> tuple[int, int, int]:
+    """(view id, commit LSN, sequence) of a `c` key."""
+    view_id, commit_lsn, seq = _HEAD.unpack_from(key, 1)
+    return view_id, commit_lsn, seq
+
+
+def change_key_lsn(key: bytes) -> int:
+    """The commit LSN of a `c` key."""
+    return _U64.unpack_from(key, 3)[0]
+
+
+def row_key_prefix(view_id: int, okey: bytes = b"") -> bytes:
+    """The prefix of the `k` keys of a view (of one of its rows, given its output key)."""
+    return b"k" + _U16.pack(view_id) + okey
+
+
+def row_history_key(view_id: int, okey: bytes, commit_lsn: int) -> bytes:
+    """The `k` key of a view row's change in the transaction committed at `commit_lsn`."""
+    return row_key_prefix(view_id, okey) + _U64.pack(commit_lsn)
+
+
+def row_key_lsn_suffix(commit_lsn: int) -> bytes:
+    """The commit-LSN suffix of a `k` key, to seek to within one row's history."""
+    return _U64.pack(commit_lsn)
+
+
+def row_key_lsn(key: bytes) -> int:
+    """The commit LSN of a `k` key (its last 8 bytes)."""
+    return _U64.unpack_from(key, len(key) - 8)[0]
+
+
+def is_row_key_of(key: bytes, prefix: bytes) -> bool:
+    """Whether `key` is a `k` key of exactly the row whose prefix is `prefix`."""
+    return key.startswith(prefix) and len(key) == len(prefix) + 8

@@ -1,0 +1,36 @@
+"""History copy: sync a data directory's DuckDB copy of the history, and connect to it.
+
+The copy itself is `viewstore.history.duckdb_copy`; this opens the store read-only (so it can run
+while `viewstore run` writes it) and hands it the store's ready views.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from viewstore.history import duckdb_copy
+from viewstore.history.duckdb_copy import SyncResult
+from viewstore.store.db import Store
+from viewstore.store.viewcatalog import stored_views
+
+_LOCK_WAIT = 30.0  # seconds to wait for another process to close the copy
+
+
+def sync(
+    data_dir: str | Path, *, batch_rows: int = 200_000, wait: float = _LOCK_WAIT
+) -> SyncResult:
+    """Bring the DuckDB copy of the history up to the store's applied LSN."""
+    store = Store.open(data_dir, readonly=True)
+    try:
+        views = {name: info for name, info in stored_views(store).items() if info.state == "ready"}
+        return duckdb_copy.sync_store(store, views, data_dir, batch_rows=batch_rows, wait=wait)
+    finally:
+        store.close()
+
+
+def connect(data_dir: str | Path, *, sync_first: bool = True, wait: float = _LOCK_WAIT) -> Any:
+    """A read-only DuckDB connection to the history tables (synced first, unless told not to)."""
+    if sync_first:
+        sync(data_dir, wait=wait)
+    return duckdb_copy.connect(data_dir, wait=wait)
