@@ -34,7 +34,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from viewstore.dsn import redact
-from viewstore.errors import DecodeError, SlotError, SourceError, StoreError, UnsupportedError
+from viewstore.errors import SlotError, SourceError, StoreError, UnsupportedError
 from viewstore.history.retention import Retention, apply_retention
 from viewstore.ingest import setup
 from viewstore.ingest.lsn import Lsn
@@ -50,7 +50,8 @@ from viewstore.ingest.pgoutput import (
     decode,
 )
 from viewstore.ingest.snapshot import SnapshotReader
-from viewstore.ingest.walproto import PG_EPOCH_US, Keepalive, decode_copy_data
+from viewstore.ingest.transactions import XLOGDATA_HEADER, Assembler
+from viewstore.ingest.walproto import PG_EPOCH_US
 from viewstore.progress import Progress
 from viewstore.store import db as meta
 from viewstore.store.apply import (
@@ -66,7 +67,6 @@ from viewstore.views.schema import ColumnInfo, TableInfo
 log = logging.getLogger("viewstore")
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0  # seconds between attempts to reach Postgres again
-XLOGDATA_HEADER = 25  # 'w', dataStart, walEnd, sendTime: then the pgoutput message
 
 
 class RunConfig(BaseModel):
@@ -134,7 +134,7 @@ class Pipeline:
         # Transactions to apply in chunks: the start of their commit record (Begin's final LSN)
         # -> its end (the Commit's end LSN), learned on a first pass.
         self.large_txns: dict[Lsn, Lsn] = {}
-        self.txn_lsn = Lsn(0)  # commit LSN of the transaction being received
+        self.assembler: Assembler | None = None  # the current stream's transaction state
         self.reconnects = 0  # connections lost and reopened (tests and status read it)
         self.connected = False  # reached Postgres at least once
 
@@ -384,9 +384,10 @@ class Pipeline:
                 # Replay from the synced LSN: this transaction then begins on an empty group
                 # and is written in chunks with an undo log, in bounded memory.
                 applier.discard_group()
+                assert self.assembler is not None
                 log.info(
                     "transaction committed at %s has over %s rows: applying it in chunks",
-                    self.txn_lsn,
+                    self.large_txns[self.assembler.final_lsn],
                     exc.args[0],
                 )
             except SourceError as exc:
@@ -455,21 +456,21 @@ class Pipeline:
         assert applier is not None
         relations: dict[int, TableState] = {}
         tables = applier.tables
-        in_txn = skip = False
-        too_large: LargeTransaction | None = None  # found too large: read on to its Commit
-        received = applier.synced_lsn
-        idle_pos: Lsn | None = None
+        # Begin/Commit, the skip rule, keepalive positions, the large-transaction read-ahead.
+        asm = self.assembler = Assembler(applier.synced_lsn, self.large_txns)
+        skip = False  # asm.skip, as a local: it is read once per row
         last_status = last_progress = next_retention = time.monotonic()
         commit_interval, group_max = cfg.commit_interval, cfg.group_max_rows
         apply_insert, apply_update, apply_delete = applier.insert, applier.update, applier.delete
 
-        def sync_and_ack() -> None:
+        def sync_and_ack(*, at_begin: bool = False) -> None:
+            # `at_begin`: between transactions, though the Begin of the next one has been read.
             nonlocal last_status
-            if applier.group_pending and not in_txn:
+            if applier.group_pending and (at_begin or not asm.in_txn):
                 self.crash("before-group-write")
                 applier.commit_group()
                 self.crash("after-group-write")
-            self.received_lsn = max(received, applier.synced_lsn)
+            self.received_lsn = max(asm.received, applier.synced_lsn)
             repl.send_status(self.received_lsn, applier.synced_lsn)
             last_status = time.monotonic()
 
@@ -478,9 +479,10 @@ class Pipeline:
             # move on while only unpublished tables are written. A shutting-down walsender
             # waits for flush == its position, asking for replies back to back: `force`.
             nonlocal last_progress
+            idle_pos = asm.idle_pos
             if (
                 idle_pos is not None
-                and not in_txn
+                and not asm.in_txn
                 and not applier.group_pending
                 and idle_pos > applier.synced_lsn
                 and (force or now - last_progress >= cfg.progress_interval)
@@ -489,7 +491,7 @@ class Pipeline:
                 last_progress = now
 
         while True:
-            if self.stop.is_set() and not in_txn:
+            if self.stop.is_set() and not asm.in_txn:
                 sync_and_ack()
                 return
             received_any = False
@@ -500,15 +502,8 @@ class Pipeline:
                     # XLogData: only its payload matters (commit LSNs come from Begin and
                     # Commit), so no frame object is built for it: this runs once per row.
                     msg = decode(data[XLOGDATA_HEADER:])
-                else:
-                    frame = decode_copy_data(data)  # a keepalive; DecodeError if malformed
-                    if type(frame) is not Keepalive:
-                        raise DecodeError(f"empty XLogData message at {frame.wal_end}")
-                    if frame.wal_end > received:
-                        received = frame.wal_end
-                    if not in_txn:
-                        idle_pos = frame.wal_end
-                    if frame.reply_requested:
+                else:  # a keepalive; DecodeError if malformed
+                    if asm.keepalive(data):  # the server asks for a reply now
                         sync_and_ack()  # the pending group first: progress needs an empty one
                         idle_progress(time.monotonic(), force=True)
                         sync_and_ack()
@@ -538,27 +533,18 @@ class Pipeline:
                 except LargeTransaction as exc:
                     # Read on to its Commit without applying: the end of its commit record
                     # keys its history, and the chunked replay needs it from the start.
+                    asm.read_ahead(exc)
                     skip = True
-                    too_large = exc
                     continue
-                if cls is Commit and too_large is not None:
-                    self.large_txns[self.txn_lsn] = msg.end_lsn
-                    raise too_large
                 if cls is Begin:
-                    idle_pos = None
-                    # Already applied before a crash or reconnect: the slot may resend it.
-                    skip = msg.final_lsn < applier.applied_lsn
-                    self.txn_lsn = msg.final_lsn
-                    if msg.final_lsn in self.large_txns and not skip:
-                        sync_and_ack()  # what precedes it, durable: then an empty group
-                        applier.begin_large(self.large_txns[msg.final_lsn])
+                    large_end = asm.begin(msg, applier.applied_lsn)  # skipped if applied before
+                    skip = asm.skip
+                    if large_end is not None:
+                        sync_and_ack(at_begin=True)  # what precedes it, durable: an empty group
+                        applier.begin_large(large_end)
                     applier.begin_transaction(msg.commit_time + PG_EPOCH_US, msg.xid)
-                    in_txn = True
                 elif cls is Commit:
-                    in_txn = False
-                    if msg.end_lsn > received:
-                        received = msg.end_lsn
-                    if not skip:
+                    if asm.commit(msg):  # raises after a read-ahead: replay it in chunks
                         large = applier.large
                         applier.end_transaction(msg.end_lsn, msg.commit_time + PG_EPOCH_US)
                         if (
@@ -578,7 +564,7 @@ class Pipeline:
             if (
                 self.retention is not None
                 and now >= next_retention
-                and not in_txn
+                and not asm.in_txn
                 and not applier.group_pending
                 and not applier.large
             ):
