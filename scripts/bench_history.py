@@ -2,7 +2,7 @@
 """History benchmark (issue 4): what the per-view history costs to write, and how fast it reads.
 
 1. Write overhead, through Postgres. A throwaway Postgres with the seed's schema and view
-   (store/demo.py), 1,000 players and `--initial-scores` scores. Stores following one
+   (viewstore/demo.py), 1,000 players and `--initial-scores` scores. Stores following one
    publication, each on its own slot, take their snapshot and build the view, and are stopped;
    then the load is committed with every store stopped: `--single-txns` transactions that each
    insert one score for a random player, and `--multi-txns` transactions of `--multi-rows` score
@@ -27,7 +27,7 @@
    written straight into a fresh store with the changelog's own writer
    (`history.changelog.entries`, the function the applier calls), for a synthetic view shaped
    like the seed's leaderboard (player_id int, name text, total_score numeric, rows packed with
-   valuecodec.pack_fields as the engine packs them) with a catalog entry (ViewInfo, state ready)
+   codecs.value.pack_fields as the engine packs them) with a catalog entry (ViewInfo, state ready)
    and an applied LSN, so that the readers and the DuckDB copy find it. The store holds nothing
    else (no mirror, no current view rows). Version 0 of every row is its 'initial' entry at the
    view's build LSN; versions 1.. are updates, one per transaction, each row's total growing,
@@ -81,7 +81,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from bench_ingest import machine_info, source_state
+from bench_common import machine_info, source_state
 from bench_views import (
     CHILDREN,
     PG_SETTINGS,
@@ -750,7 +750,7 @@ def duckdb_sync_and_queries(data: Path, hist: History, args: argparse.Namespace)
             for kind, lsn in lsns.items():
                 rows = rows_as_of(store, History.VIEW_ID, lsn).values()
                 want = sorted(rows, key=lambda r: (-r[2], r[0]))[:10]
-                if [r[0] for r in answers[f"top10_as_of_{kind}_lsn"]] != [r[0] for r in want]:
+                if [r[0] for r in answers[f"top10_as_of_{kind}query_lsn"]] != [r[0] for r in want]:
                     raise SystemExit(f"as of {Lsn(lsn)}: DuckDB's top 10 differs from rows_as_of's")
         out["queries"] = queries
     finally:
@@ -790,7 +790,7 @@ def synthetic(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         "how": (
             "NOT ingested: written directly into a fresh store with the changelog's own writer "
             "(history.changelog.entries, as the applier calls it), rows packed with "
-            "valuecodec.pack_fields; a ViewInfo (state ready) and an applied LSN make it a view "
+            "codecs.value.pack_fields; a ViewInfo (state ready) and an applied LSN make it a view "
             "the readers and the DuckDB copy accept. One change per transaction."
         ),
         "keys": args.keys,

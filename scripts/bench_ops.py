@@ -2,7 +2,7 @@
 """Operations benchmarks: initial snapshot, recovery after kill -9, and memory (issue 6: 4, 6, 7).
 
 Each benchmark starts its own throwaway Postgres (ThrowawayPostgres, fsync off, autovacuum off,
-shared_buffers 1GB, as scripts/bench_ingest.py) holding the seed's schema (store/demo.py
+shared_buffers 1GB, as scripts/bench_ingest.py) holding the seed's schema (viewstore/demo.py
 SEED_SQL: `players`, `player_scores` with DECIMAL(10, 2) scores) with 1,000 players, and runs
 `viewstore run` as a subprocess (the interpreter itself, `-m viewstore.cli`) on a publication of
 both tables; viewstore's RocksDB writes are synced as in production. Every run's CPU (consumer,
@@ -21,7 +21,7 @@ checked to hold every row. Reference: `psql -c "\\copy public.player_scores (id,
 player_id) to '/dev/null'"`, the same COPY viewstore issues, its output discarded: run before
 and after viewstore, the faster counts. Ratio: viewstore rows/s over the reference's.
 
-recovery. Workload: viewstore runs (with the seed's view in a views file: store/demo.py VIEW_SQL,
+recovery. Workload: viewstore runs (the seed's view in a views file: viewstore/demo.py VIEW_SQL,
 and a second store without views, on its own slot), catches up with a warm-up of 10 1,000-row
 transactions, and is killed with SIGKILL; then `--recovery-rows` rows (default 1,000,000; quick
 50,000) are inserted in 1,000-row transactions and viewstore is restarted. Timed from the
@@ -71,20 +71,20 @@ from typing import Any
 
 import bench_ingest
 import psycopg
-from bench_ingest import (
+from bench_common import (
     PG_SETTINGS,
     POLL,
     TIMELINE_EVERY,
     BenchError,
     Child,
     CpuMeter,
-    Workload,
-    _lsn,
-    _redacted,
     machine_info,
+    query_lsn,
+    redacted,
     source_state,
 )
 from bench_ingest import Bench as IngestBench
+from bench_ingest import Workload
 from psycopg import sql
 
 import viewstore
@@ -322,7 +322,7 @@ def wal_end(conn: psycopg.Connection[Any]) -> Lsn:
     """The WAL insert position now (not pg_current_wal_lsn(): with synchronous_commit=off the
     last commit may not be written yet), moved back off a page header that no consumer is
     shown until more WAL is written (as bench_ingest.py's load)."""
-    target = _lsn(conn, "SELECT pg_current_wal_insert_lsn()::text")
+    target = query_lsn(conn, "SELECT pg_current_wal_insert_lsn()::text")
     block, segment = conn.execute(
         "SELECT current_setting('wal_block_size')::int,"
         " pg_size_bytes(current_setting('wal_segment_size'))"
@@ -359,7 +359,7 @@ def run_child(
     assert child.ended is not None
     seconds = child.ended - child.started
     return {
-        "command": _redacted(argv),
+        "command": redacted(argv),
         "seconds": round(seconds, 3),
         "peak_rss_kib": child.hwm_kib,
         "cpu": meter.end(seconds, child.cpu_seconds()),
@@ -442,7 +442,7 @@ def bench_snapshot(args: argparse.Namespace, c: Cluster, result: dict[str, Any])
         ref["rows_per_s"] = round(rows / ref["seconds"])
     reference = max(before, after, key=lambda r: r["rows_per_s"])
     vs = {
-        "command": _redacted(run.child.argv),
+        "command": redacted(run.child.argv),
         "code": code,
         "seconds_to_snapshot_complete": complete,
         "rows_per_s": round(rows / complete),
@@ -654,7 +654,7 @@ def bench_recovery(args: argparse.Namespace, c: Cluster, result: dict[str, Any])
         first_line = lines[0][0] if lines else None
         log(f"recovery: {name} caught up in {seconds:.2f}s; checking the store")
         restarts[name] = {
-            "command": _redacted(run.child.argv),
+            "command": redacted(run.child.argv),
             "code": code,
             "seconds_to_caught_up": round(seconds, 3),
             "rows_per_s": round(rows / seconds),

@@ -4,7 +4,7 @@
     GET /views/{name}?col=v&order_by=&desc=&limit=&as_of=
                                             rows now (or as of an LSN, inclusive)
     GET /views/{name}/changes?since=&snapshot=&until=
-                                            a long-lived stream (history.feed): NDJSON, or
+                                            a long-lived stream (store.feed): NDJSON, or
                                             Server-Sent Events for Accept: text/event-stream
     GET /healthz                            liveness (never needs the token)
     GET /metrics                            Prometheus text

@@ -156,7 +156,7 @@ class Applier:
         self.large = False  # writing a large transaction in chunks
         self.group_writes = 0  # synced group writes by this applier (tests read it)
         self.latency = (0, 0.0, 0.0)  # apply latency: groups, sum of seconds, the last one
-        self.large_end_lsn = Lsn(0)  # of the large transaction being written in chunks
+        self.large_commit_lsn = Lsn(0)  # of the large transaction being written in chunks
         self.txn_rows = 0
         self._next_check = large_txn_rows
         # The views kept in the same batches as the mirror; `view_tables` are the tables whose
@@ -243,13 +243,13 @@ class Applier:
         self._next_check = self.large_txn_rows
         self._reset_group()
 
-    def begin_large(self, end_lsn: Lsn) -> None:
+    def begin_large(self, commit_lsn: Lsn) -> None:
         """Apply the transaction that begins now in chunks with an undo log (see module doc).
-        The group must be empty: what precedes the transaction is synced. `end_lsn`, the end
+        The group must be empty: what precedes the transaction is synced. `commit_lsn`, the end
         of its commit record, keys the history its chunks write."""
         assert self.group_txns == 0 and self.group_rows == 0
         self.large = True
-        self.large_end_lsn = end_lsn
+        self.large_commit_lsn = commit_lsn
         meta.put_json(self.batch, self.store, meta.LARGE_TXN, {"since": str(self.synced_lsn)})
         self._next_check = self.chunk_rows
 
@@ -262,7 +262,7 @@ class Applier:
 
     def _write_chunk_of_large(self) -> None:
         if self.engine is not None:
-            self._end_views(self.large_end_lsn)  # the views as of this chunk, undo-logged
+            self._end_views(self.large_commit_lsn)  # the views as of this chunk, undo-logged
             self.engine.flush()
         self.store.write(self.batch, sync=False)
         self.batch = self.store.new_batch()
@@ -314,12 +314,12 @@ class Applier:
         self.xid = xid
         self.history_seq = 0
 
-    def _end_views(self, end_lsn: Lsn) -> None:
+    def _end_views(self, commit_lsn: Lsn) -> None:
         """Write the view rows the transaction touched, and their changes to the history, keyed
         by the end of its commit record (history.changelog says why that one)."""
         for vid, okey, before, after in self.engine.end_transaction():  # type: ignore[union-attr]
             pairs = entries(
-                vid, end_lsn, self.history_seq, okey, before, after,
+                vid, commit_lsn, self.history_seq, okey, before, after,
                 self.commit_time_us, self.xid,
             )  # fmt: skip
             self.history_seq += 1
@@ -328,16 +328,16 @@ class Applier:
                     self._remember(key, None, UNDO_HISTORY)
                 self.batch.put(key, value, self.history_cf)
 
-    def end_transaction(self, end_lsn: Lsn, commit_time: int) -> None:
+    def end_transaction(self, commit_lsn: Lsn, commit_time: int) -> None:
         """Close a transaction: its changes are in the group, its end LSN is the group's."""
         if self.engine is not None:
             if self.keep_history:
-                self._end_views(end_lsn)
+                self._end_views(commit_lsn)
             else:
                 self.engine.end_transaction()  # the view rows only (benchmarks' baseline)
         if self.group_txns == 0:
             self.group_started = time.monotonic()  # the group's age: its oldest commit
-        self.applied_lsn = end_lsn
+        self.applied_lsn = commit_lsn
         self.applied_time = commit_time
         self.group_txns += 1
         self.txn_rows = 0

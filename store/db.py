@@ -4,8 +4,8 @@ One RocksDB database per data directory, in raw mode (bytes in, bytes out), with
 family per concern:
 
     meta     applied LSN, snapshot state, source identity, table schemas, row counts
-    mirror   table id (4 bytes) + encoded primary key  ->  encoded row (store.codec)
-    views    view state: join indexes, groups, output rows, sort indexes (store.viewengine)
+    mirror   table id (4 bytes) + encoded primary key  ->  encoded row (codecs.row)
+    views    view state: join indexes, groups, output rows, sort indexes (store.engine)
     history  every change of every view, keyed by view and commit LSN (history.changelog)
     undo     before-images of the rows a large transaction has written so far (see apply.py)
 

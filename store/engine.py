@@ -26,7 +26,7 @@ Storage (column family `views`):
 
     x  table id (4)  column (2)  value  mirror key      join index: rows of a table by a column
     v  view id (2)   g  group key                       group state (count, key, aggregates)
-    v  view id (2)   r  output key                      output row (valuecodec fields)
+    v  view id (2)   r  output key                      output row (codecs.value fields)
     v  view id (2)   s  column (2)  value  output key   sort index of one output column
 """
 

@@ -157,7 +157,7 @@ class Reader:
         poll_interval: float = 0.02,
     ) -> Iterator[dict[str, Any]]:
         """The view's changes after `since` (exclusive; default: now), then each one as it
-        commits, as the JSON-ready events of `viewstore subscribe` (history.feed); endless
+        commits, as the JSON-ready events of `viewstore subscribe` (store.feed); endless
         unless `until` is given. Follows the store while another process writes it."""
         low, high = (Lsn.parse(x) if isinstance(x, str) else x for x in (since, until))
         source = FollowerSource(self.data_dir)

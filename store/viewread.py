@@ -1,6 +1,6 @@
 """View reads: the current rows of a view, by key, by an indexed value, or in a column's order.
 
-Every output column but a single-column key has a sort index (`viewengine`), so
+Every output column but a single-column key has a sort index (`store.engine`), so
 
 - `col = value` on the key is one get; on any other indexed column a prefix scan;
 - `ORDER BY col [DESC] LIMIT n` walks that column's index and stops after n rows, which is

@@ -1,4 +1,4 @@
-"""The live leaderboard page (`store/static/leaderboard.html`) in headless Chromium.
+"""The live leaderboard page (`serve/static/leaderboard.html`) in headless Chromium.
 
 A real `viewstore run --views views.sql --http 127.0.0.1:PORT` follows the seed's tables in the
 test's own Postgres database; Playwright drives Debian's chromium (`/usr/bin/chromium`: no

@@ -10,7 +10,7 @@ A plan says, for one view,
 - the output schema: column names and types, which columns form the view's key, and which get a
   sort index (every orderable column but a single-column key, whose order the rows already have).
 
-Nothing here touches RocksDB; `viewengine` runs plans against the store.
+Nothing here touches RocksDB; `store.engine` runs plans against the store.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from viewstore.views.tree import (
 
 INTS = frozenset({INT2, INT4, INT8})
 UUID, BYTEA, OID = 2950, 17, 26
-# Types whose values keycodec orders as SQL does: they can be view keys and sort columns.
+# Types whose values codecs.key orders as SQL does: they can be view keys and sort columns.
 ORDERABLE = frozenset(
     {BOOL, INT2, INT4, INT8, OID, NUMERIC, FLOAT4, FLOAT8, DATE, TIMESTAMP, TIMESTAMPTZ, UUID,
      BYTEA} | TEXTS

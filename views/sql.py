@@ -8,7 +8,7 @@ Whatever the view compiler cannot maintain exactly is refused here, with the con
 and its line:column in the file (issue 3: "rejected at start-up with an error that quotes the
 construct and its position").
 
-The tree lives in `viewtree`; binding it to tables and types is `viewresolve`'s job.
+The tree lives in `views.tree`; binding it to tables and types is `views.resolve`'s job.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """View tree: the typed form of a view's SELECT, shared by parsing, resolution and compiling.
 
-`viewsql` builds these nodes from Postgres's parse tree, `viewresolve` binds their column
+`views.sql` builds these nodes from Postgres's parse tree, `views.resolve` binds their column
 references and types, `expr` compiles scalar ones into closures. No pglast node appears here.
 """
 

@@ -14,7 +14,7 @@
    transactions per second, while the screen shows the top 10 by total_score as viewstore
    keeps it, with the applied LSN, lag and transactions/s: redrawn in place on a terminal,
    plain snapshots otherwise, so that logs stay readable; with `http`, the same process serves
-   the HTTP API and the live leaderboard page (`store/static/leaderboard.html`) from the
+   the HTTP API and the live leaderboard page (`serve/static/leaderboard.html`) from the
    pipeline's store, and its URL is printed first;
 5. at Ctrl-C, SIGTERM, after `duration` seconds or `transactions` transactions: the workload
    stops, the store catches up with Postgres, the final top 10 is printed, and the mirrored
