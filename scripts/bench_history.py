@@ -750,7 +750,7 @@ def duckdb_sync_and_queries(data: Path, hist: History, args: argparse.Namespace)
             for kind, lsn in lsns.items():
                 rows = rows_as_of(store, History.VIEW_ID, lsn).values()
                 want = sorted(rows, key=lambda r: (-r[2], r[0]))[:10]
-                if [r[0] for r in answers[f"top10_as_of_{kind}query_lsn"]] != [r[0] for r in want]:
+                if [r[0] for r in answers[f"top10_as_of_{kind}_lsn"]] != [r[0] for r in want]:
                     raise SystemExit(f"as of {Lsn(lsn)}: DuckDB's top 10 differs from rows_as_of's")
         out["queries"] = queries
     finally:
