@@ -140,16 +140,33 @@ class ViewEngine:
         # table id -> [(view, positions of the table in the view)]
         self.by_table: dict[int, list[tuple[ActiveView, list[int]]]] = {}
         self.indexes: dict[int, list[IndexSpec]] = {}
+        # Pushed-down views (viewplan.Pushdown), by child table and by base table.
+        self.push_child: dict[int, list[ActiveView]] = {}
+        self.push_base: dict[int, list[ActiveView]] = {}
+        used: dict[int, set[int]] = {}
         for v in self.views:
             for p in v.plan.positions:
                 self.converters[p.table.table_id] = p.converters
+            for tid, cols in v.plan.used.items():
+                used.setdefault(tid, set()).update(cols)
+            pd = v.plan.pushdown
+            if pd is not None:
+                self.push_child.setdefault(pd.child, []).append(v)
+                self.push_base.setdefault(pd.base, []).append(v)
+                continue
             for tid in sorted(v.plan.tables):
                 spots = [p.index for p in v.plan.positions if p.table.table_id == tid]
                 self.by_table.setdefault(tid, []).append((v, spots))
             for spec in v.plan.indexes:
                 if spec not in self.indexes.setdefault(spec.table_id, []):
                     self.indexes[spec.table_id].append(spec)
-        self.tables = frozenset(self.by_table)
+        # One function per table that converts only the columns some view reads.
+        self.typers = {
+            tid: _typer(self.converters[tid], cols) for tid, cols in sorted(used.items())
+        }
+        self.tables = (
+            frozenset(self.by_table) | frozenset(self.push_child) | frozenset(self.push_base)
+        )
         self.reset()
 
     def reset(self) -> None:
@@ -161,6 +178,11 @@ class ViewEngine:
         self.dirty: set[tuple[int, bytes]] = set()  # groups whose state is not in the batch
         self.pending: dict[tuple[int, bytes], Typed | None] = {}  # non-grouped output rows
         self.touched: dict[tuple[int, bytes], bytes | None] = {}  # -> output before the txn
+        # Output rows changed since the last flush -> (encoded, decoded) as last written: the
+        # rows and their sort-index entries are written once per batch, at `flush`.
+        # (row before the batch encoded, and decoded when sort-indexed, row now)
+        self.changed: dict[tuple[int, bytes], tuple[bytes | None, Typed | None, Typed | None]] = {}
+        self.pushed: dict[tuple[int, bytes], Any] = {}  # pushed-down group -> its fk value
         self._iter: Any = None  # a views CF iterator, as of the last batch written
         # (view id, repr of a joined row) -> (net sign, error): rows whose expressions failed
         # in this transaction, held back until its end (see `emit`).
@@ -176,9 +198,22 @@ class ViewEngine:
             self._iter = None
 
     def flush(self) -> None:
-        """Put the state of every group changed since the last flush into the batch (called
-        before the batch is written: a group's state is written once per batch, not per
-        transaction)."""
+        """Put the state of every group and output row changed since the last flush into the
+        batch (called before the batch is written: each is written once per batch, not once per
+        transaction; the history has every transaction's own before and after)."""
+        for (vid, okey), (old_data, old, new) in sorted(self.changed.items()):
+            rkey = row_key(vid, okey)
+            data = self.vover[rkey]
+            if data == old_data:
+                continue  # changed and changed back within the batch
+            self.writer.view_write(rkey, data)
+            for c in self.by_id[vid].plan.sort_columns:
+                prefix = sort_prefix(vid, c)
+                if old is not None:
+                    self.writer.view_write(prefix + encode_value(old[c]) + okey, None)
+                if new is not None:
+                    self.writer.view_write(prefix + encode_value(new[c]) + okey, b"")
+        self.changed.clear()
         for vid, gkey in sorted(self.dirty):
             group = self.groups[(vid, gkey)]
             key = view_prefix(vid) + b"g" + gkey
@@ -197,10 +232,7 @@ class ViewEngine:
     # ---- reading state -------------------------------------------------------------------
 
     def typed(self, table_id: int, raw: Row) -> Typed:
-        return tuple(
-            None if v is None else conv(v)
-            for conv, v in zip(self.converters[table_id], raw, strict=True)
-        )
+        return self.typers[table_id](raw)
 
     def fetch(self, table: TableInfo, key: bytes) -> Typed | None:
         try:
@@ -247,6 +279,10 @@ class ViewEngine:
             have = set(found)
             found = [k for k in found if over.get(k, True)]
             found += [k for k, present in over.items() if present and k not in have]
+            # In key order, as if the batch were in RocksDB: the join visits rows in this
+            # order, which numbers the history entries, and a replay after a crash may cut the
+            # commit groups elsewhere (promise 4: byte-identical history).
+            found.sort()
         return found
 
     def index_any(self, prefix: bytes, exclude: bytes | None) -> bool:
@@ -383,20 +419,127 @@ class ViewEngine:
         row = self.typed(table.table_id, raw)
         self.rows[key] = row
         self._index(table, key, row, True)
-        for view, spots in self.by_table[table.table_id]:
+        tid = table.table_id
+        for view, spots in self.by_table.get(tid, ()):
             for p in spots:  # a self-join: earlier positions already have it
-                change = _Change(table.table_id, key, row, (q for q in spots if q < p))
+                change = _Change(tid, key, row, (q for q in spots if q < p))
                 self.view_delta(view, p, row, 1, change)
+        for view in self.push_child.get(tid, ()):
+            self.child_row(view, row, 1)
+        for view in self.push_base.get(tid, ()):
+            self.base_row(view, row)
 
     def delete(self, table: TableInfo, key: bytes, raw: Row) -> None:
         """`raw` leaves `table`; call before the mirror forgets it."""
         row = self.typed(table.table_id, raw)
         self._index(table, key, row, False)
-        for view, spots in self.by_table[table.table_id]:
+        tid = table.table_id
+        for view, spots in self.by_table.get(tid, ()):
             for p in spots:  # a self-join: later positions still have it
-                change = _Change(table.table_id, key, row, (q for q in spots if q > p))
+                change = _Change(tid, key, row, (q for q in spots if q > p))
                 self.view_delta(view, p, row, -1, change)
+        for view in self.push_child.get(tid, ()):
+            self.child_row(view, row, -1)
+        for view in self.push_base.get(tid, ()):
+            self.base_row(view, row)
         self.rows[key] = None
+
+    # ---- aggregates pushed below the join (viewplan.Pushdown) -----------------------------
+
+    def child_row(self, view: ActiveView, row: Typed, sign: int) -> None:
+        """A child row enters (1) or leaves (-1) the group its fk names, whether or not that
+        base row exists (the base row decides, at output, whether the group shows)."""
+        plan = view.plan
+        pd = plan.pushdown
+        fk = row[pd.fk]  # type: ignore[union-attr]
+        if fk is None:
+            return  # joins no base row
+        joined = plan.positions[0].nulls + row
+        values = self.agg_values(view, sign, joined)
+        if values is None:
+            return
+        gkey = encode_key((fk,))
+        group = self.group(view, gkey, ())
+        self._touch(view, gkey)
+        self.pushed[(view.view_id, gkey)] = fk
+        group.count += sign
+        for value, state in zip(values, group.states, strict=True):
+            if value is _SKIP:
+                continue
+            if sign > 0:
+                state.add(value)
+            else:
+                state.remove(value)
+        if group.count < 0:
+            raise StoreError(f"view {plan.name}: a group's row count fell below zero", CORRUPT_HINT)
+
+    def base_row(self, view: ActiveView, row: Typed) -> None:
+        """A base row changed: its group's output row is computed again at the end."""
+        plan = view.plan
+        value = row[plan.positions[0].table.key_positions[0]]
+        gkey = encode_key((value,))
+        self.group(view, gkey, ())
+        self._touch(view, gkey)
+        self.pushed[(view.view_id, gkey)] = value
+
+    def agg_values(self, view: ActiveView, sign: int, row: Typed) -> list[Any] | None:
+        """What `row` feeds each aggregate (_SKIP where its FILTER rejects it); None when an
+        expression failed (held back, see `emit`)."""
+        plan = view.plan
+        vid = view.view_id
+        if sign < 0 and self.failed:
+            key = (vid, repr(row))
+            held = self.failed.pop(key, None)
+            if held is not None:
+                if held[0] + sign:
+                    self.failed[key] = (held[0] + sign, held[1])
+                return None
+        try:
+            return [
+                _SKIP
+                if agg.filter is not None and agg.filter(row) is not True
+                else None
+                if agg.arg is None
+                else agg.arg(row)
+                for agg in plan.aggs
+            ]
+        except EvalError as exc:
+            key = (vid, repr(row))
+            net = self.failed.pop(key, (0, exc))[0] + sign
+            if net:
+                self.failed[key] = (net, exc)
+            return None
+
+    def pushed_output(self, view: ActiveView, gkey: bytes) -> Typed | None:
+        """The output row of a pushed-down group: its base row joined with the aggregates."""
+        plan = view.plan
+        pd = plan.pushdown
+        base = plan.positions[0].table
+        fk = self.pushed[(view.view_id, gkey)]
+        row = self.fetch(base, base.prefix + encode_row((pd.base_key(fk),)))  # type: ignore[union-attr]
+        if row is None:
+            return None
+        joined = row + plan.positions[1].nulls
+        if plan.where is not None and plan.where(joined) is not True:
+            return None
+        group = self.groups[(view.view_id, gkey)]
+        states = group.states
+        if group.count == 0:
+            if not pd.left:  # type: ignore[union-attr]
+                return None
+            # The base row alone, null-extended: what the aggregates make of one row of NULLs.
+            states = [agg.new_state() for agg in plan.aggs]
+            for agg, state in zip(plan.aggs, states, strict=True):
+                if agg.filter is None or agg.filter(joined) is True:
+                    state.add(None if agg.arg is None else agg.arg(joined))
+        values = (
+            *(f(joined) for f in plan.group_key),
+            *(s.result() for s in states),
+            *(f(joined) for f in plan.carried),
+        )
+        if plan.having is not None and plan.having(values) is not True:
+            return None
+        return tuple(f(values) for f in plan.outputs)
 
     def _index(self, table: TableInfo, key: bytes, row: Typed, present: bool) -> None:
         suffix = key[4:]
@@ -482,11 +625,12 @@ class ViewEngine:
         plan = view.plan
         data = self.vget(view_prefix(view.view_id) + b"g" + gkey)
         if data is None:
-            group = _Group(gk, 0, [a.new_state() for a in plan.aggs], (None,) * len(plan.carried))
+            ncar = len(plan.carried) if plan.pushdown is None else 0
+            group = _Group(gk, 0, [a.new_state() for a in plan.aggs], (None,) * ncar)
         else:
             fields = unpack_fields(data)  # laid out as `flush` writes them
-            nkey = len(plan.group_key)
-            ncar = len(plan.carried)
+            nkey = len(plan.group_key) if plan.pushdown is None else 0
+            ncar = len(plan.carried) if plan.pushdown is None else 0
             states = []
             pos = 1 + nkey + ncar
             for agg in plan.aggs:
@@ -535,7 +679,10 @@ class ViewEngine:
         changes = []
         for (vid, okey), before_data in self.touched.items():
             view = self.by_id[vid]
-            if view.plan.aggregate:
+            if view.plan.pushdown is not None:
+                after = self.pushed_output(view, okey)
+                self.dirty.add((vid, okey))
+            elif view.plan.aggregate:
                 group = self.groups[(vid, okey)]
                 after = self.output(view, group)
                 self.dirty.add((vid, okey))
@@ -544,19 +691,75 @@ class ViewEngine:
             after_data = None if after is None else pack_fields(list(after))
             if before_data == after_data:
                 continue
-            self.vput(row_key(vid, okey), after_data)
-            before = None if before_data is None else decode_output(before_data)
-            for c in view.plan.sort_columns:
-                prefix = sort_prefix(vid, c)
-                if before is not None:
-                    self.vput(prefix + encode_value(before[c]) + okey, None)
-                if after is not None:
-                    self.vput(prefix + encode_value(after[c]) + okey, b"")
+            first = self.changed.get((vid, okey))
+            if first is None:
+                sorted_by = view.plan.sort_columns and before_data is not None
+                before = decode_output(before_data) if sorted_by else None  # type: ignore[arg-type]
+                self.changed[(vid, okey)] = (before_data, before, after)
+            else:
+                self.changed[(vid, okey)] = (first[0], first[1], after)
+            self.vover[row_key(vid, okey)] = after_data  # written at `flush`
             changes.append((vid, okey, before_data, after_data))
         self.touched.clear()
         return changes
 
     # ---- backfill ------------------------------------------------------------------------
+
+    def backfill_pushed(
+        self,
+        view: ActiveView,
+        child_rows: Iterator[tuple[bytes, bytes]],
+        base_rows: Iterator[tuple[bytes, bytes]],
+    ) -> Iterator[int]:
+        """Build a pushed-down view: every child row into its group's aggregates (no join),
+        then every base row's output. Yields the rows done every chunk, after flushing (the
+        caller writes the batch and may `reset`)."""
+        plan = view.plan
+        pd = plan.pushdown
+        assert pd is not None
+        vid = view.view_id
+        nulls = plan.positions[0].nulls
+        n = 0
+        for _, raw in child_rows:
+            row = self.typers[pd.child](decode_row(raw))
+            fk = row[pd.fk]
+            n += 1
+            if fk is not None:
+                values = self.agg_values(view, 1, nulls + row)
+                if values is not None:
+                    gkey = encode_key((fk,))
+                    group = self.group(view, gkey, ())
+                    group.count += 1
+                    for value, state in zip(values, group.states, strict=True):
+                        if value is not _SKIP:
+                            state.add(value)
+                    self.dirty.add((vid, gkey))
+            if n % 50_000 == 0:
+                self._raise_failed()
+                self.flush()
+                yield n
+        self._raise_failed()
+        self.flush()
+        yield n
+        base = plan.positions[0].table
+        for key, raw in base_rows:
+            row = self.typers[base.table_id](decode_row(raw))
+            self.rows[key] = row  # read once by the output
+            self.base_row(view, row)
+            n += 1
+            if n % 5_000 == 0:
+                self.end_transaction()
+                self.flush()
+                yield n
+        self.end_transaction()
+        self.flush()
+        yield n
+
+    def _raise_failed(self) -> None:
+        if self.failed:
+            _, exc = next(iter(self.failed.values()))
+            self.failed.clear()
+            raise exc
 
     def backfill_rows(
         self, view: ActiveView, base_rows: Iterator[tuple[bytes, bytes]]
@@ -580,6 +783,24 @@ class ViewEngine:
         self.end_transaction()
         self.flush()
         yield n
+
+
+def _typer(
+    converters: Sequence[Callable[[bytes], Any]], used: Iterable[int]
+) -> Callable[[Row], Typed]:
+    """A function converting a row's text values to Python values, only at `used` columns
+    (the others are None: no view reads them). Generated, so that the per-row cost is one call
+    and one tuple, not a generator over every column."""
+    used = set(used)
+    names = {f"c{i}": conv for i, conv in enumerate(converters) if i in used}
+    parts = [
+        f"None if raw[{i}] is None else c{i}(raw[{i}])" if i in used else "None"
+        for i in range(len(converters))
+    ]
+    source = f"def typed(raw):\n    return ({', '.join(parts)},)\n"
+    namespace: dict[str, Any] = dict(names)
+    exec(source, namespace)
+    return namespace["typed"]  # type: ignore[no-any-return]
 
 
 class _Upto:

@@ -245,9 +245,17 @@ def _backfill(store: Store, plan: ViewPlan, view_id: int) -> ViewInfo:
     writer = _BackfillWriter(store)
     view = ActiveView(plan, view_id)
     engine = ViewEngine([view], store.views, writer)
-    progress = Progress(plan.name, store.row_count(base), task="view")
+    pd = plan.pushdown
+    if pd is None:
+        total = store.row_count(base)
+        steps = engine.backfill_rows(view, store.rows(base))
+    else:
+        child = next(p.table for p in plan.positions if p.table.table_id == pd.child)
+        total = store.row_count(base) + store.row_count(child)
+        steps = engine.backfill_pushed(view, store.rows(child), store.rows(base))
+    progress = Progress(plan.name, total, task="view")
     done = 0
-    for n in engine.backfill_rows(view, store.rows(base)):
+    for n in steps:
         writer.flush()
         engine.reset()
         progress.add(n - done)

@@ -454,14 +454,17 @@ class NumericSum(_SpecialSum):
         scale = max(self.scales, default=0)
         return nozero(self.total.quantize(Decimal(1).scaleb(-scale), context=CTX))
 
+    # `total` is kept in its normal form by every change (and stored so), so the result and
+    # the stored fields read it as it is.
+
     def _finite_result(self) -> Decimal:
         if self.avg:
             # numeric_avg divides the sum by the count of all non-NULL inputs.
-            return numeric_div(self._sum(), Decimal(self.n))
-        return self._sum()
+            return numeric_div(self.total, Decimal(self.n))
+        return self.total
 
     def fields(self) -> list[Any]:
-        out = [self.n, self.nan, self.pinf, self.ninf, self._sum()]
+        out = [self.n, self.nan, self.pinf, self.ninf, self.total]
         for s in sorted(self.scales):
             out += [s, self.scales[s]]
         return out

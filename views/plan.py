@@ -60,6 +60,11 @@ _TEXT_OF = {**{t: lambda v: str(v).encode() for t in (*INTS, OID, UUID)},
             **{t: lambda v: v.encode() for t in TEXTS - {1042}}}  # fmt: skip
 
 
+# Part of every view's fingerprint: a store whose views were kept in another layout of the
+# engine's state rebuilds them from the mirror at start-up instead of misreading them.
+ENGINE_LAYOUT = "2"
+
+
 @dataclass(frozen=True)
 class IndexSpec:
     """A join index: every row of `table_id`, keyed by the value of column `column`."""
@@ -119,6 +124,25 @@ class OutputColumnInfo:
     type_oid: int
 
 
+@dataclass(frozen=True)
+class Pushdown:
+    """The aggregate below the join: `base [LEFT] JOIN child ON child.fk = base.pk GROUP BY
+    base.pk`, with aggregates over child columns only and WHERE over base columns only.
+
+    Then a group is the base row with the child rows whose `fk` names it, so the engine keeps
+    the aggregate per `fk` value (one dict lookup per child row: no join index, no seek) and
+    joins the base row (a get by primary key) once per changed group, when it computes the
+    output row. Under LEFT JOIN a group with no child rows is the base row null-extended: the
+    aggregates then see one row of NULLs, as Postgres's do (COUNT(*) is 1, SUM is NULL).
+    """
+
+    child: int  # table id of the joined item
+    fk: int  # its column that names the base row
+    base: int  # table id of the first FROM item
+    base_key: Callable[[Any], bytes]  # a fk value -> the base row's key text
+    left: bool
+
+
 @dataclass
 class ViewPlan:
     name: str
@@ -137,6 +161,8 @@ class ViewPlan:
     key_columns: tuple[int, ...]  # output columns that are the view's key (in key order)
     sort_columns: tuple[int, ...]
     indexes: frozenset[IndexSpec]
+    used: Mapping[int, frozenset[int]]  # table id -> the columns the view reads
+    pushdown: Pushdown | None = None
 
     @property
     def tables(self) -> frozenset[int]:
@@ -166,6 +192,18 @@ def compile_view(view: ViewDef, tables: Mapping[str, TableInfo]) -> ViewPlan:
     return _Compiler(rv, tables).run()
 
 
+def _cols_outside_aggs(e: Expr) -> set[int]:
+    """Joined-row columns `e` reads outside of aggregate calls."""
+    if isinstance(e, Agg):
+        return set()
+    if isinstance(e, Col):
+        return {e.index} if e.index is not None else set()
+    out: set[int] = set()
+    for c in children(e):
+        out |= _cols_outside_aggs(c)
+    return out
+
+
 class _Compiler:
     def __init__(self, rv: ResolvedView, tables: Mapping[str, TableInfo]) -> None:
         self.rv, self.view = rv, rv.view
@@ -191,14 +229,12 @@ class _Compiler:
             aggs, carried, having = (), (), None
             outputs = tuple(compile_expr(c.expr) for c in rv.columns)
             key_columns = ()
-        single_key = key_columns if len(key_columns) == 1 else ()
-        sort_columns = tuple(
-            i for i, c in enumerate(columns) if c.type_oid in ORDERABLE and i not in single_key
-        )
+        sort_columns = self.sort_columns(columns, key_columns)
+        pushdown = self.pushdown(positions) if aggregate else None
         indexes = frozenset(
             IndexSpec(self.infos[p].table_id, lk.column)
             for p, lk in self.lookups(positions)
-            if lk.by_key is None
+            if lk.by_key is None and pushdown is None
         )
         return ViewPlan(
             name=self.view.name,
@@ -217,11 +253,97 @@ class _Compiler:
             key_columns=key_columns,
             sort_columns=sort_columns,
             indexes=indexes,
+            used=self.used(positions),
+            pushdown=pushdown,
+        )
+
+    def sort_columns(
+        self, columns: Sequence[OutputColumnInfo], key_columns: Sequence[int]
+    ) -> tuple[int, ...]:
+        """The output columns kept in a sort index: those views.sql declares with CREATE INDEX
+        ON view (column), and by default, in an aggregate view, every orderable column computed
+        from aggregates (what leaderboards rank by). A single-column key needs none: the rows
+        are stored in its order. Orderings on other columns read the whole view."""
+        rv = self.rv
+        names = [c.name for c in rv.columns]
+        wanted = set()
+        for name, pos in self.view.indexes:
+            if name not in names:
+                raise self.fail(
+                    pos,
+                    f"CREATE INDEX names column {name}, which the view does not have",
+                    f"index one of its columns: {', '.join(names)}",
+                )
+            i = names.index(name)
+            if columns[i].type_oid not in ORDERABLE:
+                raise self.fail(
+                    pos,
+                    f"column {name} of type {type_sql(columns[i].type_oid)} cannot be indexed",
+                    "index a column of number, text, bool, date, time or uuid type",
+                )
+            wanted.add(i)
+        for i, c in enumerate(rv.columns):
+            if any(isinstance(x, Agg) for x in walk(c.expr)) and columns[i].type_oid in ORDERABLE:
+                wanted.add(i)
+        single_key = set(key_columns) if len(key_columns) == 1 else set()
+        return tuple(sorted(wanted - single_key))
+
+    def roots(self) -> list[Expr]:
+        rv = self.rv
+        out = [c.expr for c in rv.columns]
+        out += [e for e in (rv.where, rv.having) if e is not None]
+        return out + list(rv.group_by)
+
+    def used(self, positions: Sequence[Position]) -> dict[int, frozenset[int]]:
+        """The columns of each table that the view reads: only those are converted from
+        Postgres's text (a timestamp nobody selects is never parsed)."""
+        joined = {c.index for r in self.roots() for c in walk(r) if isinstance(c, Col)}
+        for p in positions:
+            joined |= {a for a, _ in p.on} | {p.offset + b for _, b in p.on}
+        out: dict[int, set[int]] = {}
+        for p in positions:
+            own = {j - p.offset for j in joined if j is not None and 0 <= j - p.offset < p.width}
+            own |= set(p.table.key_positions)  # output keys and lookups by key
+            out.setdefault(p.table.table_id, set()).update(own)
+        return {t: frozenset(cols) for t, cols in out.items()}
+
+    def pushdown(self, positions: Sequence[Position]) -> Pushdown | None:
+        """The aggregate-below-join shape (see `Pushdown`), or None."""
+        rv = self.rv
+        if len(positions) != 2 or len(rv.group_by) != 1 or len(positions[1].on) != 1:
+            return None
+        base, child = positions
+        if base.table.table_id == child.table.table_id or child.backward is None:
+            return None
+        (a, fk), (_, back) = child.on[0], child.backward
+        group = rv.group_by[0]
+        if back.by_key is None or not isinstance(group, Col) or group.index != a:
+            return None
+        if base.table.key_positions != (a,):
+            return None
+
+        def cols(e: Expr | None) -> set[int]:
+            return {c.index for c in walk(e) if isinstance(c, Col)} if e is not None else set()  # type: ignore[misc]
+
+        aggs = [x for r in self.roots() for x in walk(r) if isinstance(x, Agg)]
+        inside = set().union(*(cols(x.arg) | cols(x.filter) for x in aggs)) if aggs else set()
+        outside = cols(rv.where)
+        for c in rv.columns:
+            outside |= _cols_outside_aggs(c.expr)
+        if any(i < child.offset for i in inside) or any(i >= child.offset for i in outside):
+            return None
+        return Pushdown(
+            child=child.table.table_id,
+            fk=fk,
+            base=base.table.table_id,
+            base_key=back.by_key,
+            left=child.kind == "left",
         )
 
     def fingerprint(self) -> str:
         """Changes when the SQL or the schema of a table it reads changes: the state is stale."""
-        h = hashlib.sha256(self.view.sql.encode())
+        h = hashlib.sha256(ENGINE_LAYOUT.encode() + self.view.sql.encode())
+        h.update(repr(sorted(name for name, _ in self.view.indexes)).encode())
         for info in self.infos:
             h.update(info.model_dump_json().encode())
         return h.hexdigest()[:16]

@@ -14,6 +14,7 @@ The tree lives in `views.tree`; binding it to tables and types is `views.resolve
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -540,6 +541,28 @@ def _token_starts(text: str, start: int, end: int) -> list[tuple[int, str]]:
     ]
 
 
+def _index(stmt: ast.IndexStmt, views: list[ViewDef], text: str, source: str, start: int) -> None:
+    """CREATE [UNIQUE] INDEX [name] ON view (column [ASC|DESC]): a sort index on one column of
+    a view defined above it (both directions read it; UNIQUE is accepted and not enforced)."""
+    at = where(text, source, start)
+    name = stmt.relation.relname
+    found = [i for i, v in enumerate(views) if v.name == name]
+    if not found:
+        raise ConfigError(
+            f"{at}: CREATE INDEX names {name}, which is not a view defined above it",
+            "put CREATE INDEX ON view (column) after the view's CREATE MATERIALIZED VIEW",
+        )
+    params = stmt.indexParams or ()
+    if len(params) != 1 or params[0].name is None or stmt.whereClause is not None:
+        raise ConfigError(
+            f"{at}: index on {name}: only a sort index on one plain column is supported "
+            "(no expressions, several columns or WHERE)",
+            "write one CREATE INDEX ON view (column) per column that reads are ordered by",
+        )
+    view = views[found[0]]
+    views[found[0]] = replace(view, indexes=(*view.indexes, (params[0].name, start)))
+
+
 def parse_views(text: str, source: str = "views.sql") -> list[ViewDef]:
     """Parse a views file: one or more CREATE [MATERIALIZED] VIEW name AS SELECT ...;.
 
@@ -570,6 +593,9 @@ def parse_views(text: str, source: str = "views.sql") -> list[ViewDef]:
                     "not supported; alias the columns in the SELECT",
                     SUPPORTED_HINT,
                 )
+        elif isinstance(stmt, ast.IndexStmt):
+            _index(stmt, views, text, source, start)
+            continue
         elif isinstance(stmt, ast.ViewStmt):
             rel, query = stmt.view, stmt.query
             if stmt.aliases:
@@ -582,8 +608,8 @@ def parse_views(text: str, source: str = "views.sql") -> list[ViewDef]:
             quoted = " ".join(text[start:end].split())
             quoted = quoted if len(quoted) <= 60 else quoted[:57] + "..."
             raise ConfigError(
-                f"{where(text, source, start)}: only CREATE [MATERIALIZED] VIEW statements are "
-                f"allowed, not {quoted!r}",
+                f"{where(text, source, start)}: only CREATE [MATERIALIZED] VIEW and CREATE "
+                f"INDEX statements are allowed, not {quoted!r}",
                 "views.sql holds CREATE MATERIALIZED VIEW name AS SELECT ...; statements",
             )
         name = rel.relname

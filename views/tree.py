@@ -219,6 +219,9 @@ class ViewDef:
     pos: int = 0
     # The whole file, shared by its views: positions in the tree are offsets into it.
     file_text: str = field(default="", repr=False, compare=False)
+    # Columns a `CREATE INDEX ON view (column)` of the file asks a sort index for, with the
+    # offset of each in the file.
+    indexes: tuple[tuple[str, int], ...] = ()
 
     @property
     def base_tables(self) -> tuple[str, ...]:

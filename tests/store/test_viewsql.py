@@ -294,11 +294,11 @@ def test_position_is_line_and_column_in_file() -> None:
     [
         (
             "CREATE TABLE t (a int);",
-            "views.sql:1:1: only CREATE [MATERIALIZED] VIEW statements are allowed, not 'CREATE TABLE t (a int)'",
+            "views.sql:1:1: only CREATE [MATERIALIZED] VIEW and CREATE INDEX statements are allowed, not 'CREATE TABLE t (a int)'",
         ),
         (
             "CREATE VIEW a AS SELECT 1 FROM t;\n  DROP TABLE t;",
-            "views.sql:2:3: only CREATE [MATERIALIZED] VIEW statements are allowed, not 'DROP TABLE t'",
+            "views.sql:2:3: only CREATE [MATERIALIZED] VIEW and CREATE INDEX statements are allowed, not 'DROP TABLE t'",
         ),
         ("CREATE VIEW a AS SELECT 1 FRM t;", 'views.sql:1:31: syntax error at or near "t"'),
         (

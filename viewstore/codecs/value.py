@@ -91,6 +91,8 @@ _FAST_ENCODE = {
     bool: lambda v: b"T" if v else b"F",
     int: lambda v: b"i" + str(v).encode(),
     str: lambda v: b"s" + v.encode("utf-8", "surrogatepass"),
+    Decimal: lambda v: b"dNaN" if v.is_nan() else b"d" + str(v).encode(),
+    bytes: lambda v: b"y" + v,
 }
 _FAST_DECODE = {
     ord("N"): lambda body: None,
