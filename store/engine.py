@@ -181,8 +181,13 @@ class ViewEngine:
         # Output rows changed since the last flush -> (encoded, decoded) as last written: the
         # rows and their sort-index entries are written once per batch, at `flush`.
         # (row before the batch encoded, and decoded when sort-indexed, row now)
-        self.changed: dict[tuple[int, bytes], tuple[bytes | None, Typed | None, Typed | None]] = {}
-        self.pushed: dict[tuple[int, bytes], Any] = {}  # pushed-down group -> its fk value
+        self.changed: dict[tuple[int, bytes], tuple[bytes | None, Typed | None]] = {}
+        # Caches kept between batches (bounded with the others, see `written`): a pushed-down
+        # group's base row key, a group key by value, the encoded sort-index values of the
+        # output rows as last written.
+        self.pushed: dict[tuple[int, bytes], bytes] = {}
+        self.gkeys: dict[tuple[int, Any], bytes] = {}
+        self.sortvals: dict[tuple[int, bytes], tuple[bytes, ...]] = {}
         self._iter: Any = None  # a views CF iterator, as of the last batch written
         # (view id, repr of a joined row) -> (net sign, error): rows whose expressions failed
         # in this transaction, held back until its end (see `emit`).
@@ -191,7 +196,8 @@ class ViewEngine:
     def written(self) -> None:
         """The batch is in RocksDB. The caches stay true (every write went through them), and
         they save the gets of the next transactions on hot rows, so keep them unless large."""
-        if len(self.rows) + len(self.vover) + len(self.groups) > CACHE_LIMIT:
+        cached = len(self.rows) + len(self.vover) + len(self.groups) + len(self.sortvals)
+        if cached + len(self.pushed) + len(self.gkeys) > CACHE_LIMIT:
             self.reset()
         else:
             self.iover.clear()  # index scans read RocksDB again: nothing to merge
@@ -201,18 +207,32 @@ class ViewEngine:
         """Put the state of every group and output row changed since the last flush into the
         batch (called before the batch is written: each is written once per batch, not once per
         transaction; the history has every transaction's own before and after)."""
-        for (vid, okey), (old_data, old, new) in sorted(self.changed.items()):
+        write = self.writer.view_write
+        for (vid, okey), (old_data, new) in sorted(self.changed.items()):
             rkey = row_key(vid, okey)
             data = self.vover[rkey]
             if data == old_data:
                 continue  # changed and changed back within the batch
-            self.writer.view_write(rkey, data)
-            for c in self.by_id[vid].plan.sort_columns:
+            write(rkey, data)
+            columns = self.by_id[vid].plan.sort_columns
+            if not columns:
+                continue
+            old_values = self.sortvals.pop((vid, okey), None)
+            if old_values is None and old_data is not None:
+                old = decode_output(old_data)
+                old_values = tuple(encode_value(old[c]) for c in columns)
+            new_values = None if new is None else tuple(encode_value(new[c]) for c in columns)
+            for i, c in enumerate(columns):
+                both = old_values is not None and new_values is not None
+                if both and old_values[i] == new_values[i]:  # type: ignore[index]
+                    continue
                 prefix = sort_prefix(vid, c)
-                if old is not None:
-                    self.writer.view_write(prefix + encode_value(old[c]) + okey, None)
-                if new is not None:
-                    self.writer.view_write(prefix + encode_value(new[c]) + okey, b"")
+                if old_values is not None:
+                    write(prefix + old_values[i] + okey, None)
+                if new_values is not None:
+                    write(prefix + new_values[i] + okey, b"")
+            if new_values is not None:
+                self.sortvals[(vid, okey)] = new_values
         self.changed.clear()
         for vid, gkey in sorted(self.dirty):
             group = self.groups[(vid, gkey)]
@@ -458,10 +478,14 @@ class ViewEngine:
         values = self.agg_values(view, sign, joined)
         if values is None:
             return
-        gkey = encode_key((fk,))
+        vid = view.view_id
+        gkey = self.gkeys.get((vid, fk))
+        if gkey is None:
+            gkey = self.gkeys[(vid, fk)] = encode_key((fk,))
         group = self.group(view, gkey, ())
         self._touch(view, gkey)
-        self.pushed[(view.view_id, gkey)] = fk
+        if (vid, gkey) not in self.pushed:
+            self.pushed[(vid, gkey)] = self.base_key(view, fk)
         group.count += sign
         for value, state in zip(values, group.states, strict=True):
             if value is _SKIP:
@@ -480,7 +504,13 @@ class ViewEngine:
         gkey = encode_key((value,))
         self.group(view, gkey, ())
         self._touch(view, gkey)
-        self.pushed[(view.view_id, gkey)] = value
+        if (view.view_id, gkey) not in self.pushed:
+            self.pushed[(view.view_id, gkey)] = self.base_key(view, value)
+
+    def base_key(self, view: ActiveView, value: Any) -> bytes:
+        """The mirror key of the base row whose primary key is `value`."""
+        base = view.plan.positions[0].table
+        return base.prefix + encode_row((view.plan.pushdown.base_key(value),))  # type: ignore[union-attr]
 
     def agg_values(self, view: ActiveView, sign: int, row: Typed) -> list[Any] | None:
         """What `row` feeds each aggregate (_SKIP where its FILTER rejects it); None when an
@@ -515,8 +545,7 @@ class ViewEngine:
         plan = view.plan
         pd = plan.pushdown
         base = plan.positions[0].table
-        fk = self.pushed[(view.view_id, gkey)]
-        row = self.fetch(base, base.prefix + encode_row((pd.base_key(fk),)))  # type: ignore[union-attr]
+        row = self.fetch(base, self.pushed[(view.view_id, gkey)])
         if row is None:
             return None
         joined = row + plan.positions[1].nulls
@@ -692,12 +721,7 @@ class ViewEngine:
             if before_data == after_data:
                 continue
             first = self.changed.get((vid, okey))
-            if first is None:
-                sorted_by = view.plan.sort_columns and before_data is not None
-                before = decode_output(before_data) if sorted_by else None  # type: ignore[arg-type]
-                self.changed[(vid, okey)] = (before_data, before, after)
-            else:
-                self.changed[(vid, okey)] = (first[0], first[1], after)
+            self.changed[(vid, okey)] = (before_data if first is None else first[0], after)
             self.vover[row_key(vid, okey)] = after_data  # written at `flush`
             changes.append((vid, okey, before_data, after_data))
         self.touched.clear()

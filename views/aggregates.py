@@ -55,7 +55,6 @@ from viewstore.views.pgvalues import (
     f4_true,
     nozero,
     numeric_div,
-    pg_scale,
     type_sql,
 )
 from viewstore.views.tree import (
@@ -438,7 +437,9 @@ class NumericSum(_SpecialSum):
         return "nan" if value.is_nan() else "pinf" if value > 0 else "ninf"
 
     def _add_finite(self, value: Any, sign: int) -> None:
-        s = pg_scale(value)
+        exponent = value.as_tuple().exponent
+        s = max(0, -exponent)
+        top = max(self.scales, default=0)
         self.total = CTX.add(self.total, value) if sign > 0 else CTX.subtract(self.total, value)
         left = self.scales.get(s, 0) + sign
         if left < 0:
@@ -447,8 +448,13 @@ class NumericSum(_SpecialSum):
             self.scales[s] = left
         else:
             del self.scales[s]
-        # Keep the stored sum in its normal form so encode() is order-independent.
-        self.total = self._sum()
+        # Keep the stored sum in its normal form so encode() is order-independent. The sum of
+        # two Decimals has the larger scale, so while the largest input scale stays what it
+        # was, only a negative zero needs fixing; quantize when it moved.
+        if exponent <= 0 and (s < top or (s == top and left > 0)):
+            self.total = nozero(self.total)
+        else:
+            self.total = self._sum()
 
     def _sum(self) -> Decimal:
         scale = max(self.scales, default=0)
