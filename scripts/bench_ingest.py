@@ -539,7 +539,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--profile", action="store_true", help="run viewstore under py-spy")
     parser.add_argument(
-        "--profile-format", choices=["speedscope", "flamegraph"], default="speedscope"
+        "--profile-format", choices=["speedscope", "flamegraph", "raw"], default="speedscope"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)

@@ -80,6 +80,12 @@ class RunConfig(BaseModel):
     views_file: Path | None = None  # CREATE MATERIALIZED VIEW statements to keep current
     resnapshot: bool = False
     commit_interval: float = 0.05  # seconds a group may stay open under load
+    # ... and while catching up (the last transaction applied committed more than
+    # `catchup_lag` seconds ago): larger groups write each group state and output row once for
+    # more transactions (1000-row transactions: 28.7 us/row in groups of 1, 18.5 in groups of
+    # 20), and a reader who is seconds behind loses nothing by waiting a little longer.
+    catchup_commit_interval: float = 0.5
+    catchup_lag: float = 1.0
     group_max_rows: int = 100_000
     large_txn_rows: int = 250_000  # beyond this a transaction is applied in chunks (apply.py)
     chunk_rows: int = 50_000
@@ -463,6 +469,13 @@ class Pipeline:
         commit_interval, group_max = cfg.commit_interval, cfg.group_max_rows
         apply_insert, apply_update, apply_delete = applier.insert, applier.update, applier.delete
 
+        def group_interval() -> float:
+            """How long the open group may stay open: longer while catching up."""
+            committed = applier.applied_time
+            if committed is not None and time.time() - committed / 1e6 > cfg.catchup_lag:
+                return cfg.catchup_commit_interval
+            return commit_interval
+
         def sync_and_ack(*, at_begin: bool = False) -> None:
             # `at_begin`: between transactions, though the Begin of the next one has been read.
             nonlocal last_status
@@ -549,7 +562,7 @@ class Pipeline:
                         applier.end_transaction(msg.end_lsn, msg.commit_time + PG_EPOCH_US)
                         if (
                             large
-                            or time.monotonic() - applier.group_started >= commit_interval
+                            or time.monotonic() - applier.group_started >= group_interval()
                             or applier.group_rows >= group_max
                         ):
                             sync_and_ack()
@@ -574,7 +587,9 @@ class Pipeline:
             if received_any:
                 # A group is bounded in time even when the stream never pauses (keepalives
                 # keep coming while unpublished tables are written).
-                group_due = applier.group_pending and now - applier.group_started >= commit_interval
+                group_due = (
+                    applier.group_pending and now - applier.group_started >= group_interval()
+                )
                 if group_due or now - last_status >= cfg.status_interval:
                     sync_and_ack()  # also during a long transaction: keeps the walsender calm
                 repl.wait(0)
