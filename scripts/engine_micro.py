@@ -23,9 +23,10 @@ from pathlib import Path
 from viewstore.ingest.lsn import Lsn
 from viewstore.store import db as meta
 from viewstore.store.apply import Applier, TableState
-from viewstore.store.db import ColumnInfo, Store, TableInfo
+from viewstore.store.db import Store
 from viewstore.store.viewcatalog import prepare_views
-from viewstore.store.viewsql import parse_views
+from viewstore.views.schema import ColumnInfo, TableInfo
+from viewstore.views.sql import parse_views
 
 VIEW_SQL = """CREATE MATERIALIZED VIEW player_total_scores AS
 SELECT p.id AS player_id, p.name, COALESCE(SUM(s.score), 0) AS total_score

@@ -21,9 +21,10 @@ import pytest
 from viewstore.ingest.lsn import Lsn
 from viewstore.store import db as meta
 from viewstore.store.apply import Applier, TableState
-from viewstore.store.db import ColumnInfo, Store, TableInfo
+from viewstore.store.db import Store
 from viewstore.store.viewcatalog import prepare_views
-from viewstore.store.viewsql import parse_views
+from viewstore.views.schema import ColumnInfo, TableInfo
+from viewstore.views.sql import parse_views
 
 INT4, TEXT, NUMERIC, BOOL = 23, 25, 1700, 16
 PLAYERS = TableInfo(
