@@ -43,11 +43,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from viewstore.errors import ConfigError, NotFound, NotReady, StoreError, ViewstoreError
 from viewstore.ingest.lsn import Lsn
 from viewstore.render import json_value
-from viewstore.store.engine import view_prefix
 from viewstore.store.feed import Feed, ViewGone
 from viewstore.store.sources import Source
 from viewstore.store.viewcatalog import stored_views
-from viewstore.store.viewread import find_view, query_rows
+from viewstore.store.viewread import find_view, query_rows, row_count
 
 log = logging.getLogger("viewstore")
 
@@ -143,7 +142,6 @@ class _State:
     subscribers: int = 0
     streamed_lines: int = 0
     slow_disconnects: int = 0
-    row_counts: dict[tuple[str, int], int] = field(default_factory=dict)
 
     async def wait_for_news(self, seen: Lsn, timeout: float) -> None:
         if self.applied > seen:
@@ -229,7 +227,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                         for c in info.columns
                     ],
                     key=[info.columns[i].name for i in info.key_columns],
-                    rows=_row_count(state, store, info.view_id, applied),
+                    rows=row_count(store, info.view_id),
                     applied_lsn=str(applied),
                     history_from=None if info.history_start is None else str(info.history_start),
                 )
@@ -434,21 +432,6 @@ def _encode(events: list[dict[str, Any]], sse: bool) -> bytes:
         else:
             out.append(f"data: {data}\n\n")
     return "".join(out).encode()
-
-
-def _row_count(state: _State, store: Any, view_id: int, applied: Lsn) -> int:
-    key = (view_id, int(applied))
-    if key not in state.row_counts:
-        prefix = view_prefix(view_id) + b"r"
-        it = store.views.iter()
-        it.seek(prefix)
-        n = 0
-        while it.valid() and it.key().startswith(prefix):
-            n += 1
-            it.next()
-        state.row_counts = {k: v for k, v in state.row_counts.items() if k[0] != view_id}
-        state.row_counts[key] = n
-    return state.row_counts[key]
 
 
 def _metrics(state: _State) -> str:

@@ -72,6 +72,11 @@ def row_key(view_id: int, okey: bytes) -> bytes:
     return view_prefix(view_id) + b"r" + okey
 
 
+def count_key(view_id: int) -> bytes:
+    """Where the number of rows of a view is kept (8 bytes, big-endian)."""
+    return view_prefix(view_id) + b"n"
+
+
 def sort_prefix(view_id: int, column: int) -> bytes:
     return view_prefix(view_id) + b"s" + _U16.pack(column)
 
@@ -188,6 +193,7 @@ class ViewEngine:
         self.pushed: dict[tuple[int, bytes], bytes] = {}
         self.gkeys: dict[tuple[int, Any], bytes] = {}
         self.sortvals: dict[tuple[int, bytes], tuple[bytes, ...]] = {}
+        self.added: dict[int, int] = {}  # view id -> rows added (or removed) since the flush
         self._iter: Any = None  # a views CF iterator, as of the last batch written
         # (view id, repr of a joined row) -> (net sign, error): rows whose expressions failed
         # in this transaction, held back until its end (see `emit`).
@@ -234,6 +240,13 @@ class ViewEngine:
             if new_values is not None:
                 self.sortvals[(vid, okey)] = new_values
         self.changed.clear()
+        for vid, delta in sorted(self.added.items()):
+            if delta:
+                key = count_key(vid)
+                old = self.vget(key)
+                n = delta + (0 if old is None else int.from_bytes(old, "big"))
+                self.vput(key, n.to_bytes(8, "big") if n else None)  # one form for 0
+        self.added.clear()
         for vid, gkey in sorted(self.dirty):
             group = self.groups[(vid, gkey)]
             key = view_prefix(vid) + b"g" + gkey
@@ -723,6 +736,8 @@ class ViewEngine:
             first = self.changed.get((vid, okey))
             self.changed[(vid, okey)] = (before_data if first is None else first[0], after)
             self.vover[row_key(vid, okey)] = after_data  # written at `flush`
+            if before_data is None or after_data is None:
+                self.added[vid] = self.added.get(vid, 0) + (1 if before_data is None else -1)
             changes.append((vid, okey, before_data, after_data))
         self.touched.clear()
         return changes

@@ -8,10 +8,18 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from viewstore.store.db import Store
+from viewstore.store.viewcatalog import stored_views
+from viewstore.store.viewread import row_count
 
 
 class TableStatus(BaseModel):
     name: str
+    rows: int
+
+
+class ViewStatus(BaseModel):
+    name: str
+    state: str  # "ready", or "building" while it is built from the mirror
     rows: int
 
 
@@ -25,6 +33,7 @@ class StatusReport(BaseModel):
     transactions: int
     rows: int
     tables: list[TableStatus]
+    views: list[ViewStatus] = []
     server_lsn: str | None = None
     lag_bytes: int | None = None
 
@@ -41,6 +50,10 @@ def read_status(data_dir: Path, dsn: str | None = None) -> StatusReport:
             TableStatus(name=name, rows=store.row_count(info))
             for name, info in sorted(store.tables().items())
         ]
+        views = [
+            ViewStatus(name=name, state=info.state, rows=row_count(store, info.view_id))
+            for name, info in sorted(stored_views(store).items())
+        ]
     report = StatusReport(
         data_dir=str(data_dir),
         applied_lsn=str(applied),
@@ -51,6 +64,7 @@ def read_status(data_dir: Path, dsn: str | None = None) -> StatusReport:
         transactions=stats.get("transactions", 0),
         rows=stats.get("rows", 0),
         tables=tables,
+        views=views,
     )
     if dsn:
         from viewstore.ingest.lsn import Lsn

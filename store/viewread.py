@@ -24,6 +24,7 @@ from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.values import converter
 from viewstore.store.db import LARGE_TXN, UNDO_VIEWS, Store, decode_undo
 from viewstore.store.engine import (
+    count_key,
     decode_output,
     row_key,
     sort_entry_key,
@@ -82,6 +83,13 @@ def _cursor(store: Store, info: ViewInfo, prefix: bytes, reverse: bool) -> Itera
     n = len(sort_prefix(info.view_id, 0))
     for key, _ in store.committed(store.views, UNDO_VIEWS, prefix, reverse=reverse):
         yield sort_entry_key(key, n)
+
+
+def row_count(store: Store, view_id: int) -> int:
+    """The number of rows of a view, as of the last committed transaction (the engine keeps
+    it, so nothing is scanned)."""
+    data = _get(store, count_key(view_id))
+    return 0 if data is None else int.from_bytes(data, "big")
 
 
 def _row(store: Store, info: ViewInfo, okey: bytes) -> tuple[Any, ...] | None:

@@ -257,7 +257,7 @@ def subscribe(
 @click.option("--dsn", envvar="VIEWSTORE_DSN", help="Also report lag behind this server.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(data_dir: Path, dsn: str | None, as_json: bool) -> None:
-    """Applied LSN, mirrored tables with row counts, slot, and lag (with --dsn)."""
+    """Applied LSN, mirrored tables and views with row counts, slot, and lag (with --dsn)."""
     from viewstore.store.status import read_status
 
     try:
@@ -279,6 +279,11 @@ def status(data_dir: Path, dsn: str | None, as_json: bool) -> None:
     click.echo("tables:")
     for t in report.tables:
         click.echo(f"  {t.name:<40} {t.rows:>12,} rows")
+    if report.views:
+        click.echo("views:")
+    for v in report.views:
+        state = "" if v.state == "ready" else f" ({v.state})"
+        click.echo(f"  {v.name:<40} {v.rows:>12,} rows{state}")
 
 
 def _print_rows(columns: list[str], rows: Sequence[Sequence[Any]], fmt: str) -> None:

@@ -30,7 +30,7 @@ import viewstore
 from viewstore.codecs.key import encode_value
 from viewstore.errors import ConfigError, StoreError
 from viewstore.store.db import Store
-from viewstore.store.viewread import find_view, query_rows
+from viewstore.store.viewread import find_view, query_rows, row_count
 
 Gen = Callable[[random.Random], Any]
 
@@ -305,6 +305,7 @@ def _check_view_indexes(store: Store, view: str) -> None:
     info = find_view(store, view)
     names = [c.name for c in info.columns]
     rows = query_rows(store, info)
+    assert row_count(store, info.view_id) == len(rows), (view, "stored row count")
     everything = sorted(map(repr, rows))
     for c in info.sort_columns:
         for desc in (False, True):
