@@ -499,6 +499,7 @@ class ViewEngine:
         self._touch(view, gkey)
         if (vid, gkey) not in self.pushed:
             self.pushed[(vid, gkey)] = self.base_key(view, fk)
+        self.dirty.add((vid, gkey))
         group.count += sign
         for value, state in zip(values, group.states, strict=True):
             if value is _SKIP:
@@ -513,8 +514,10 @@ class ViewEngine:
     def base_row(self, view: ActiveView, row: Typed) -> None:
         """A base row changed: its group's output row is computed again at the end."""
         plan = view.plan
-        value = row[plan.positions[0].table.key_positions[0]]
-        gkey = encode_key((value,))
+        value = row[plan.pushdown.base_pk]  # type: ignore[union-attr]
+        gkey = self.gkeys.get((view.view_id, value))
+        if gkey is None:
+            gkey = self.gkeys[(view.view_id, value)] = encode_key((value,))
         self.group(view, gkey, ())
         self._touch(view, gkey)
         if (view.view_id, gkey) not in self.pushed:
@@ -722,8 +725,7 @@ class ViewEngine:
         for (vid, okey), before_data in self.touched.items():
             view = self.by_id[vid]
             if view.plan.pushdown is not None:
-                after = self.pushed_output(view, okey)
-                self.dirty.add((vid, okey))
+                after = self.pushed_output(view, okey)  # its state: dirty if a child row moved
             elif view.plan.aggregate:
                 group = self.groups[(vid, okey)]
                 after = self.output(view, group)
@@ -759,26 +761,31 @@ class ViewEngine:
         vid = view.view_id
         nulls = plan.positions[0].nulls
         n = 0
+        typed = self.typers[pd.child]
+        fk_at = pd.fk
+        # Per group of the chunk: rows, and each aggregate's input values (fed in one call).
+        pending: dict[bytes, list[Any]] = {}
         for _, raw in child_rows:
-            row = self.typers[pd.child](decode_row(raw))
-            fk = row[pd.fk]
+            row = typed(decode_row(raw))
+            fk = row[fk_at]
             n += 1
             if fk is not None:
                 values = self.agg_values(view, 1, nulls + row)
                 if values is not None:
-                    gkey = encode_key((fk,))
-                    group = self.group(view, gkey, ())
-                    group.count += 1
-                    for value, state in zip(values, group.states, strict=True):
+                    gkey = self.gkeys.get((vid, fk))
+                    if gkey is None:
+                        gkey = self.gkeys[(vid, fk)] = encode_key((fk,))
+                    entry = pending.get(gkey)
+                    if entry is None:
+                        entry = pending[gkey] = [0, *([] for _ in values)]
+                    entry[0] += 1
+                    for i, value in enumerate(values, 1):
                         if value is not _SKIP:
-                            state.add(value)
-                    self.dirty.add((vid, gkey))
-            if n % 50_000 == 0:
-                self._raise_failed()
-                self.flush()
+                            entry[i].append(value)
+            if n % 100_000 == 0:
+                self._add_pending(view, pending)
                 yield n
-        self._raise_failed()
-        self.flush()
+        self._add_pending(view, pending)
         yield n
         base = plan.positions[0].table
         for key, raw in base_rows:
@@ -793,6 +800,20 @@ class ViewEngine:
         self.end_transaction()
         self.flush()
         yield n
+
+    def _add_pending(self, view: ActiveView, pending: dict[bytes, list[Any]]) -> None:
+        """Fold a build chunk's per-group rows into the groups' states, and flush them."""
+        self._raise_failed()
+        for gkey, (count, *values) in sorted(pending.items()):
+            group = self.group(view, gkey, ())
+            group.count += count
+            for state, some in zip(group.states, values, strict=True):
+                state.add_many(some)
+            self.dirty.add((view.view_id, gkey))
+        pending.clear()
+        self.flush()
+        if len(self.gkeys) > CACHE_LIMIT:
+            self.gkeys.clear()
 
     def _raise_failed(self) -> None:
         if self.failed:

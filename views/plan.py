@@ -18,11 +18,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from viewstore.errors import ConfigError
 from viewstore.ingest.values import converter
-from viewstore.views.aggregates import make_state
+from viewstore.views.aggregates import state_factory
 from viewstore.views.expr import Fn, compile_expr
 from viewstore.views.pgvalues import TEXTS, type_sql
 from viewstore.views.resolve import ResolvedView, TableShape, resolve
@@ -114,8 +115,10 @@ class AggPlan:
     arg: Fn | None  # None for COUNT(*)
     filter: Fn | None
 
-    def new_state(self) -> Any:
-        return make_state(self.name, self.arg_type, self.distinct)
+    @cached_property
+    def new_state(self) -> Callable[[], Any]:
+        """Makes a fresh state of this aggregate: `agg.new_state()`."""
+        return state_factory(self.name, self.arg_type, self.distinct)
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ class Pushdown:
     child: int  # table id of the joined item
     fk: int  # its column that names the base row
     base: int  # table id of the first FROM item
+    base_pk: int  # its primary key column
     base_key: Callable[[Any], bytes]  # a fk value -> the base row's key text
     left: bool
 
@@ -336,6 +340,7 @@ class _Compiler:
             child=child.table.table_id,
             fk=fk,
             base=base.table.table_id,
+            base_pk=a,
             base_key=back.by_key,
             left=child.kind == "left",
         )
