@@ -43,6 +43,7 @@ from viewstore.codecs.key import encode_key, encode_value, value_length
 from viewstore.codecs.row import Row, decode_row, encode_row
 from viewstore.codecs.value import CORRUPT_HINT, pack_fields, unpack_fields
 from viewstore.errors import StoreError
+from viewstore.views.codegen import SKIP, make_typer
 from viewstore.views.expr import EvalError
 from viewstore.views.plan import IndexSpec, Lookup, Position, ViewPlan
 from viewstore.views.schema import TableInfo
@@ -86,7 +87,7 @@ def sort_entry_key(sort_key: bytes, prefix_len: int) -> bytes:
     return sort_key[prefix_len + value_length(sort_key, prefix_len) :]
 
 
-_SKIP = object()  # an aggregate's FILTER rejected the row
+_SKIP = SKIP  # an aggregate's FILTER rejected the row (the generated code says so)
 
 
 def _joins(a: Any, b: Any) -> bool:
@@ -166,8 +167,10 @@ class ViewEngine:
                 if spec not in self.indexes.setdefault(spec.table_id, []):
                     self.indexes[spec.table_id].append(spec)
         # One function per table that converts only the columns some view reads.
+        tables = {p.table.table_id: p.table for v in self.views for p in v.plan.positions}
         self.typers = {
-            tid: _typer(self.converters[tid], cols) for tid, cols in sorted(used.items())
+            tid: make_typer(tables[tid], self.converters[tid], cols)
+            for tid, cols in sorted(used.items())
         }
         self.tables = (
             frozenset(self.by_table) | frozenset(self.push_child) | frozenset(self.push_base)
@@ -487,8 +490,7 @@ class ViewEngine:
         fk = row[pd.fk]  # type: ignore[union-attr]
         if fk is None:
             return  # joins no base row
-        joined = plan.positions[0].nulls + row
-        values = self.agg_values(view, sign, joined)
+        values = self.agg_values(view, sign, row)
         if values is None:
             return
         vid = view.view_id
@@ -529,9 +531,8 @@ class ViewEngine:
         return base.prefix + encode_row((view.plan.pushdown.base_key(value),))  # type: ignore[union-attr]
 
     def agg_values(self, view: ActiveView, sign: int, row: Typed) -> list[Any] | None:
-        """What `row` feeds each aggregate (_SKIP where its FILTER rejects it); None when an
-        expression failed (held back, see `emit`)."""
-        plan = view.plan
+        """What child `row` feeds each aggregate (_SKIP where its FILTER rejects it); None
+        when an expression failed (held back, see `emit`)."""
         vid = view.view_id
         if sign < 0 and self.failed:
             key = (vid, repr(row))
@@ -541,14 +542,7 @@ class ViewEngine:
                     self.failed[key] = (held[0] + sign, held[1])
                 return None
         try:
-            return [
-                _SKIP
-                if agg.filter is not None and agg.filter(row) is not True
-                else None
-                if agg.arg is None
-                else agg.arg(row)
-                for agg in plan.aggs
-            ]
+            return view.plan.code["child"](row)  # type: ignore[no-any-return]
         except EvalError as exc:
             key = (vid, repr(row))
             net = self.failed.pop(key, (0, exc))[0] + sign
@@ -582,9 +576,7 @@ class ViewEngine:
             *(s.result() for s in states),
             *(f(joined) for f in plan.carried),
         )
-        if plan.having is not None and plan.having(values) is not True:
-            return None
-        return tuple(f(values) for f in plan.outputs)
+        return plan.code["output"](values)
 
     def _index(self, table: TableInfo, key: bytes, row: Typed, present: bool) -> None:
         suffix = key[4:]
@@ -600,7 +592,9 @@ class ViewEngine:
 
     def emit(self, view: ActiveView, sign: int, rows: list[Typed]) -> None:
         plan = view.plan
-        where = plan.where
+        code = plan.code  # the view's generated functions (views.codegen)
+        feed = None if not plan.aggregate else code["feed"]
+        project = code["project"] if not plan.aggregate else None
         vid = view.view_id
         for row in rows:
             # Every expression first, then the state changes: a row whose expressions fail
@@ -616,21 +610,15 @@ class ViewEngine:
                         self.failed[key] = (held[0] + sign, held[1])
                     continue
             try:
-                if where is not None and where(row) is not True:
-                    continue
-                if not plan.aggregate:
-                    out = tuple(f(row) for f in plan.outputs) if sign > 0 else None
+                if project is not None:
+                    out = project(row)  # None: WHERE rejects it
+                    if out is None:
+                        continue
                 else:
-                    gk = tuple(f(row) for f in plan.group_key)
-                    values = [
-                        _SKIP
-                        if agg.filter is not None and agg.filter(row) is not True
-                        else None
-                        if agg.arg is None
-                        else agg.arg(row)
-                        for agg in plan.aggs
-                    ]
-                    carried = tuple(f(row) for f in plan.carried) if sign > 0 else ()
+                    fed = feed(row, sign)  # type: ignore[misc]
+                    if fed is None:
+                        continue
+                    gk, values, carried = fed
             except EvalError as exc:
                 key = (vid, repr(row))
                 net = self.failed.pop(key, (0, exc))[0] + sign
@@ -642,7 +630,7 @@ class ViewEngine:
                     [row[p.offset + k] for p in plan.positions for k in p.table.key_positions]
                 )
                 self._touch(view, okey)
-                self.pending[(vid, okey)] = out
+                self.pending[(vid, okey)] = out if sign > 0 else None
                 continue
             gkey = encode_key(gk)
             group = self.group(view, gkey, gk)
@@ -708,9 +696,7 @@ class ViewEngine:
         if group.count == 0 and not plan.global_aggregate:
             return None
         values = (*group.key, *(s.result() for s in group.states), *group.carried)
-        if plan.having is not None and plan.having(values) is not True:
-            return None
-        return tuple(f(values) for f in plan.outputs)
+        return plan.code["output"](values)  # type: ignore[no-any-return]
 
     def end_transaction(self) -> list[tuple[int, bytes, bytes | None, bytes | None]]:
         """Write the output rows the transaction touched; returns (view id, output key,
@@ -759,7 +745,6 @@ class ViewEngine:
         pd = plan.pushdown
         assert pd is not None
         vid = view.view_id
-        nulls = plan.positions[0].nulls
         n = 0
         typed = self.typers[pd.child]
         fk_at = pd.fk
@@ -770,7 +755,7 @@ class ViewEngine:
             fk = row[fk_at]
             n += 1
             if fk is not None:
-                values = self.agg_values(view, 1, nulls + row)
+                values = self.agg_values(view, 1, row)
                 if values is not None:
                     gkey = self.gkeys.get((vid, fk))
                     if gkey is None:
@@ -843,24 +828,6 @@ class ViewEngine:
         self.end_transaction()
         self.flush()
         yield n
-
-
-def _typer(
-    converters: Sequence[Callable[[bytes], Any]], used: Iterable[int]
-) -> Callable[[Row], Typed]:
-    """A function converting a row's text values to Python values, only at `used` columns
-    (the others are None: no view reads them). Generated, so that the per-row cost is one call
-    and one tuple, not a generator over every column."""
-    used = set(used)
-    names = {f"c{i}": conv for i, conv in enumerate(converters) if i in used}
-    parts = [
-        f"None if raw[{i}] is None else c{i}(raw[{i}])" if i in used else "None"
-        for i in range(len(converters))
-    ]
-    source = f"def typed(raw):\n    return ({', '.join(parts)},)\n"
-    namespace: dict[str, Any] = dict(names)
-    exec(source, namespace)
-    return namespace["typed"]  # type: ignore[no-any-return]
 
 
 class _Upto:

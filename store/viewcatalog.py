@@ -54,6 +54,7 @@ class ViewInfo(BaseModel):
     columns: list[ColumnInfo]
     key_columns: list[int]
     sort_columns: list[int]
+    indexes: list[str] = []  # columns views.sql declared CREATE INDEX ON the view for
     aggregate: bool
     built_at: str | None = None  # applied LSN the backfill read the mirror at
     history_from: str | None = None  # --history-retention compacted the history up to here
@@ -97,6 +98,9 @@ def views_from_store(store: Store) -> list[ViewDef]:
     # SQL may end in a -- comment).
     text = "".join(
         f"CREATE MATERIALIZED VIEW {quote_ident(info.name)} AS {info.sql}\n;\n"
+        + "".join(
+            f"CREATE INDEX ON {quote_ident(info.name)} ({quote_ident(c)});\n" for c in info.indexes
+        )
         for info in stored_views(store).values()
     )
     return parse_views(text, source="(views stored in the data dir)") if text else []
@@ -237,6 +241,7 @@ def _backfill(store: Store, plan: ViewPlan, view_id: int) -> ViewInfo:
         columns=[ColumnInfo(name=c.name, type_oid=c.type_oid) for c in plan.columns],
         key_columns=list(plan.key_columns),
         sort_columns=list(plan.sort_columns),
+        indexes=[name for name, _ in plan.declared],
         aggregate=plan.aggregate,
     )
     _put_info(store, info)

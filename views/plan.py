@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from viewstore.errors import ConfigError
 from viewstore.ingest.values import converter
 from viewstore.views.aggregates import state_factory
+from viewstore.views.codegen import generate
 from viewstore.views.expr import Fn, compile_expr
 from viewstore.views.pgvalues import TEXTS, type_sql
 from viewstore.views.resolve import ResolvedView, TableShape, resolve
@@ -114,6 +115,16 @@ class AggPlan:
     distinct: bool
     arg: Fn | None  # None for COUNT(*)
     filter: Fn | None
+    # The expressions behind `arg` and `filter` (views.codegen inlines plain columns).
+    expr: Agg | None = field(default=None, compare=False)
+
+    @property
+    def arg_expr(self) -> Expr | None:
+        return None if self.expr is None else self.expr.arg
+
+    @property
+    def filter_expr(self) -> Expr | None:
+        return None if self.expr is None else self.expr.filter
 
     @cached_property
     def new_state(self) -> Callable[[], Any]:
@@ -167,6 +178,19 @@ class ViewPlan:
     indexes: frozenset[IndexSpec]
     used: Mapping[int, frozenset[int]]  # table id -> the columns the view reads
     pushdown: Pushdown | None = None
+    declared: tuple[tuple[str, int], ...] = ()  # CREATE INDEX ON the view: (column, offset)
+    # The expressions behind the closures above, for views.codegen (which inlines columns):
+    where_expr: Expr | None = None
+    group_exprs: tuple[Expr, ...] = ()
+    carried_exprs: tuple[Expr, ...] = ()
+    having_expr: Expr | None = None
+    output_exprs: tuple[tuple[str, Expr], ...] = ()
+    slots: Mapping[Expr, int] = field(default_factory=dict)  # output expressions' inputs
+
+    @cached_property
+    def code(self) -> Any:
+        """This view's generated functions (`views.codegen.Generated`), made on first use."""
+        return generate(self)
 
     @property
     def tables(self) -> frozenset[int]:
@@ -259,6 +283,13 @@ class _Compiler:
             indexes=indexes,
             used=self.used(positions),
             pushdown=pushdown,
+            declared=self.view.indexes,
+            where_expr=rv.where,
+            group_exprs=tuple(rv.group_by),
+            carried_exprs=getattr(self, "carried_exprs", ()),
+            having_expr=rv.having,
+            output_exprs=tuple((c.name, c.expr) for c in rv.columns),
+            slots=getattr(self, "slots", {}),
         )
 
     def sort_columns(
@@ -470,6 +501,7 @@ class _Compiler:
                 distinct=a.distinct,
                 arg=None if a.arg is None else compile_expr(a.arg),
                 filter=None if a.filter is None else compile_expr(a.filter),
+                expr=a,
             )
             for a in agg_exprs
         )
@@ -484,6 +516,8 @@ class _Compiler:
         carried = tuple(compile_expr(c) for c in carried_exprs)
         outputs = tuple(compile_expr(c.expr, slots) for c in rv.columns)
         having = None if rv.having is None else compile_expr(rv.having, slots)
+        self.slots = slots
+        self.carried_exprs = tuple(carried_exprs)
         return aggs, carried, outputs, having
 
     def key_columns_of_groups(self) -> tuple[int, ...]:

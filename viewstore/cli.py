@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from viewstore.dsn import password_of, redact_text
-from viewstore.errors import ViewstoreError
+from viewstore.errors import ConfigError, ViewstoreError
 from viewstore.render import json_value, text
 
 log = logging.getLogger("viewstore")
@@ -437,6 +437,40 @@ def history(
     finally:
         con.close()
     _print_rows(columns, rows, fmt)
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--views",
+    "views_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Explain a view of this file (default: the views the store keeps).",
+)
+@click.argument("view")
+def explain(data_dir: Path, views_file: Path | None, view: str) -> None:
+    """How the engine keeps VIEW current: its joins, pushdown, group key, aggregates and sort
+    indexes, then the Python it generates for it. Compiled against the tables the store in
+    --data mirrors (also while `run` writes it)."""
+    from viewstore.store.db import Store
+    from viewstore.store.viewcatalog import read_views_file, views_from_store
+    from viewstore.views.explain import explain as explain_plan
+    from viewstore.views.plan import compile_view
+
+    try:
+        with Store.open(data_dir, readonly=True) as store:
+            tables = store.tables()
+            defs = read_views_file(views_file) if views_file else views_from_store(store)
+        found = [d for d in defs if d.name == view]
+        if not found:
+            where = views_file or "the store"
+            raise ConfigError(
+                f"no view {view} in {where}",
+                hint="views there: " + (", ".join(d.name for d in defs) or "none"),
+            )
+        click.echo(explain_plan(compile_view(found[0], tables)), nl=False)
+    except ViewstoreError as exc:
+        _fail(exc)
 
 
 @main.command()

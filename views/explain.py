@@ -1,0 +1,74 @@
+"""Explain: what the engine does for one view, in words and as the code it runs.
+
+`explain(plan)` describes a compiled view (`views.plan.ViewPlan`): for each FROM item how a
+change there finds the rows it joins (a get by primary key, or a join index the store keeps),
+whether the aggregate is pushed below the join, the group key, each aggregate, the sort indexes
+kept, the columns converted; then the generated source of `views.codegen`. `viewstore explain`
+prints it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from viewstore.views.codegen import describe
+from viewstore.views.resolve import type_sql
+
+
+def explain(plan: Any) -> str:
+    """A plain-text account of `plan`, followed by its generated code."""
+    out = [f"view {plan.name}"]
+    out.append("  columns: " + ", ".join(f"{c.name} {type_sql(c.type_oid)}" for c in plan.columns))
+    names = [c.name for c in plan.columns]
+    if plan.key_columns:
+        out.append("  key: " + ", ".join(names[i] for i in plan.key_columns))
+    elif not plan.aggregate:
+        out.append("  key: the primary keys of the joined rows")
+    pd = plan.pushdown
+    for p in plan.positions:
+        read = sorted(plan.used.get(p.table.table_id, ()))
+        cols = ", ".join(p.table.columns[i].name for i in read)
+        where = f"{p.table.qualified} {p.alias}"
+        if p.kind == "base":
+            out.append(f"  FROM {where}  (converts {cols})")
+            continue
+        kind = "LEFT JOIN" if p.kind == "left" else "JOIN"
+        out.append(f"  {kind} {where}  (converts {cols})")
+        if pd is not None:
+            fk = p.table.columns[pd.fk].name
+            out.append(
+                f"    aggregate pushed below the join: state per {p.alias}.{fk} value, the "
+                f"{plan.positions[0].alias} row joined by primary key once per changed group; "
+                "no join index, no scan"
+            )
+            continue
+        for lk, direction in ((p.forward, "from the rows before"), (p.backward, None)):
+            if lk is None:
+                continue
+            if direction is None:
+                j, lk = lk
+                target = plan.positions[j]
+                col = target.table.columns[lk.column].name
+                how = "get by primary key" if lk.by_key else f"join index on {col}"
+                out.append(f"    a change here finds its {target.alias} rows: {how}")
+            else:
+                col = p.table.columns[lk.column].name
+                how = "get by primary key" if lk.by_key else f"join index on {col}"
+                out.append(f"    rows before find their {p.alias} rows: {how}")
+    if plan.where_expr is not None:
+        out.append(f"  WHERE {describe(plan.where_expr)}")
+    if plan.aggregate:
+        groups = ", ".join(describe(g) for g in plan.group_exprs) or "(one row, no GROUP BY)"
+        out.append(f"  GROUP BY {groups}")
+        for agg in plan.aggs:
+            state = type(agg.new_state()).__name__
+            out.append(f"    {describe(agg.expr)}: state {state}")
+        if plan.having_expr is not None:
+            out.append(f"  HAVING {describe(plan.having_expr)}")
+    sorted_by = ", ".join(names[i] for i in plan.sort_columns) or "none"
+    out.append(f"  sort indexes: {sorted_by}")
+    out.append("")
+    out.append("generated code (views.codegen):")
+    out.append("")
+    out.append(plan.code.source.rstrip())
+    return "\n".join(out) + "\n"
