@@ -485,33 +485,44 @@ class ViewEngine:
     def child_row(self, view: ActiveView, row: Typed, sign: int) -> None:
         """A child row enters (1) or leaves (-1) the group its fk names, whether or not that
         base row exists (the base row decides, at output, whether the group shows)."""
-        plan = view.plan
-        pd = plan.pushdown
-        fk = row[pd.fk]  # type: ignore[union-attr]
+        fk = row[view.plan.pushdown.fk]  # type: ignore[union-attr]
         if fk is None:
             return  # joins no base row
-        values = self.agg_values(view, sign, row)
-        if values is None:
-            return
         vid = view.view_id
+        if self.failed:
+            values = self.agg_values(view, sign, row)  # held-back rows: see `emit`
+            if values is None:
+                return
+        else:
+            try:
+                values = view.plan.code["child"](row)
+            except EvalError:
+                values = self.agg_values(view, sign, row)
+                if values is None:
+                    return
         gkey = self.gkeys.get((vid, fk))
         if gkey is None:
             gkey = self.gkeys[(vid, fk)] = encode_key((fk,))
-        group = self.group(view, gkey, ())
-        self._touch(view, gkey)
-        if (vid, gkey) not in self.pushed:
-            self.pushed[(vid, gkey)] = self.base_key(view, fk)
-        self.dirty.add((vid, gkey))
+        k = (vid, gkey)
+        group = self.groups.get(k) or self.group(view, gkey, ())
+        if k not in self.touched:
+            self._touch(view, gkey)
+            if k not in self.pushed:
+                self.pushed[k] = self.base_key(view, fk)
+        self.dirty.add(k)
         group.count += sign
-        for value, state in zip(values, group.states, strict=True):
-            if value is _SKIP:
-                continue
-            if sign > 0:
-                state.add(value)
-            else:
-                state.remove(value)
-        if group.count < 0:
-            raise StoreError(f"view {plan.name}: a group's row count fell below zero", CORRUPT_HINT)
+        if sign > 0:
+            for value, state in zip(values, group.states, strict=True):
+                if value is not _SKIP:
+                    state.add(value)
+        else:
+            for value, state in zip(values, group.states, strict=True):
+                if value is not _SKIP:
+                    state.remove(value)
+            if group.count < 0:
+                raise StoreError(
+                    f"view {view.plan.name}: a group's row count fell below zero", CORRUPT_HINT
+                )
 
     def base_row(self, view: ActiveView, row: Typed) -> None:
         """A base row changed: its group's output row is computed again at the end."""
@@ -552,31 +563,29 @@ class ViewEngine:
 
     def pushed_output(self, view: ActiveView, gkey: bytes) -> Typed | None:
         """The output row of a pushed-down group: its base row joined with the aggregates."""
-        plan = view.plan
-        pd = plan.pushdown
-        base = plan.positions[0].table
+        base = view.plan.positions[0].table
         row = self.fetch(base, self.pushed[(view.view_id, gkey)])
         if row is None:
             return None
-        joined = row + plan.positions[1].nulls
-        if plan.where is not None and plan.where(joined) is not True:
+        return self.joined_output(view, row, self.groups[(view.view_id, gkey)])
+
+    def joined_output(self, view: ActiveView, row: Typed, group: _Group) -> Typed | None:
+        """A pushed-down group's output row, given its base row."""
+        plan = view.plan
+        pd = plan.pushdown
+        if plan.where is not None and plan.where(row + plan.positions[1].nulls) is not True:
             return None
-        group = self.groups[(view.view_id, gkey)]
         states = group.states
         if group.count == 0:
             if not pd.left:  # type: ignore[union-attr]
                 return None
             # The base row alone, null-extended: what the aggregates make of one row of NULLs.
             states = [agg.new_state() for agg in plan.aggs]
+            joined = row + plan.positions[1].nulls
             for agg, state in zip(plan.aggs, states, strict=True):
                 if agg.filter is None or agg.filter(joined) is True:
                     state.add(None if agg.arg is None else agg.arg(joined))
-        values = (
-            *(f(joined) for f in plan.group_key),
-            *(s.result() for s in states),
-            *(f(joined) for f in plan.carried),
-        )
-        return plan.code["output"](values)
+        return plan.code["pushed"](row, states)  # type: ignore[no-any-return]
 
     def _index(self, table: TableInfo, key: bytes, row: Typed, present: bool) -> None:
         suffix = key[4:]
@@ -772,18 +781,28 @@ class ViewEngine:
                 yield n
         self._add_pending(view, pending)
         yield n
-        base = plan.positions[0].table
-        for key, raw in base_rows:
-            row = self.typers[base.table_id](decode_row(raw))
-            self.rows[key] = row  # read once by the output
-            self.base_row(view, row)
+        # Then each base row's output row, written directly: the view is new, so there is no
+        # row before to compare with or sort-index entry to remove.
+        typed = self.typers[plan.positions[0].table.table_id]
+        pk_at = pd.base_pk
+        write = self.writer.view_write
+        sort_columns = plan.sort_columns
+        rows = 0
+        for _, raw in base_rows:
+            row = typed(decode_row(raw))
             n += 1
-            if n % 5_000 == 0:
-                self.end_transaction()
-                self.flush()
+            gkey = encode_key((row[pk_at],))
+            after = self.joined_output(view, row, self.group(view, gkey, ()))
+            if after is not None:
+                write(row_key(vid, gkey), pack_fields(list(after)))
+                for c in sort_columns:
+                    write(sort_prefix(vid, c) + encode_value(after[c]) + gkey, b"")
+                rows += 1
+            if n % 20_000 == 0:
+                self.groups.clear()  # read once each
                 yield n
-        self.end_transaction()
-        self.flush()
+        if rows:
+            write(count_key(vid), rows.to_bytes(8, "big"))
         yield n
 
     def _add_pending(self, view: ActiveView, pending: dict[bytes, list[Any]]) -> None:

@@ -441,6 +441,14 @@ class NumericSum(_SpecialSum):
             return None
         return "nan" if value.is_nan() else "pinf" if value > 0 else "ninf"
 
+    def add(self, value: Any) -> None:
+        # The common case first, without the special-value bookkeeping.
+        if value is not None and value.is_finite():
+            self.n += 1
+            self._add_finite(value, 1)
+        else:
+            super().add(value)
+
     def _add_finite(self, value: Any, sign: int) -> None:
         exponent = value.as_tuple().exponent
         s = max(0, -exponent)

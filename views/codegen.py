@@ -146,6 +146,7 @@ def generate(plan: Any) -> Generated:
     elif pd is not None:
         _child(w, plan)
         _output(w, plan)
+        _pushed(w, plan)
     else:
         _feed(w, plan)
         _output(w, plan)
@@ -203,6 +204,18 @@ def _child(w: _Writer, plan: Any) -> None:
     for agg, code in zip(plan.aggs, codes, strict=True):
         w.add(f"        {code},  # {describe(agg.expr)}")
     w.add("    ]")
+    w.add()
+
+
+def _pushed(w: _Writer, plan: Any) -> None:
+    # GROUP BY is the base table's primary key and the carried columns are the base table's:
+    # both are read from the base row alone (it comes first in the joined row).
+    inputs = [w.expr(g, "row") for g in plan.group_exprs]
+    inputs += [f"states[{i}].result()" for i in range(len(plan.aggs))]
+    inputs += [w.expr(c, "row") for c in plan.carried_exprs]
+    w.add("def pushed(row, states):")
+    w.add('    """The base row and its group\'s aggregate states -> the output row, or None."""')
+    w.add(f"    return output(({', '.join(inputs)},))")
     w.add()
 
 
