@@ -18,14 +18,27 @@ the later ones still see it; an added row enters the first position first.
 
 Each joined row that passes WHERE then updates its group (a row count, the aggregate states, the
 columns read from the group's key table) or, in a view without GROUP BY, becomes an output row
-keyed by the primary keys of its source rows. At the end of each transaction the touched output
-rows are computed once and written with their sort-index entries, so readers (and the history)
-see each view move once per transaction, in the same WriteBatch as the mirror.
+keyed by the primary keys of its source rows. What a view does with one joined row is generated
+Python (`views.codegen`, shown by `viewstore explain`).
+
+The aggregate below the join (`views.plan.Pushdown`): for `base [LEFT] JOIN child ON child.fk =
+base.pk GROUP BY base.pk` the child rows update the state of the group their fk names directly
+(no join walk, no join index), and the base row is joined by primary key once per changed group
+when the output row is computed (`pushed_output`).
+
+Batches. At the end of each transaction the touched output rows are computed once, compared
+with what they were, and their before/after pairs returned for the history: readers (and the
+history) see each view move once per transaction. The group states, output rows, sort-index
+entries and row counts are written once per batch (`flush`, at the commit group's write), each
+in its state after the batch's last transaction, in key order.
 
 Storage (column family `views`):
 
     x  table id (4)  column (2)  value  mirror key      join index: rows of a table by a column
     v  view id (2)   g  group key                       group state (count, key, aggregates)
+    v  view id (2)   m  len (2)  group key  agg (1)  value    a spilled MIN/MAX or DISTINCT
+                                                        multiset: count of one exact value
+    v  view id (2)   n                                  the view's row count (absent: 0)
     v  view id (2)   r  output key                      output row (codecs.value fields)
     v  view id (2)   s  column (2)  value  output key   sort index of one output column
 """
@@ -41,7 +54,7 @@ from rocksdict import Rdict
 
 from viewstore.codecs.key import encode_key, encode_value, value_length
 from viewstore.codecs.row import Row, decode_row, encode_row
-from viewstore.codecs.value import CORRUPT_HINT, pack_fields, unpack_fields
+from viewstore.codecs.value import CORRUPT_HINT, decode_value, pack_fields, unpack_fields
 from viewstore.errors import StoreError
 from viewstore.views.codegen import SKIP, make_typer
 from viewstore.views.expr import EvalError
@@ -71,6 +84,12 @@ def view_prefix(view_id: int) -> bytes:
 
 def row_key(view_id: int, okey: bytes) -> bytes:
     return view_prefix(view_id) + b"r" + okey
+
+
+def spill_prefix(view_id: int, gkey: bytes, agg: int) -> bytes:
+    """Where a group's spilled multiset of aggregate `agg` (MIN/MAX, DISTINCT) keeps one entry
+    per distinct value: this prefix + the value's exact form -> its count (8 bytes)."""
+    return view_prefix(view_id) + b"m" + _U16.pack(len(gkey)) + gkey + bytes((agg,))
 
 
 def count_key(view_id: int) -> bytes:
@@ -253,6 +272,11 @@ class ViewEngine:
         for vid, gkey in sorted(self.dirty):
             group = self.groups[(vid, gkey)]
             key = view_prefix(vid) + b"g" + gkey
+            for i, state in enumerate(group.states):
+                if state.spills:
+                    prefix = spill_prefix(vid, gkey, i)
+                    for exact, n in state.take_changes():
+                        self.vput(prefix + exact, n.to_bytes(8, "big") if n else None)
             if group.count == 0:
                 self.vput(key, None)
                 del self.groups[(vid, gkey)]
@@ -260,7 +284,7 @@ class ViewEngine:
                 # count, key values, carried values, then per aggregate: n, its n fields
                 fields = [group.count, *group.key, *group.carried]
                 for state in group.states:
-                    own = state.fields()
+                    own = state.own_fields()
                     fields += [len(own), *own]
                 self.vput(key, pack_fields(fields))
         self.dirty.clear()
@@ -675,10 +699,12 @@ class ViewEngine:
             ncar = len(plan.carried) if plan.pushdown is None else 0
             states = []
             pos = 1 + nkey + ncar
-            for agg in plan.aggs:
+            for i, agg in enumerate(plan.aggs):
                 n = fields[pos]
                 state = agg.new_state()
                 state.load(fields[pos + 1 : pos + 1 + n])
+                if state.spills:
+                    state.load(self.spilled(spill_prefix(view.view_id, gkey, i)))
                 states.append(state)
                 pos += 1 + n
             group = _Group(
@@ -689,6 +715,22 @@ class ViewEngine:
             )
         self.groups[(view.view_id, gkey)] = group
         return group
+
+    def spilled(self, prefix: bytes) -> list[Any]:
+        """A spilled multiset as `load` takes it: value, count, value, count... (RocksDB holds
+        all of it: a group is read only when it is not cached, and it stays cached from its
+        first read until its batch is written)."""
+        fields: list[Any] = []
+        n = len(prefix)
+        it = self._iterator()
+        it.seek(prefix)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
+                break
+            fields += [decode_value(key[n:]), int.from_bytes(it.value(), "big")]
+            it.next()
+        return fields
 
     def _touch(self, view: ActiveView, okey: bytes) -> None:
         k = (view.view_id, okey)

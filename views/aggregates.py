@@ -171,6 +171,7 @@ class _Multiset:
     def __init__(self, key: Callable[[Any], Any]) -> None:
         self.key = key
         self.classes: dict[Any, dict[bytes, list[Any]]] = {}  # key -> {bytes: [value, count]}
+        self.changed: dict[bytes, Any] = {}  # exact forms whose count moved -> their class key
 
     def add(self, v: Any, count: int = 1) -> tuple[Any, bool]:
         """Add `v`; return its class key and whether the class is new."""
@@ -184,6 +185,7 @@ class _Multiset:
             cls[b][1] += count
         else:
             cls[b] = [v, count]
+        self.changed[b] = k
         return k, new
 
     def remove(self, v: Any) -> Any:
@@ -194,6 +196,7 @@ class _Multiset:
             raise StoreError(f"aggregate state: removing {v!r}, which is not there", CORRUPT_HINT)
         entry = cls[b]
         entry[1] -= 1
+        self.changed[b] = k
         if not entry[1]:
             del cls[b]
             if not cls:
@@ -219,6 +222,17 @@ class _Multiset:
     def load(self, fields: list[Any]) -> None:
         for i in range(0, len(fields), 2):
             self.add(fields[i], fields[i + 1])
+        self.changed.clear()
+
+    def take_changes(self) -> list[tuple[bytes, int]]:
+        """(exact form, its count now: 0 when gone) of every value whose count moved since
+        the last call, in byte order; what the store writes per value of a spilled state."""
+        out = []
+        for b, k in sorted(self.changed.items()):
+            entry = self.classes.get(k, {}).get(b)
+            out.append((b, 0 if entry is None else entry[1]))
+        self.changed.clear()
+        return out
 
 
 # --------------------------------------------------------------------------- states
@@ -247,6 +261,21 @@ class AggState(ABC):
 
     @abstractmethod
     def load(self, fields: list[Any]) -> None: ...
+
+    # A state that keeps a multiset (MIN/MAX, DISTINCT) spills it: the store keeps one entry
+    # per distinct value (its exact form -> count) beside the group, writes only the entries
+    # whose count moved (`take_changes`), and hands them back to `load` when it reads the
+    # group; the group's own value then holds `own_fields()`, which is empty for them. So a
+    # group with a million distinct values is not rewritten whenever one of them changes.
+    spills = False
+
+    def own_fields(self) -> list[Any]:
+        """What the group's value holds of this state (all of it, unless it spills)."""
+        return [] if self.spills else self.fields()
+
+    def take_changes(self) -> list[tuple[bytes, int]]:
+        """A spilling state's multiset entries changed since the last call (see `spills`)."""
+        return []
 
     def add_many(self, values: list[Any]) -> None:
         """`add` each of `values` (a view build feeds a group's values in one call)."""
@@ -586,10 +615,15 @@ class MinMax(AggState):
     """MIN/MAX: a multiset of values plus a lazily cleaned heap of its class keys, so that
     removing the current extreme (the case a plain running min gets wrong) costs O(log n)."""
 
+    spills = True
+
     def __init__(self, is_max: bool, arg_type: int) -> None:
         self.is_max = is_max
         self.values = _Multiset(order_key(arg_type))
         self.heap: list[Any] = []
+
+    def take_changes(self) -> list[tuple[bytes, int]]:
+        return self.values.take_changes()
 
     def _push(self, k: Any) -> None:
         heapq.heappush(self.heap, _Rev(k) if self.is_max else k)
@@ -642,9 +676,14 @@ class Distinct(AggState):
     """agg(DISTINCT x): a multiset of the inputs; the inner state sees one representative per
     class of equal values (COUNT(DISTINCT x) counts classes)."""
 
+    spills = True
+
     def __init__(self, inner: AggState, arg_type: int | None) -> None:
         self.inner = inner
         self.values = _Multiset(order_key(arg_type))
+
+    def take_changes(self) -> list[tuple[bytes, int]]:
+        return self.values.take_changes()
 
     def _swap(self, before: tuple[bytes, Any] | None, after: tuple[bytes, Any] | None) -> None:
         if before is not None and after is not None and before[0] == after[0]:

@@ -64,7 +64,7 @@ _TEXT_OF = {**{t: lambda v: str(v).encode() for t in (*INTS, OID, UUID)},
 
 # Part of every view's fingerprint: a store whose views were kept in another layout of the
 # engine's state rebuilds them from the mirror at start-up instead of misreading them.
-ENGINE_LAYOUT = "2"
+ENGINE_LAYOUT = "3"
 
 
 @dataclass(frozen=True)
