@@ -338,7 +338,8 @@ class _Compiler:
         out: dict[int, set[int]] = {}
         for p in positions:
             own = {j - p.offset for j in joined if j is not None and 0 <= j - p.offset < p.width}
-            own |= set(p.table.key_positions)  # output keys and lookups by key
+            if not self.rv.view.select.is_aggregate:
+                own |= set(p.table.key_positions)  # the output key: the source rows' keys
             out.setdefault(p.table.table_id, set()).update(own)
         return {t: frozenset(cols) for t, cols in out.items()}
 

@@ -64,7 +64,7 @@ def test_explain_pushed_down_view(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "LEFT JOIN public.player_scores s  (converts id, score, player_id)" in out
+    assert "LEFT JOIN public.player_scores s  (converts score, player_id)" in out
     assert "aggregate pushed below the join: state per s.player_id value" in out
     assert "SUM(s.score): state NumericSum" in out
     assert "sort indexes: total_score" in out
