@@ -25,32 +25,16 @@ from viewstore.store import db as meta
 from viewstore.store.apply import Applier, TableState
 from viewstore.store.db import Store
 from viewstore.store.viewcatalog import prepare_views
-from viewstore.views.schema import ColumnInfo, TableInfo
+from viewstore.views.schema import TableInfo
 from viewstore.views.sql import parse_views
 
 VIEW_SQL = """CREATE MATERIALIZED VIEW player_total_scores AS
 SELECT p.id AS player_id, p.name, COALESCE(SUM(s.score), 0) AS total_score
 FROM players p LEFT JOIN player_scores s ON p.id = s.player_id GROUP BY p.id;
 """
-INT4, TEXT, NUMERIC, TIMESTAMPTZ = 23, 25, 1700, 1184
-PLAYERS = TableInfo(
-    table_id=1,
-    schema_name="public",
-    name="players",
-    columns=[ColumnInfo(name="id", type_oid=INT4), ColumnInfo(name="name", type_oid=TEXT)],
-    key=["id"],
-)
-SCORES = TableInfo(
-    table_id=2,
-    schema_name="public",
-    name="player_scores",
-    columns=[
-        ColumnInfo(name="id", type_oid=INT4),
-        ColumnInfo(name="score", type_oid=NUMERIC),
-        ColumnInfo(name="player_id", type_oid=INT4),
-        ColumnInfo(name="created_at", type_oid=TIMESTAMPTZ),
-    ],
-    key=["id"],
+PLAYERS = TableInfo.of(1, "public.players", "id int4, name text")
+SCORES = TableInfo.of(
+    2, "public.player_scores", "id int4, score numeric, player_id int4, created_at timestamptz"
 )
 
 

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+# The types `TableInfo.of` understands, by Postgres's internal names.
+_TYPE_OIDS = {
+    "bool": 16, "int2": 21, "int4": 23, "int8": 20, "text": 25, "numeric": 1700,
+    "float8": 701, "date": 1082, "timestamptz": 1184,
+}  # fmt: skip
+
 
 class ColumnInfo(BaseModel):
     name: str
@@ -23,6 +29,20 @@ class TableInfo(BaseModel):
     name: str
     columns: list[ColumnInfo]
     key: list[str]
+
+    @classmethod
+    def of(cls, table_id: int, qualified: str, columns: str, key: str = "id") -> TableInfo:
+        """A table from text, for tests and benchmarks that make a store without Postgres:
+        `TableInfo.of(2, "public.scores", "id int4, score numeric, player_id int4")`."""
+        schema, name = qualified.split(".")
+        cols = [c.split() for c in columns.split(",")]
+        return cls(
+            table_id=table_id,
+            schema_name=schema,
+            name=name,
+            columns=[ColumnInfo(name=n, type_oid=_TYPE_OIDS[t]) for n, t in cols],
+            key=key.split(","),
+        )
 
     @property
     def qualified(self) -> str:

@@ -24,33 +24,12 @@ from viewstore.store import engine
 from viewstore.store.apply import Applier, TableState
 from viewstore.store.db import Store
 from viewstore.store.viewcatalog import prepare_views
-from viewstore.views.schema import ColumnInfo, TableInfo
+from viewstore.views.schema import TableInfo
 from viewstore.views.sql import parse_views
 
-INT4, TEXT, NUMERIC, BOOL = 23, 25, 1700, 16
-PLAYERS = TableInfo(
-    table_id=1,
-    schema_name="public",
-    name="players",
-    columns=[
-        ColumnInfo(name="id", type_oid=INT4),
-        ColumnInfo(name="name", type_oid=TEXT),
-        ColumnInfo(name="team", type_oid=TEXT),
-    ],
-    key=["id"],
-)
-SCORES = TableInfo(
-    table_id=2,
-    schema_name="public",
-    name="player_scores",
-    columns=[
-        ColumnInfo(name="id", type_oid=INT4),
-        ColumnInfo(name="player_id", type_oid=INT4),
-        ColumnInfo(name="score", type_oid=NUMERIC),
-        ColumnInfo(name="tag", type_oid=TEXT),
-        ColumnInfo(name="ok", type_oid=BOOL),
-    ],
-    key=["id"],
+PLAYERS = TableInfo.of(1, "public.players", "id int4, name text, team text")
+SCORES = TableInfo.of(
+    2, "public.player_scores", "id int4, player_id int4, score numeric, tag text, ok bool"
 )
 VIEWS = """
 CREATE MATERIALIZED VIEW player_total_scores AS
