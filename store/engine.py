@@ -691,12 +691,12 @@ class ViewEngine:
         plan = view.plan
         data = self.vget(view_prefix(view.view_id) + b"g" + gkey)
         if data is None:
-            ncar = len(plan.carried) if plan.pushdown is None else 0
+            ncar = len(plan.carried_exprs) if plan.pushdown is None else 0
             group = _Group(gk, 0, [a.new_state() for a in plan.aggs], (None,) * ncar)
         else:
             fields = unpack_fields(data)  # laid out as `flush` writes them
-            nkey = len(plan.group_key) if plan.pushdown is None else 0
-            ncar = len(plan.carried) if plan.pushdown is None else 0
+            nkey = len(plan.group_exprs) if plan.pushdown is None else 0
+            ncar = len(plan.carried_exprs) if plan.pushdown is None else 0
             states = []
             pos = 1 + nkey + ncar
             for i, agg in enumerate(plan.aggs):

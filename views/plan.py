@@ -5,10 +5,13 @@ A plan says, for one view,
 - how to walk the join from any of its FROM items (`Position`): which column pair finds the
   matching rows of the next item, and of the previous one, and whether that lookup is a mirror
   get by primary key or needs a join index (`IndexSpec`) on the looked-up column;
-- the WHERE filter, the GROUP BY key, the aggregates with their FILTERs, and the output columns,
-  each compiled once into closures over the joined row (`expr.compile_expr`);
+- whether the aggregate can be kept below the join (`Pushdown`), and which columns of each
+  table the view reads (only those are converted);
+- the WHERE filter, the GROUP BY key, the aggregates with their FILTERs and the output columns,
+  as expressions, from which `views.codegen` generates the view's per-row code (`plan.code`);
 - the output schema: column names and types, which columns form the view's key, and which get a
-  sort index (every orderable column but a single-column key, whose order the rows already have).
+  sort index (those CREATE INDEX declares and the aggregate columns; not a single-column key,
+  whose order the rows already have).
 
 Nothing here touches RocksDB; `store.engine` runs plans against the store.
 """
@@ -167,11 +170,7 @@ class ViewPlan:
     where: Fn | None
     aggregate: bool
     global_aggregate: bool  # aggregates without GROUP BY: always exactly one row
-    group_key: tuple[Fn, ...]
     aggs: tuple[AggPlan, ...]
-    carried: tuple[Fn, ...]  # grouped-by-key columns read from any row of the group
-    outputs: tuple[Fn, ...]  # over the joined row, or over (group key + aggs + carried)
-    having: Fn | None
     columns: tuple[OutputColumnInfo, ...]
     key_columns: tuple[int, ...]  # output columns that are the view's key (in key order)
     sort_columns: tuple[int, ...]
@@ -217,7 +216,9 @@ def compile_view(view: ViewDef, tables: Mapping[str, TableInfo]) -> ViewPlan:
     """Resolve `view` against the mirrored `tables` (qualified name → info) and compile it.
     ConfigError names what cannot be kept incrementally and where it is in views.sql."""
     rv = resolve(view, shapes_of(tables))
-    return _Compiler(rv, tables).run()
+    plan = _Compiler(rv, tables).run()
+    plan.code  # noqa: B018 - generate the view's code now, so that start-up fails, not a row
+    return plan
 
 
 def _cols_outside_aggs(e: Expr) -> set[int]:
@@ -245,17 +246,15 @@ class _Compiler:
         rv = self.rv
         positions = self.positions()
         aggregate = rv.view.select.is_aggregate
-        group_key = tuple(compile_expr(g) for g in rv.group_by)
         for g in rv.group_by:
             self.need_orderable(g, "GROUP BY expression")
         where_fn = None if rv.where is None else compile_expr(rv.where)
         columns = tuple(OutputColumnInfo(c.name, c.expr.type or 25) for c in rv.columns)
         if aggregate:
-            aggs, carried, outputs, having = self.grouping()
+            aggs = self.grouping()
             key_columns = self.key_columns_of_groups()
         else:
-            aggs, carried, having = (), (), None
-            outputs = tuple(compile_expr(c.expr) for c in rv.columns)
+            aggs = ()
             key_columns = ()
         sort_columns = self.sort_columns(columns, key_columns)
         pushdown = self.pushdown(positions) if aggregate else None
@@ -272,11 +271,7 @@ class _Compiler:
             where=where_fn,
             aggregate=aggregate,
             global_aggregate=aggregate and not rv.group_by,
-            group_key=group_key,
             aggs=aggs,
-            carried=carried,
-            outputs=outputs,
-            having=having,
             columns=columns,
             key_columns=key_columns,
             sort_columns=sort_columns,
@@ -464,9 +459,9 @@ class _Compiler:
                 "group by columns of number, text, bool, date, time or uuid type",
             )
 
-    def grouping(
-        self,
-    ) -> tuple[tuple[AggPlan, ...], tuple[Fn, ...], tuple[Fn, ...], Fn | None]:
+    def grouping(self) -> tuple[AggPlan, ...]:
+        """The aggregates; sets `slots` (where output expressions find group key values,
+        aggregates and carried columns) and `carried_exprs`."""
         rv = self.rv
         slots: dict[Expr, int] = {g: i for i, g in enumerate(rv.group_by)}
         agg_exprs: list[Agg] = []
@@ -514,12 +509,9 @@ class _Compiler:
                     "aggregate function calls cannot be nested",
                     "compute the inner aggregate in a view of its own",
                 )
-        carried = tuple(compile_expr(c) for c in carried_exprs)
-        outputs = tuple(compile_expr(c.expr, slots) for c in rv.columns)
-        having = None if rv.having is None else compile_expr(rv.having, slots)
         self.slots = slots
         self.carried_exprs = tuple(carried_exprs)
-        return aggs, carried, outputs, having
+        return aggs
 
     def key_columns_of_groups(self) -> tuple[int, ...]:
         """Output columns that show the GROUP BY expressions, in GROUP BY order; () when some
