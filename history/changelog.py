@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from viewstore.codecs.key import prefix_end
-from viewstore.codecs.value import pack_fields, unpack_fields
+from viewstore.codecs.value import pack_change, unpack_fields
 from viewstore.history.access import HistoryStore
 from viewstore.history.keys import (
     DELETED,
@@ -70,7 +70,7 @@ def entries(
     return (
         (
             change_key(view_id, commit_lsn, seq),
-            pack_fields([okey, before, after, commit_time, xid]),
+            pack_change(okey, before, after, commit_time, xid),
         ),
         (row_history_key(view_id, okey, commit_lsn), DELETED if after is None else after),
     )
