@@ -242,6 +242,18 @@ FROM player_scores s
 LEFT JOIN players p ON p.id = s.player_id
 GROUP BY p.id""",
     ),
+    # The aggregate below the join with WHERE on the base table: players without scores
+    # (COUNT(*) is 1 for the LEFT JOIN's row of NULLs, COUNT(s.id) 0, SUM NULL), inactive and
+    # NULL-active players filtered out, scores of players that do not exist ignored.
+    View(
+        "active_player_totals",
+        """SELECT p.id, p.name, COUNT(*) AS joined, COUNT(s.id) AS scores,
+       SUM(s.points) AS points, MAX(s.score) AS best, COUNT(DISTINCT s.tag) AS tags
+FROM players p
+LEFT JOIN player_scores s ON s.player_id = p.id
+WHERE p.active
+GROUP BY p.id""",
+    ),
     View(
         "tag_sizes",
         "SELECT COUNT(*) AS n, MAX(s.points) AS best FROM player_scores s GROUP BY s.tag",
