@@ -562,8 +562,9 @@ class ViewEngine:
 
     def base_key(self, view: ActiveView, value: Any) -> bytes:
         """The mirror key of the base row whose primary key is `value`."""
-        base = view.plan.positions[0].table
-        return base.prefix + encode_row((view.plan.pushdown.base_key(value),))  # type: ignore[union-attr]
+        pd = view.plan.pushdown
+        base = view.plan.positions[pd.base_pos].table  # type: ignore[union-attr]
+        return base.prefix + encode_row((pd.base_key(value),))  # type: ignore[union-attr]
 
     def agg_values(self, view: ActiveView, sign: int, row: Typed) -> list[Any] | None:
         """What child `row` feeds each aggregate (_SKIP where its FILTER rejects it); None
@@ -587,7 +588,7 @@ class ViewEngine:
 
     def pushed_output(self, view: ActiveView, gkey: bytes) -> Typed | None:
         """The output row of a pushed-down group: its base row joined with the aggregates."""
-        base = view.plan.positions[0].table
+        base = view.plan.positions[view.plan.pushdown.base_pos].table  # type: ignore[union-attr]
         row = self.fetch(base, self.pushed[(view.view_id, gkey)])
         if row is None:
             return None
@@ -597,7 +598,9 @@ class ViewEngine:
         """A pushed-down group's output row, given its base row."""
         plan = view.plan
         pd = plan.pushdown
-        if plan.where is not None and plan.where(row + plan.positions[1].nulls) is not True:
+        nulls = plan.positions[pd.child_pos].nulls  # type: ignore[union-attr]
+        joined = row + nulls if pd.base_pos == 0 else nulls + row  # type: ignore[union-attr]
+        if plan.where is not None and plan.where(joined) is not True:
             return None
         states = group.states
         if group.count == 0:
@@ -605,7 +608,6 @@ class ViewEngine:
                 return None
             # The base row alone, null-extended: what the aggregates make of one row of NULLs.
             states = [agg.new_state() for agg in plan.aggs]
-            joined = row + plan.positions[1].nulls
             for agg, state in zip(plan.aggs, states, strict=True):
                 if agg.filter is None or agg.filter(joined) is True:
                     state.add(None if agg.arg is None else agg.arg(joined))
@@ -825,7 +827,7 @@ class ViewEngine:
         yield n
         # Then each base row's output row, written directly: the view is new, so there is no
         # row before to compare with or sort-index entry to remove.
-        typed = self.typers[plan.positions[0].table.table_id]
+        typed = self.typers[pd.base]
         pk_at = pd.base_pk
         write = self.writer.view_write
         sort_columns = plan.sort_columns

@@ -255,7 +255,8 @@ def _backfill(store: Store, plan: ViewPlan, view_id: int) -> ViewInfo:
         total = store.row_count(base)
         steps = engine.backfill_rows(view, store.rows(base))
     else:
-        child = next(p.table for p in plan.positions if p.table.table_id == pd.child)
+        base = plan.positions[pd.base_pos].table
+        child = plan.positions[pd.child_pos].table
         total = store.row_count(base) + store.row_count(child)
         steps = engine.backfill_pushed(view, store.rows(child), store.rows(base))
     progress = Progress(plan.name, total, task="view")

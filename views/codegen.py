@@ -187,7 +187,7 @@ def _feed(w: _Writer, plan: Any) -> None:
 
 
 def _child(w: _Writer, plan: Any) -> None:
-    child = plan.positions[1]
+    child = plan.positions[plan.pushdown.child_pos]
     inline = all(
         e is None or isinstance(e, Col)
         for agg in plan.aggs
@@ -209,10 +209,11 @@ def _child(w: _Writer, plan: Any) -> None:
 
 def _pushed(w: _Writer, plan: Any) -> None:
     # GROUP BY is the base table's primary key and the carried columns are the base table's:
-    # both are read from the base row alone (it comes first in the joined row).
-    inputs = [w.expr(g, "row") for g in plan.group_exprs]
+    # both are plain columns, read from the base row alone.
+    offset = plan.positions[plan.pushdown.base_pos].offset
+    inputs = [w.expr(g, "row", offset=offset) for g in plan.group_exprs]
     inputs += [f"states[{i}].result()" for i in range(len(plan.aggs))]
-    inputs += [w.expr(c, "row") for c in plan.carried_exprs]
+    inputs += [w.expr(c, "row", offset=offset) for c in plan.carried_exprs]
     w.add("def pushed(row, states):")
     w.add('    """The base row and its group\'s aggregate states -> the output row, or None."""')
     w.add(f"    return output(({', '.join(inputs)},))")

@@ -35,11 +35,12 @@ def explain(plan: Any) -> str:
         kind = "LEFT JOIN" if p.kind == "left" else "JOIN"
         out.append(f"  {kind} {where}  (converts {cols})")
         if pd is not None:
-            fk = p.table.columns[pd.fk].name
+            child, base = plan.positions[pd.child_pos], plan.positions[pd.base_pos]
+            fk = child.table.columns[pd.fk].name
             out.append(
-                f"    aggregate pushed below the join: state per {p.alias}.{fk} value, the "
-                f"{plan.positions[0].alias} row joined by primary key once per changed group; "
-                "no join index, no scan"
+                f"    aggregate pushed below the join: state per {child.alias}.{fk} value, the "
+                f"{base.alias} row joined by primary key once per changed group; no join "
+                "index, no scan"
             )
             continue
         for lk, direction in ((p.forward, "from the rows before"), (p.backward, None)):

@@ -144,7 +144,8 @@ class OutputColumnInfo:
 @dataclass(frozen=True)
 class Pushdown:
     """The aggregate below the join: `base [LEFT] JOIN child ON child.fk = base.pk GROUP BY
-    base.pk`, with aggregates over child columns only and WHERE over base columns only.
+    base.pk` (or `child JOIN base ON ...`, an inner join in the other order), with aggregates
+    over child columns only and WHERE over base columns only.
 
     Then a group is the base row with the child rows whose `fk` names it, so the engine keeps
     the aggregate per `fk` value (one dict lookup per child row: no join index, no seek) and
@@ -153,9 +154,11 @@ class Pushdown:
     aggregates then see one row of NULLs, as Postgres's do (COUNT(*) is 1, SUM is NULL).
     """
 
-    child: int  # table id of the joined item
+    child: int  # table id of the aggregated FROM item
+    child_pos: int  # its position in FROM
     fk: int  # its column that names the base row
-    base: int  # table id of the first FROM item
+    base: int  # table id of the grouped FROM item
+    base_pos: int  # its position in FROM
     base_pk: int  # its primary key column
     base_key: Callable[[Any], bytes]  # a fk value -> the base row's key text
     left: bool
@@ -339,36 +342,47 @@ class _Compiler:
         return {t: frozenset(cols) for t, cols in out.items()}
 
     def pushdown(self, positions: Sequence[Position]) -> Pushdown | None:
-        """The aggregate-below-join shape (see `Pushdown`), or None."""
+        """The aggregate-below-join shape (see `Pushdown`), or None. The grouped ("base") table
+        is either the first FROM item (`base [LEFT] JOIN child ON child.fk = base.pk`) or, for
+        an inner join, the second (`child JOIN base ON base.pk = child.fk`)."""
         rv = self.rv
         if len(positions) != 2 or len(rv.group_by) != 1 or len(positions[1].on) != 1:
             return None
-        base, child = positions
-        if base.table.table_id == child.table.table_id or child.backward is None:
-            return None
-        (a, fk), (_, back) = child.on[0], child.backward
+        first, second = positions
         group = rv.group_by[0]
-        if back.by_key is None or not isinstance(group, Col) or group.index != a:
+        if first.table.table_id == second.table.table_id or not isinstance(group, Col):
             return None
-        if base.table.key_positions != (a,):
+        (a, b) = second.on[0]  # first's column (joined index = own index), second's column
+        if group.index == a and second.backward is not None:
+            base, child, base_pk, fk, lookup = first, second, a, b, second.backward[1]
+        elif group.index == second.offset + b and second.kind == "inner" and second.forward:
+            base, child, base_pk, fk, lookup = second, first, b, a, second.forward
+        else:
+            return None
+        if lookup.by_key is None or base.table.key_positions != (base_pk,):
             return None
 
         def cols(e: Expr | None) -> set[int]:
             return {c.index for c in walk(e) if isinstance(c, Col)} if e is not None else set()  # type: ignore[misc]
+
+        def within(p: Position, indexes: set[int]) -> bool:
+            return all(p.offset <= i < p.offset + p.width for i in indexes)
 
         aggs = [x for r in self.roots() for x in walk(r) if isinstance(x, Agg)]
         inside = set().union(*(cols(x.arg) | cols(x.filter) for x in aggs)) if aggs else set()
         outside = cols(rv.where)
         for c in rv.columns:
             outside |= _cols_outside_aggs(c.expr)
-        if any(i < child.offset for i in inside) or any(i >= child.offset for i in outside):
+        if not within(child, inside) or not within(base, outside):
             return None
         return Pushdown(
             child=child.table.table_id,
+            child_pos=child.index,
             fk=fk,
             base=base.table.table_id,
-            base_pk=a,
-            base_key=back.by_key,
+            base_pos=base.index,
+            base_pk=base_pk,
+            base_key=lookup.by_key,
             left=child.kind == "left",
         )
 

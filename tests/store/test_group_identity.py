@@ -50,6 +50,10 @@ SELECT p.id, p.name, COUNT(s.id) AS scores, MAX(s.score) FILTER (WHERE s.ok) AS 
 FROM players p JOIN player_scores s ON s.player_id = p.id GROUP BY p.id
 HAVING COUNT(s.id) > 1;
 
+CREATE MATERIALIZED VIEW by_player AS
+SELECT p.id, p.team, COUNT(*) AS n, MAX(s.score) AS best, COUNT(DISTINCT s.tag) AS tags
+FROM player_scores s JOIN players p ON p.id = s.player_id GROUP BY p.id;
+
 CREATE MATERIALIZED VIEW scored AS
 SELECT s.id, s.score, p.name FROM player_scores s JOIN players p ON p.id = s.player_id
 WHERE s.score > 0;
