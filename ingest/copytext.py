@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["parse_copy_row"]
+__all__ = ["parse_copy_row", "unescape_field"]
 
 _SIMPLE = {
     ord("b"): b"\b",
@@ -43,6 +43,17 @@ def _unescape_one(m: re.Match[bytes]) -> bytes:
     return _SIMPLE.get(char[0], char)
 
 
+def unescape_field(field: bytes) -> bytes | None:
+    """One raw COPY text field as its value: `\\N` alone is NULL, else escapes undone.
+
+    The exact text path for one field: `parse_copy_row` applies it to every field holding a
+    backslash, and the columnar snapshot (`copychunks`) to the few values that hold one.
+    """
+    if field == b"\\N":
+        return None
+    return _ESCAPE.sub(_unescape_one, field) if b"\\" in field else field
+
+
 def parse_copy_row(data: bytes | memoryview) -> tuple[bytes | None, ...]:
     """Split one COPY text row into its column values: bytes, or None for NULL.
 
@@ -58,5 +69,5 @@ def parse_copy_row(data: bytes | memoryview) -> tuple[bytes | None, ...]:
     for i, field in enumerate(fields):
         # `\N` is NULL only as the whole raw field; an escaped `\\N` is the text "\N".
         if field is not None and b"\\" in field:
-            fields[i] = None if field == b"\\N" else _ESCAPE.sub(_unescape_one, field)
+            fields[i] = unescape_field(field)
     return tuple(fields)

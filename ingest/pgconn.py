@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pgerrors
+from psycopg import pq
 
 from viewstore.dsn import password_of, redact, redact_text
 from viewstore.errors import SlotError, SourceError
@@ -109,6 +110,57 @@ def copy_out(conn: psycopg.Connection[Any], sql: str) -> Iterator[memoryview]:
         cur = conn.cursor()
         with cur.copy(sql) as copy:  # type: ignore[arg-type]
             yield from copy
+
+
+def copy_chunks(conn: psycopg.Connection[Any], sql: str, chunk_bytes: int) -> Iterator[bytearray]:
+    """Stream a `COPY ... TO STDOUT` (text format) as whole rows, `chunk_bytes` or more at a time.
+
+    The snapshot's hot loop (issue 14): one libpq call and one append per row, nothing else, so
+    that Python keeps up with Postgres's COPY (psycopg's `Copy` iterator costs twice as much per
+    row). Rows go into one `bytearray`, whose bytes the caller parses as a whole. The socket
+    is waited on with `select`, which lets other threads run meanwhile. A caller that stops
+    before the end must close the connection: it is still in the COPY.
+    """
+    pgconn = conn.pgconn
+    with translated_errors(conn.info.dsn, "snapshot COPY failed"):
+        pgconn.send_query(sql.encode())
+        result = pgconn.get_result()
+        if result is None or result.status != pq.ExecStatus.COPY_OUT:
+            _drain(pgconn)
+            raise psycopg.OperationalError(_result_error(result, pgconn) or "COPY did not start")
+        get = pgconn.get_copy_data
+        sock = pgconn.socket
+        buf = bytearray()
+        while True:
+            nbytes, data = get(1)
+            if nbytes > 0:
+                buf += data
+                if len(buf) >= chunk_bytes:
+                    yield buf
+                    buf = bytearray()
+            elif nbytes == 0:
+                select.select([sock], [], [])
+                pgconn.consume_input()
+            else:
+                break
+        error = None
+        while (result := pgconn.get_result()) is not None:
+            if result.status != pq.ExecStatus.COMMAND_OK:
+                error = _result_error(result, pgconn)
+        if error is not None or nbytes == -2:
+            raise psycopg.OperationalError(error or "COPY failed")
+        if buf:
+            yield buf
+
+
+def _drain(pgconn: Any) -> None:
+    while pgconn.get_result() is not None:
+        pass
+
+
+def _result_error(result: Any, pgconn: Any) -> str:
+    message = result.error_message if result is not None else b""
+    return (message or pgconn.error_message or b"").decode(errors="replace").strip()
 
 
 class ReplicationConnection:

@@ -1,0 +1,45 @@
+"""Codec, columnar: `codecs.row`'s encoding for whole columns of rows at once (issue 14).
+
+The snapshot encodes a chunk of rows with Arrow kernels instead of one `encode_row` call per
+row. The bytes are exactly `encode_row`'s (a test compares them): per value a 4-byte big-endian
+length then the bytes, NULL as the length 0xFFFFFFFF and no bytes.
+
+Columns are pyarrow `binary` arrays of one length, NULL as null. pyarrow and numpy are imported
+on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+_NULL_LEN = 0xFFFFFFFF
+
+
+def encode_rows(columns: Sequence[Any], prefix: bytes = b"") -> Any:
+    """Per row, `prefix + encode_row(values of the row in columns)`, as a pyarrow binary array."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts: list[Any] = [pa.scalar(prefix, pa.binary())] if prefix else []
+    for column in columns:
+        parts.append(_lengths(column))
+        parts.append(column.fill_null(b"") if column.null_count else column)
+    return pc.binary_join_element_wise(*parts, b"")
+
+
+def _lengths(column: Any) -> Any:
+    """Each value's 4-byte big-endian length (0xFFFFFFFF for NULL), as a binary array."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(column)
+    lengths = pc.binary_length(column)
+    if column.null_count:
+        lengths = lengths.cast(pa.int64()).fill_null(_NULL_LEN)
+    data = lengths.to_numpy(zero_copy_only=False).astype(">u4")
+    offsets = np.arange(0, 4 * n + 1, 4, dtype=np.int32)
+    return pa.BinaryArray.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
