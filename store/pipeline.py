@@ -34,7 +34,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from viewstore.dsn import redact
-from viewstore.errors import SlotError, SourceError, StoreError, UnsupportedError
+from viewstore.errors import SlotError, SourceError, UnsupportedError
 from viewstore.history.retention import Retention, apply_retention
 from viewstore.ingest import setup
 from viewstore.ingest.lsn import Lsn
@@ -49,10 +49,8 @@ from viewstore.ingest.pgoutput import (
     Update,
     decode,
 )
-from viewstore.ingest.snapshot import SnapshotReader
 from viewstore.ingest.transactions import XLOGDATA_HEADER, Assembler
 from viewstore.ingest.walproto import PG_EPOCH_US
-from viewstore.progress import Progress
 from viewstore.store import db as meta
 from viewstore.store.apply import (
     Applier,
@@ -61,6 +59,7 @@ from viewstore.store.apply import (
     rollback_large_transaction,
 )
 from viewstore.store.db import SnapshotState, SourceInfo, Store
+from viewstore.store.snapshotload import SnapshotLoad, default_workers
 from viewstore.store.viewcatalog import CATALOG, prepare_views, read_views_file, views_from_store
 from viewstore.views.schema import ColumnInfo, TableInfo
 
@@ -79,6 +78,8 @@ class RunConfig(BaseModel):
     tables: list[str] = Field(default_factory=list)
     views_file: Path | None = None  # CREATE MATERIALIZED VIEW statements to keep current
     resnapshot: bool = False
+    # Connections that copy the snapshot at once (None: one per core, store.snapshotload).
+    snapshot_workers: int | None = None
     commit_interval: float = 0.05  # seconds a group may stay open under load
     # ... and while catching up (the last transaction applied committed more than
     # `catchup_lag` seconds ago): larger groups write each group state and output row once for
@@ -309,29 +310,22 @@ class Pipeline:
             consistent_point,
             len(tables),
         )
-        reader = SnapshotReader(cfg.dsn, snapshot_name)
-        applier = Applier(store)
-        for table, info in zip(tables, infos, strict=True):
-            state_ = TableState(info)
-            progress = Progress(table.qualified, reader.estimated_rows(table))
-            n = 0
-            for row in reader.rows(table):
-                applier.load_row(state_, row)
-                n += 1
-                if n == 20_000:
-                    applier.write_chunk()
-                    progress.add(n)
-                    n = 0
-                    self.crash("snapshot-chunk")
-                    if self.stop.is_set():
-                        raise SnapshotInterrupted()
-            applier.write_chunk()
-            progress.add(n)
-            progress.done()
-        reader.close()
+        load = SnapshotLoad(
+            store,
+            cfg.dsn,
+            snapshot_name,
+            tables,
+            infos,
+            workers=cfg.snapshot_workers or default_workers(),
+            stop=self.stop,
+            crash=self.crash,
+        )
+        counts = load.run()
 
         batch = store.new_batch()
         meta.put_applied(batch, store, consistent_point, None)
+        for table_id, rows in counts.items():
+            meta.put_row_count(batch, store, table_id, rows)
         meta.put_json(
             batch,
             store,
@@ -618,8 +612,3 @@ class Pipeline:
                 hint="rebuild the store with --resnapshot after schema changes",
             )
         return state
-
-
-class SnapshotInterrupted(StoreError):
-    def __init__(self) -> None:
-        super().__init__("stopped during the initial snapshot; the next start begins it again")

@@ -100,6 +100,13 @@ def main() -> None:
     help="Drop the store's contents and the slot, and take a new snapshot.",
 )
 @click.option(
+    "--snapshot-workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Connections that copy the first snapshot at once, each in the slot's exported "
+    "snapshot; a large table is split into ranges of pages. Default: one per core (at most 8).",
+)
+@click.option(
     "--large-txn-rows",
     default=250_000,
     show_default=True,
@@ -137,6 +144,7 @@ def run(
     tables: tuple[str, ...],
     views_file: Path | None,
     resnapshot: bool,
+    snapshot_workers: int | None,
     large_txn_rows: int,
     chunk_rows: int,
     history_retention: str | None,
@@ -156,6 +164,7 @@ def run(
         tables=list(tables),
         views_file=views_file,
         resnapshot=resnapshot,
+        snapshot_workers=snapshot_workers,
         large_txn_rows=large_txn_rows,
         chunk_rows=chunk_rows,
         history_retention=history_retention,

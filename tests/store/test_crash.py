@@ -100,6 +100,46 @@ def test_crash_during_snapshot_restarts_it_cleanly(dsn: str, tmp_path: Path) -> 
     assert "dropping slot" in log and "left by an unfinished snapshot" in log
 
 
+def test_kill9_during_parallel_snapshot_restarts_it_cleanly(dsn: str, tmp_path: Path) -> None:
+    # Issue 14: three connections in one exported snapshot, the table cut into page ranges
+    # (~40 MB: several parts). kill -9 at an exact chunk of one worker while the others are
+    # mid-COPY, then at random moments, with writes in between; then the store equals Postgres,
+    # one slot is left, and no snapshot connection (with its imported snapshot) outlives a run.
+    pg_exec(dsn, "CREATE TABLE big (id int PRIMARY KEY, v int, pad text)")
+    pg_exec(dsn, "INSERT INTO big SELECT g, 0, repeat('x', 100) FROM generate_series(1, 300000) g")
+    data = tmp_path / "data"
+    workers = ("--snapshot-workers", "3")
+    proc = start_process(dsn, data, *workers, env={"VIEWSTORE_CRASH_AT": "snapshot-chunk:7"})
+    assert proc.wait(60) == -signal.SIGKILL
+    assert viewstore_snapshot_state(data) == "in_progress"
+    assert list((data / "snapshot-sst").iterdir())  # a table file was being written
+    rng = random.Random(14)
+    for i in range(4):
+        pg_exec(dsn, "UPDATE big SET v = v + 1 WHERE id %% 997 = %s", i)
+        pg_exec(dsn, "INSERT INTO big VALUES (%s, 1, 'new')", 300001 + i)
+        proc = start_process(dsn, data, *workers)
+        time.sleep(rng.uniform(0.7, 1.8))
+        kill9(proc)
+    proc = start_process(dsn, data, *workers)
+    pg_exec(dsn, "INSERT INTO big VALUES (300005, 1, 'last')")  # this run must stream it
+    wait_caught_up(dsn, data, alive=_check_alive(proc))
+    assert _stop(proc) == 0
+    assert assert_mirror_equals(dsn, data, "big") == 300005
+    assert viewstore_snapshot_state(data) == "complete"
+    assert not (data / "snapshot-sst").exists()
+    db = pg_query(dsn, "SELECT current_database()")[0][0]
+    slots = pg_query(dsn, "SELECT slot_name FROM pg_replication_slots WHERE database = %s", db)
+    assert len(slots) == 1, slots
+    log = data.with_suffix(".log").read_text()
+    assert "3 worker(s)" in log and "left by an unfinished snapshot" in log
+    deadline = time.monotonic() + 10
+    while pg_query(
+        dsn, "SELECT pid FROM pg_stat_activity WHERE application_name = 'viewstore snapshot'"
+    ):
+        assert time.monotonic() < deadline, "snapshot connections outlive their process"
+        time.sleep(0.1)
+
+
 def viewstore_snapshot_state(data: Path) -> str | None:
     from viewstore.store.db import Store
 
