@@ -124,6 +124,8 @@ def copy_chunks(conn: psycopg.Connection[Any], sql: str, chunk_bytes: int) -> It
     pgconn = conn.pgconn
     with translated_errors(conn.info.dsn, "snapshot COPY failed"):
         pgconn.send_query(sql.encode())
+        while pgconn.flush():  # psycopg's connections are non-blocking: send all of it
+            select.select([], [pgconn.socket], [])
         result = pgconn.get_result()
         if result is None or result.status != pq.ExecStatus.COPY_OUT:
             _drain(pgconn)
