@@ -771,7 +771,7 @@ class ViewEngine:
                 self.dirty.add((vid, okey))
             else:
                 after = self.pending.pop((vid, okey))
-            after_data = None if after is None else pack_fields(list(after))
+            after_data = None if after is None else view.plan.code["pack"](after)
             if before_data == after_data:
                 continue
             first = self.changed.get((vid, okey))

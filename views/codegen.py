@@ -25,10 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
+from viewstore.codecs.value import FORMAT, encode_value, field_length
 from viewstore.views.expr import compile_expr
-from viewstore.views.tree import Agg, Col, Const, Expr, Func
+from viewstore.views.pgvalues import TEXTS
+from viewstore.views.tree import INT2, INT4, INT8, NUMERIC, Agg, Col, Const, Expr, Func
+
+INTS = frozenset({INT2, INT4, INT8})
 
 SKIP = object()  # an aggregate's FILTER rejected the row
 
@@ -150,7 +155,35 @@ def generate(plan: Any) -> Generated:
     else:
         _feed(w, plan)
         _output(w, plan)
+    _pack(w, plan)
     return w.build()
+
+
+def _pack(w: _Writer, plan: Any) -> None:
+    """`def pack(out)`: `codecs.value.pack_fields(list(out))` for this view's output row,
+    written out per column: the common Python type of the column's SQL type is tested first
+    and encoded inline, anything else (NULL, NaN, another type) goes through `encode_value`,
+    so the bytes are pack_fields' whatever the values are."""
+    w.env.update(encode_value=encode_value, VERSION=FORMAT, length=field_length, Decimal=Decimal)
+    names = [f"v{i}" for i in range(len(plan.columns))]
+    w.add("def pack(out):")
+    w.add('    """The output row as stored: codecs.value.pack_fields(list(out))."""')
+    w.add(f"    {', '.join(names)}{',' if len(names) == 1 else ''} = out")
+    for i, c in enumerate(plan.columns):
+        v = names[i]
+        if c.type_oid in INTS:
+            fast = f'b"i" + str({v}).encode() if type({v}) is int'
+        elif c.type_oid == NUMERIC:
+            fast = f'b"d" + str({v}).encode() if type({v}) is Decimal and {v}.is_finite()'
+        elif c.type_oid in TEXTS:
+            fast = f'b"s" + {v}.encode("utf-8", "surrogatepass") if type({v}) is str'
+        else:
+            w.add(f"    b{i} = encode_value({v})  # {c.name}")
+            continue
+        w.add(f"    b{i} = {fast} else encode_value({v})  # {c.name}")
+    parts = ", ".join(f"length(len(b{i})), b{i}" for i in range(len(names)))
+    w.add(f'    return b"".join((VERSION, {parts}))')
+    w.add()
 
 
 def _agg_inputs(w: _Writer, plan: Any, row: str, offset: int = 0) -> list[str]:

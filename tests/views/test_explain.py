@@ -81,3 +81,26 @@ def test_explain_unknown_view(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "no view nope in" in result.output
     assert "player_total_scores, scores_by_name" in result.output
+
+
+def test_generated_pack_is_pack_fields() -> None:
+    """The generated `pack` writes what codecs.value.pack_fields writes, whatever the values
+    (the common type of each column inline, anything else through encode_value)."""
+    from decimal import Decimal
+
+    from viewstore.codecs.value import pack_fields
+    from viewstore.views.plan import compile_view
+    from viewstore.views.sql import parse_views
+
+    tables = {t.qualified: t for t in (PLAYERS, SCORES)}
+    plan = compile_view(parse_views(VIEWS)[0], tables)
+    pack = plan.code["pack"]
+    rows = [
+        (1, "Mario", Decimal("1.50")),
+        (2, "Peach", 0),  # COALESCE(SUM(...), 0) of a player without scores: an int
+        (3, None, Decimal("NaN")),
+        (4, "é\udcff", Decimal("-Infinity")),
+        (None, "", Decimal("1E+3")),
+    ]
+    for row in rows:
+        assert pack(row) == pack_fields(list(row)), row

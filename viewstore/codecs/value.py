@@ -122,6 +122,10 @@ def pack_fields(fields: list[Any]) -> bytes:
 
 
 _NULL_FIELD = _U32.pack(1) + b"N"
+# For code that writes pack_fields out for a known list of fields (views.codegen's `pack`):
+# the format's first byte, and a field's length prefix.
+FORMAT = _VERSION
+field_length = _U32.pack
 
 
 def pack_change(
