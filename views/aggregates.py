@@ -55,6 +55,7 @@ from viewstore.views.pgvalues import (
     f4_true,
     nozero,
     numeric_div,
+    time_key,
     type_sql,
 )
 from viewstore.views.tree import (
@@ -134,20 +135,6 @@ def _numeric_key(d: Decimal) -> tuple[Any, ...]:
 def _float_key(x: float) -> tuple[Any, ...]:
     # float8 NaN equals NaN and sorts above Infinity; -0 = 0 (equal, and equal hashes).
     return (1,) if math.isnan(x) else (0, x)
-
-
-def time_key(v: Any) -> tuple[Any, ...]:
-    # ingest leaves 'infinity' and dates Python cannot hold as the text Postgres sent.
-    if isinstance(v, str):
-        if v == "infinity":
-            return (2,)
-        if v == "-infinity":
-            return (0,)
-        raise UnsupportedError(
-            f"aggregate state: cannot order the date/time value {v!r}",
-            "min/max over dates before year 1 or after 9999 is not supported",
-        )
-    return (1, v)
 
 
 def order_key(arg_type: int | None) -> Callable[[Any], Any]:
