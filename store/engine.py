@@ -512,21 +512,11 @@ class ViewEngine:
         fk = row[view.plan.pushdown.fk]  # type: ignore[union-attr]
         if fk is None:
             return  # joins no base row
+        values = self.agg_values(view, sign, row)
+        if values is None:
+            return
         vid = view.view_id
-        if self.failed:
-            values = self.agg_values(view, sign, row)  # held-back rows: see `emit`
-            if values is None:
-                return
-        else:
-            try:
-                values = view.plan.code["child"](row)
-            except EvalError:
-                values = self.agg_values(view, sign, row)
-                if values is None:
-                    return
-        gkey = self.gkeys.get((vid, fk))
-        if gkey is None:
-            gkey = self.gkeys[(vid, fk)] = encode_key((fk,))
+        gkey = self._gkey(vid, fk)
         k = (vid, gkey)
         group = self.groups.get(k) or self.group(view, gkey, ())
         if k not in self.touched:
@@ -552,13 +542,18 @@ class ViewEngine:
         """A base row changed: its group's output row is computed again at the end."""
         plan = view.plan
         value = row[plan.pushdown.base_pk]  # type: ignore[union-attr]
-        gkey = self.gkeys.get((view.view_id, value))
-        if gkey is None:
-            gkey = self.gkeys[(view.view_id, value)] = encode_key((value,))
+        gkey = self._gkey(view.view_id, value)
         self.group(view, gkey, ())
         self._touch(view, gkey)
         if (view.view_id, gkey) not in self.pushed:
             self.pushed[(view.view_id, gkey)] = self.base_key(view, value)
+
+    def _gkey(self, vid: int, value: Any) -> bytes:
+        """A pushed-down group's key: the encoded fk (or base key) value, cached."""
+        gkey = self.gkeys.get((vid, value))
+        if gkey is None:
+            gkey = self.gkeys[(vid, value)] = encode_key((value,))
+        return gkey
 
     def base_key(self, view: ActiveView, value: Any) -> bytes:
         """The mirror key of the base row whose primary key is `value`."""
@@ -692,13 +687,13 @@ class ViewEngine:
             pass
         plan = view.plan
         data = self.vget(view_prefix(view.view_id) + b"g" + gkey)
+        # A pushed-down group keeps neither key values nor carried columns (the base row has them)
+        ncar = len(plan.carried_exprs) if plan.pushdown is None else 0
         if data is None:
-            ncar = len(plan.carried_exprs) if plan.pushdown is None else 0
             group = _Group(gk, 0, [a.new_state() for a in plan.aggs], (None,) * ncar)
         else:
             fields = unpack_fields(data)  # laid out as `flush` writes them
             nkey = len(plan.group_exprs) if plan.pushdown is None else 0
-            ncar = len(plan.carried_exprs) if plan.pushdown is None else 0
             states = []
             pos = 1 + nkey + ncar
             for i, agg in enumerate(plan.aggs):
@@ -754,12 +749,9 @@ class ViewEngine:
     def end_transaction(self) -> list[tuple[int, bytes, bytes | None, bytes | None]]:
         """Write the output rows the transaction touched; returns (view id, output key,
         encoded row before, encoded row after) for each row that changed."""
-        if self.failed:
-            # A row whose expressions failed is still there as the transaction ends: the
-            # view's SELECT fails on the committed state too.
-            _, exc = next(iter(self.failed.values()))
-            self.failed.clear()
-            raise exc
+        # A row whose expressions failed is still there as the transaction ends: the view's
+        # SELECT fails on the committed state too.
+        self._raise_failed()
         changes = []
         for (vid, okey), before_data in self.touched.items():
             view = self.by_id[vid]
@@ -810,9 +802,7 @@ class ViewEngine:
             if fk is not None:
                 values = self.agg_values(view, 1, row)
                 if values is not None:
-                    gkey = self.gkeys.get((vid, fk))
-                    if gkey is None:
-                        gkey = self.gkeys[(vid, fk)] = encode_key((fk,))
+                    gkey = self._gkey(vid, fk)
                     entry = pending.get(gkey)
                     if entry is None:
                         entry = pending[gkey] = [0, *([] for _ in values)]
