@@ -365,11 +365,11 @@ def query(
             )
         filters[col.strip()] = value
     try:
-        reader = viewstore.open(data_dir)
-        columns = reader.view_columns(view)
-        rows = reader.query(
-            view, where=filters, order_by=order_by, desc=desc, limit=limit, as_of=as_of
-        )
+        with viewstore.open(data_dir) as reader:
+            columns = reader.view_columns(view)
+            rows = reader.query(
+                view, where=filters, order_by=order_by, desc=desc, limit=limit, as_of=as_of
+            )
     except ViewstoreError as exc:
         _fail(exc)
     _print_rows(columns, [tuple(r[c] for c in columns) for r in rows], fmt)
