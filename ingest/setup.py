@@ -25,6 +25,10 @@ class PublishedTable:
     name: str
     columns: tuple[tuple[str, int], ...]  # (name, type oid), attnum order, generated excluded
     key: tuple[str, ...]
+    oid: int = 0
+    replica_identity: str = "d"  # pg_class.relreplident
+    # (typmod, attnum, xmin of the pg_attribute row) per column, in the order of `columns`.
+    attributes: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -145,15 +149,15 @@ def published_tables(conn: Any, publication: str) -> list[PublishedTable]:
 
 
 def _describe(conn: Any, oid: int, schema: str, name: str, replident: str) -> PublishedTable:
-    columns = tuple(
-        (col, typ)
-        for col, typ in query(
-            conn,
-            "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = %s "
-            "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
-            (oid,),
-        )
+    rows = query(
+        conn,
+        "SELECT attname, atttypid::int, atttypmod, attnum, xmin::text::bigint "
+        "FROM pg_attribute WHERE attrelid = %s "
+        "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+        (oid,),
     )
+    columns = tuple((col, typ) for col, typ, *_ in rows)
+    attributes = tuple((typmod, attnum, xmin) for _, _, typmod, attnum, xmin in rows)
     primary = _index_columns(conn, oid, "indisprimary")
     identity = _index_columns(conn, oid, "indisreplident")
     table = f"{schema}.{name}"
@@ -178,7 +182,7 @@ def _describe(conn: Any, oid: int, schema: str, name: str, replident: str) -> Pu
             hint=f"ALTER TABLE {qualified(schema, name)} ADD PRIMARY KEY (...); or remove "
             "it from the publication",
         )
-    return PublishedTable(schema, name, columns, key)
+    return PublishedTable(schema, name, columns, key, oid, replident, attributes)
 
 
 def _index_columns(conn: Any, oid: int, flag: str) -> tuple[str, ...]:

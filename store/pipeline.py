@@ -60,6 +60,7 @@ from viewstore.store.apply import (
 )
 from viewstore.store.db import SnapshotState, SourceInfo, Store
 from viewstore.store.snapshotload import SnapshotLoad, default_workers
+from viewstore.store.sourcecheck import RESNAPSHOT, check_relation, check_tables
 from viewstore.store.viewcatalog import CATALOG, prepare_views, read_views_file, views_from_store
 from viewstore.views.schema import ColumnInfo, TableInfo
 
@@ -102,6 +103,10 @@ class RunConfig(BaseModel):
     progress_interval: float = (
         1.0  # idle progress (keepalive position) persisted at most this often
     )
+    # The catalog is compared with what the store mirrors this often while streaming
+    # (store.sourcecheck): a table dropped and recreated, or that left the publication, sends
+    # nothing on the stream that would tell.
+    catalog_check_interval: float = 2.0
 
     def default_name(self) -> str:
         path = str(self.data_dir.resolve())
@@ -230,7 +235,7 @@ class Pipeline:
                 return repl, database
             repl.close()
             self._check_source(store, system_id)
-            self._check_tables(store, tables)
+            check_tables(conn, cfg.publication_name, store.tables(), tables)
             return None, database
         except BaseException:
             if repl is not None:
@@ -294,8 +299,15 @@ class Pipeline:
                 table_id=i + 1,
                 schema_name=t.schema,
                 name=t.name,
-                columns=[ColumnInfo(name=c, type_oid=o) for c, o in t.columns],
+                columns=[
+                    ColumnInfo(name=c, type_oid=o, typmod=typmod, attnum=attnum, version=version)
+                    for (c, o), (typmod, attnum, version) in zip(
+                        t.columns, t.attributes, strict=True
+                    )
+                ],
                 key=list(t.key),
+                oid=t.oid,
+                replica_identity=t.replica_identity,
             )
             for i, t in enumerate(tables)
         ]
@@ -343,22 +355,6 @@ class Pipeline:
                 f"the store in {self.config.data_dir} follows Postgres system {source.system_id}, "
                 f"but the DSN points at system {system_id}",
                 hint="point --dsn at the original server, or rebuild with --resnapshot",
-            )
-
-    def _check_tables(self, store: Store, tables: list[setup.PublishedTable]) -> None:
-        have = set(store.tables())
-        want = {t.qualified for t in tables}
-        if want - have:
-            raise UnsupportedError(
-                "the publication now includes table(s) the snapshot did not copy: "
-                + ", ".join(sorted(want - have)),
-                hint="rebuild the store with --resnapshot to include them",
-            )
-        if have - want:
-            raise UnsupportedError(
-                "table(s) left the publication since the snapshot: "
-                + ", ".join(sorted(have - want)),
-                hint="add them back (ALTER PUBLICATION ... ADD TABLE) or rebuild with --resnapshot",
             )
 
     # -- streaming -------------------------------------------------------------------------
@@ -459,7 +455,7 @@ class Pipeline:
         # Begin/Commit, the skip rule, keepalive positions, the large-transaction read-ahead.
         asm = self.assembler = Assembler(applier.synced_lsn, self.large_txns)
         skip = False  # asm.skip, as a local: it is read once per row
-        last_status = last_progress = next_retention = time.monotonic()
+        last_status = last_progress = next_retention = next_catalog = time.monotonic()
         commit_interval, group_max = cfg.commit_interval, cfg.group_max_rows
         apply_insert, apply_update, apply_delete = applier.insert, applier.update, applier.delete
 
@@ -564,10 +560,17 @@ class Pipeline:
                     if n >= 5000:
                         break  # look at the clock and the stop flag now and then
                 elif cls is Relation:
+                    if msg.oid in relations:
+                        # Sent again mid-stream: the table's cache entry was invalidated,
+                        # by DDL among other things. Look at the catalog now.
+                        next_catalog = 0.0
                     relations[msg.oid] = self._relation(msg, tables)
                 # Origin, Type and Message carry nothing the mirror needs.
 
             now = time.monotonic()
+            if now >= next_catalog:
+                self._check_catalog()
+                next_catalog = now + cfg.catalog_check_interval
             if (
                 self.retention is not None
                 and now >= next_retention
@@ -594,6 +597,21 @@ class Pipeline:
                 sync_and_ack()
             repl.wait(0.1)
 
+    def _check_catalog(self) -> None:
+        """The published tables are still the ones the store mirrors (store.sourcecheck)."""
+        cfg, applier = self.config, self.applier
+        assert applier is not None
+        conn = connect(cfg.dsn)
+        try:
+            published = setup.published_tables(conn, cfg.publication_name)
+            # After the list: a publication dropped meanwhile lists no tables, which would
+            # read as tables that left it.
+            setup.check_publication_exists(conn, cfg.publication_name)
+            stored = {name: state.info for name, state in applier.tables.items()}
+            check_tables(conn, cfg.publication_name, stored, published)
+        finally:
+            conn.close()
+
     def _relation(self, msg: Relation, tables: dict[str, TableState]) -> TableState:
         """Check an in-stream Relation message against the schema the mirror was built with."""
         name = f"{msg.namespace}.{msg.name}"
@@ -601,14 +619,7 @@ class Pipeline:
         if state is None:
             raise UnsupportedError(
                 f"changes arrived for table {name}, which the snapshot did not copy",
-                hint="rebuild the store with --resnapshot to include it",
+                hint=RESNAPSHOT,
             )
-        have = [(c.name, c.type_oid) for c in state.info.columns]
-        got = [(c.name, c.type_oid) for c in msg.columns]
-        if have != got:
-            raise UnsupportedError(
-                f"table {name} changed schema: the mirror has columns {have}, the stream now "
-                f"sends {got}; viewstore does not follow ALTER TABLE yet",
-                hint="rebuild the store with --resnapshot after schema changes",
-            )
+        check_relation(state.info, msg)
         return state

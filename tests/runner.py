@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from helpers import pg_query
+from helpers import pg_exec, pg_query
 
 import viewstore
 from viewstore.errors import ConfigError, StoreError
@@ -272,3 +272,37 @@ def assert_history_chains(data_dir: Path) -> int:
                 k: enc(v) for k, v in current.items()
             }, info.name
     return n
+
+
+def run_following_hints(
+    dsn: str, data_dir: Path, check: Any, *, max_hints: int = 3, **config: Any
+) -> list[str]:
+    """Run the pipeline until caught up; when it refuses, do what its `Try:` hint says,
+    literally, and run again. Then `check()` (the store equals Postgres) must pass. A hint is
+    SQL to run on the source (up to its first `;`), `viewstore run --resnapshot ...`, or both
+    (`SQL; then viewstore run --resnapshot ...`). Returns the hints followed."""
+    from viewstore.errors import ViewstoreError
+
+    followed: list[str] = []
+    while True:
+        p = PipelineThread(dsn, data_dir, **config).start()
+        try:
+            wait_caught_up(dsn, data_dir, alive=p.check)
+        except ViewstoreError as err:
+            p.thread.join(30)
+            hint = err.hint or ""
+            assert len(followed) < max_hints, f"hints go round in circles: {followed}"
+            assert hint.startswith(("ALTER ", "CREATE ")) or "viewstore run --resnapshot" in hint, (
+                f"{err}: the hint {hint!r} is not something to follow literally"
+            )
+            followed.append(hint)
+            if not hint.startswith("viewstore run"):
+                pg_exec(dsn, hint.split(";")[0])
+            if "viewstore run --resnapshot" in hint:
+                config["resnapshot"] = True
+            continue
+        try:
+            check()
+        finally:
+            p.stop()
+        return followed

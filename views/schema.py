@@ -19,6 +19,11 @@ _TYPE_OIDS = {
 class ColumnInfo(BaseModel):
     name: str
     type_oid: int
+    # Catalog facts the store checks the source against (store.sourcecheck); None in stores
+    # made before they were recorded, and in tables made without Postgres.
+    typmod: int | None = None
+    attnum: int | None = None
+    version: int | None = None  # xmin of its pg_attribute row: any ALTER of the column moves it
 
 
 class TableInfo(BaseModel):
@@ -29,6 +34,10 @@ class TableInfo(BaseModel):
     name: str
     columns: list[ColumnInfo]
     key: list[str]
+    # The relation's OID and replica identity when the snapshot copied it: a table dropped and
+    # created again under the same name is another table (store.sourcecheck).
+    oid: int | None = None
+    replica_identity: str | None = None
 
     @classmethod
     def of(cls, table_id: int, qualified: str, columns: str, key: str = "id") -> TableInfo:

@@ -1,0 +1,168 @@
+"""Source checks: is what Postgres publishes now still what the store copied?
+
+The mirror holds rows of particular tables: relations with an OID, columns with a type, a
+typmod and an attnum, a key. pgoutput does not say when a table was dropped and created again
+under the same name, when a table left the publication, when a column was rewritten in place
+(`ALTER COLUMN ... TYPE ... USING`, a typmod change) or dropped and re-added, or when the key
+changed. Each of those leaves rows in the mirror that Postgres no longer has, or values that
+differ: silently wrong. So the store records those facts per table at the snapshot
+(`TableInfo`) and compares them with the catalog here:
+
+- at start, before streaming resumes (`check_tables`);
+- while running, every few seconds and whenever a Relation message arrives again for a table
+  mid-stream (the pipeline calls `check_tables` on an ordinary connection);
+- on every Relation message, against the message itself (`check_relation`).
+
+Any difference stops the pipeline before anything past the last good transaction is
+acknowledged. The way out is a new snapshot; where the publication no longer includes a table
+that still exists, the hint adds it back first. Checking the catalog while the stream is
+behind it can stop a little early (on a change the stream has not reached yet); that is safe,
+the store is right up to its applied LSN, and the same change would stop it later anyway.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from viewstore.errors import UnsupportedError
+from viewstore.ingest import setup
+from viewstore.ingest.pgconn import qualified, query, quote_ident
+from viewstore.ingest.pgoutput import Relation
+from viewstore.views.schema import TableInfo
+
+RESNAPSHOT = "viewstore run --resnapshot ... (a new snapshot of what Postgres holds now)"
+
+_IDENTITY = {"d": "DEFAULT", "n": "NOTHING", "f": "FULL", "i": "USING INDEX"}
+
+
+def check_tables(
+    conn: Any, publication: str, stored: dict[str, TableInfo], published: list[setup.PublishedTable]
+) -> None:
+    """The published tables must be the very tables the store mirrors, unchanged."""
+    now = {t.qualified: t for t in published}
+    added = sorted(set(now) - set(stored))
+    if added:
+        raise UnsupportedError(
+            "the publication now includes table(s) the snapshot did not copy: " + ", ".join(added),
+            hint=RESNAPSHOT,
+        )
+    for name in sorted(set(stored) - set(now)):
+        schema, table = stored[name].schema_name, stored[name].name
+        if _table_exists(conn, schema, table):
+            # Changes made while it was out of the publication were never sent: adding it back
+            # is not enough, it has to be copied again.
+            raise UnsupportedError(
+                f"table {name} left publication {publication!r} since the snapshot: changes "
+                "to it since then were not sent, so the mirror of it cannot be trusted",
+                hint=f"ALTER PUBLICATION {quote_ident(publication)} ADD TABLE "
+                f"{qualified(schema, table)}; then {RESNAPSHOT}",
+            )
+        raise UnsupportedError(
+            f"table {name} was dropped (it left publication {publication!r}), but the store "
+            "still holds its rows",
+            hint=RESNAPSHOT,
+        )
+    for name, info in stored.items():
+        _compare(info, now[name])
+
+
+def _table_exists(conn: Any, schema: str, name: str) -> bool:
+    return bool(
+        query(
+            conn,
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+            (schema, name),
+        )
+    )
+
+
+def _compare(info: TableInfo, table: setup.PublishedTable) -> None:
+    name = info.qualified
+    if info.oid is not None and info.oid != table.oid:
+        raise UnsupportedError(
+            f"table {name} was dropped and created again (relation OID {info.oid} when the "
+            f"snapshot copied it, {table.oid} now): the store holds the dropped table's rows",
+            hint=RESNAPSHOT,
+        )
+    have = [(c.name, c.type_oid) for c in info.columns]
+    if have != list(table.columns):
+        raise UnsupportedError(
+            f"table {name} changed schema: the mirror has columns {have}, Postgres now has "
+            f"{list(table.columns)}; viewstore does not follow ALTER TABLE",
+            hint=RESNAPSHOT,
+        )
+    for col, (typmod, attnum, version) in zip(info.columns, table.attributes, strict=False):
+        if col.attnum is not None and col.attnum != attnum:
+            raise UnsupportedError(
+                f"column {name}.{col.name} was dropped and added again (attnum {col.attnum} "
+                f"when the snapshot copied it, {attnum} now): its values were replaced",
+                hint=RESNAPSHOT,
+            )
+        if col.typmod is not None and col.typmod != typmod:
+            raise UnsupportedError(
+                f"column {name}.{col.name} changed type modifier ({col.typmod} when the "
+                f"snapshot copied it, {typmod} now): Postgres may have rewritten its values, "
+                "and a rewrite is not replicated",
+                hint=RESNAPSHOT,
+            )
+        if col.version is not None and col.version != version:
+            raise UnsupportedError(
+                f"column {name}.{col.name} was altered since the snapshot (ALTER TABLE ... "
+                "ALTER COLUMN): a rewrite of its values (ALTER ... TYPE ... USING) is not "
+                "replicated, so the mirror of it cannot be trusted",
+                hint=RESNAPSHOT,
+            )
+    _compare_key(info, table.replica_identity, list(table.key))
+
+
+def _compare_key(info: TableInfo, replica_identity: str, key: list[str]) -> None:
+    name = info.qualified
+    if info.replica_identity is not None and info.replica_identity != replica_identity:
+        raise UnsupportedError(
+            f"table {name} changed REPLICA IDENTITY from "
+            f"{_IDENTITY.get(info.replica_identity, info.replica_identity)} to "
+            f"{_IDENTITY.get(replica_identity, replica_identity)}: the old rows of updates "
+            "and deletes no longer carry the key the mirror is keyed by",
+            hint=RESNAPSHOT,
+        )
+    if info.oid is not None and key != list(info.key):
+        raise UnsupportedError(
+            f"table {name} changed its key from ({', '.join(info.key)}) to "
+            f"({', '.join(key)}): updates and deletes would no longer find their rows",
+            hint=RESNAPSHOT,
+        )
+
+
+def check_relation(info: TableInfo, msg: Relation) -> None:
+    """A Relation message must describe the table the mirror holds, as the snapshot saw it."""
+    name = info.qualified
+    if info.oid is not None and msg.oid != info.oid:
+        raise UnsupportedError(
+            f"table {name} was dropped and created again (relation OID {info.oid} when the "
+            f"snapshot copied it, {msg.oid} in the stream): the store holds the dropped "
+            "table's rows",
+            hint=RESNAPSHOT,
+        )
+    have = [(c.name, c.type_oid) for c in info.columns]
+    got = [(c.name, c.type_oid) for c in msg.columns]
+    if have != got:
+        raise UnsupportedError(
+            f"table {name} changed schema: the mirror has columns {have}, the stream now "
+            f"sends {got}; viewstore does not follow ALTER TABLE",
+            hint=RESNAPSHOT,
+        )
+    for col, sent in zip(info.columns, msg.columns, strict=True):
+        if col.typmod is not None and col.typmod != sent.typmod:
+            raise UnsupportedError(
+                f"column {name}.{col.name} changed type modifier ({col.typmod} when the "
+                f"snapshot copied it, {sent.typmod} in the stream): Postgres may have "
+                "rewritten its values, and a rewrite is not replicated",
+                hint=RESNAPSHOT,
+            )
+    if info.replica_identity is not None:
+        key = [c.name for c in msg.columns if c.is_key]
+        # Under FULL every column is flagged; the mirror's key is the primary key then.
+        want = [c.name for c in info.columns] if msg.replica_identity == "f" else info.key
+        if msg.replica_identity != info.replica_identity or sorted(key) != sorted(want):
+            _compare_key(info, msg.replica_identity, key)
