@@ -188,6 +188,15 @@ class ReplicationConnection:
         assert row is not None
         return str(row[0]), int(row[1]), Lsn.parse(row[2]), row[3]
 
+    def timeline_history(self, timeline: int) -> str:
+        """The history file of `timeline` (TIMELINE_HISTORY): one line per ancestor timeline,
+        `tli<TAB>switchpoint<TAB>reason`, the switchpoint being where that timeline ended."""
+        with translated_errors(self.dsn, "TIMELINE_HISTORY failed"):
+            row = self.conn.execute(f"TIMELINE_HISTORY {int(timeline)}").fetchone()
+        assert row is not None
+        content = row[1]
+        return bytes(content).decode() if isinstance(content, bytes | memoryview) else str(content)
+
     def create_slot(self, slot: str, *, temporary: bool = False) -> tuple[Lsn, str]:
         """Create a pgoutput slot exporting its snapshot: (consistent point, snapshot name).
 

@@ -60,7 +60,7 @@ from viewstore.store.apply import (
 )
 from viewstore.store.db import SnapshotState, SourceInfo, Store
 from viewstore.store.snapshotload import SnapshotLoad, default_workers
-from viewstore.store.sourcecheck import RESNAPSHOT, check_relation, check_tables
+from viewstore.store.sourcecheck import RESNAPSHOT, check_history, check_relation, check_tables
 from viewstore.store.viewcatalog import CATALOG, prepare_views, read_views_file, views_from_store
 from viewstore.views.schema import ColumnInfo, TableInfo
 
@@ -143,6 +143,7 @@ class Pipeline:
         self.received_lsn: Lsn | None = None  # the server's position, as last acknowledged
         self.opened = threading.Event()  # the store is open: `run --http` can serve it
         self.closing = threading.Event()  # ... and is about to close (stopped, or failed)
+        self.streaming = threading.Event()  # every start check passed, the stream has begun
         # Transactions to apply in chunks: the start of their commit record (Begin's final LSN)
         # -> its end (the Commit's end LSN), learned on a first pass.
         self.large_txns: dict[Lsn, Lsn] = {}
@@ -227,14 +228,14 @@ class Pipeline:
                     hint=f"ALTER PUBLICATION {cfg.publication_name} ADD TABLE ...;",
                 )
             repl = ReplicationConnection(cfg.dsn)
-            system_id, timeline, _, database = repl.identify_system()
+            system_id, timeline, server_lsn, database = repl.identify_system()
             state = store.snapshot_state()
             if cfg.resnapshot or state is None or state.state == "in_progress":
                 self._snapshot(conn, repl, tables, state, system_id, timeline, database)
                 cfg.resnapshot = False  # done: a retry after this point must not redo it
                 return repl, database
+            self._check_history(store, repl, system_id, timeline, server_lsn)
             repl.close()
-            self._check_source(store, system_id)
             check_tables(conn, cfg.publication_name, store.tables(), tables)
             return None, database
         except BaseException:
@@ -348,14 +349,41 @@ class Pipeline:
         log.info("snapshot complete at %s", consistent_point)
         return consistent_point
 
-    def _check_source(self, store: Store, system_id: str) -> None:
+    def _check_history(
+        self,
+        store: Store,
+        repl: ReplicationConnection,
+        system_id: str,
+        timeline: int,
+        server_lsn: Lsn,
+    ) -> None:
+        """The server holds everything the store applied (store.sourcecheck.check_history);
+        a new timeline that does is recorded, so that the next start compares with it."""
         source = store.source()
-        if source is not None and source.system_id != system_id:
-            raise SlotError(
-                f"the store in {self.config.data_dir} follows Postgres system {source.system_id}, "
-                f"but the DSN points at system {system_id}",
-                hint="point --dsn at the original server, or rebuild with --resnapshot",
+        if source is None:
+            return
+        history = (
+            repl.timeline_history(timeline)
+            if timeline != source.timeline and timeline > 1
+            else None
+        )
+        check_history(
+            source, store.applied_lsn(), system_id, timeline, server_lsn, history,
+            self.config.data_dir,
+        )  # fmt: skip
+        if timeline != source.timeline:
+            log.warning(
+                "Postgres moved from timeline %d to %d after %s, which the store had not "
+                "passed: following it",
+                source.timeline,
+                timeline,
+                store.applied_lsn(),
             )
+            batch = store.new_batch()
+            meta.put_json(
+                batch, store, meta.SOURCE, source.model_copy(update={"timeline": timeline})
+            )
+            store.write(batch, sync=True)
 
     # -- streaming -------------------------------------------------------------------------
 
@@ -415,6 +443,7 @@ class Pipeline:
         finally:
             conn.close()
         log.info("streaming from slot %s at %s", cfg.slot_name, start)
+        self.streaming.set()
 
     def _wait_slot_usable(self, conn: object, database: str, start: Lsn) -> None:
         # After a kill -9 the old walsender may hold the slot for a moment; wait, then fail.

@@ -13,6 +13,12 @@ differ: silently wrong. So the store records those facts per table at the snapsh
   mid-stream (the pipeline calls `check_tables` on an ordinary connection);
 - on every Relation message, against the message itself (`check_relation`).
 
+And before any of that, `check_history`: the server must be the one the store follows and must
+hold everything the store applied. A server restored from a backup, recovered to an earlier
+point in time or failed over to a replica that had not received everything has lost the
+transactions between; new ones then take their LSNs, and a resume would skip them (their
+commit LSNs are not after the applied LSN).
+
 Any difference stops the pipeline before anything past the last good transaction is
 acknowledged. The way out is a new snapshot; where the publication no longer includes a table
 that still exists, the hint adds it back first. Checking the catalog while the stream is
@@ -24,10 +30,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from viewstore.errors import UnsupportedError
+from viewstore.errors import SlotError, UnsupportedError
 from viewstore.ingest import setup
+from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgconn import qualified, query, quote_ident
 from viewstore.ingest.pgoutput import Relation
+from viewstore.store.db import SourceInfo
 from viewstore.views.schema import TableInfo
 
 RESNAPSHOT = "viewstore run --resnapshot ... (a new snapshot of what Postgres holds now)"
@@ -166,3 +174,60 @@ def check_relation(info: TableInfo, msg: Relation) -> None:
         want = [c.name for c in info.columns] if msg.replica_identity == "f" else info.key
         if msg.replica_identity != info.replica_identity or sorted(key) != sorted(want):
             _compare_key(info, msg.replica_identity, key)
+
+
+def timeline_switchpoints(history: str) -> dict[int, Lsn]:
+    """Parse a timeline history file: each ancestor timeline -> the LSN where it ended."""
+    out = {}
+    for line in history.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0].isdigit():
+            out[int(fields[0])] = Lsn.parse(fields[1])
+    return out
+
+
+def check_history(
+    source: SourceInfo,
+    applied: Lsn,
+    system_id: str,
+    timeline: int,
+    server_lsn: Lsn,
+    history: str | None,
+    data_dir: object,
+) -> None:
+    """The server must be the store's and hold all it applied. `server_lsn` is the server's
+    WAL flush position, `history` the current timeline's history file (None on timeline 1).
+    A new timeline is fine when it branched off at or after the applied LSN (a promoted
+    replica that had everything, a recovery that replayed all of it)."""
+    if source.system_id != system_id:
+        raise SlotError(
+            f"the store in {data_dir} follows Postgres system {source.system_id}, "
+            f"but the DSN points at system {system_id}",
+            hint=f"point --dsn at the original server, or {RESNAPSHOT}",
+        )
+    behind = (
+        "; the server was restored from a backup, recovered to an earlier point in time, or "
+        "failed over to a replica that had not received everything: the transactions the "
+        "store applied after that point are not in its history, and new ones take their LSNs"
+    )
+    if timeline != source.timeline:
+        ended = timeline_switchpoints(history or "").get(source.timeline)
+        if ended is None:
+            raise SlotError(
+                f"Postgres is on timeline {timeline}, which does not descend from timeline "
+                f"{source.timeline} that the store in {data_dir} followed" + behind,
+                hint=RESNAPSHOT,
+            )
+        if applied > ended:
+            raise SlotError(
+                f"Postgres is behind the store: its timeline {timeline} branched off timeline "
+                f"{source.timeline} at {ended}, but the store in {data_dir} applied up to "
+                f"{applied}" + behind,
+                hint=RESNAPSHOT,
+            )
+    if server_lsn < applied:
+        raise SlotError(
+            f"Postgres is behind the store: its WAL ends at {server_lsn}, but the store in "
+            f"{data_dir} applied up to {applied}" + behind,
+            hint=RESNAPSHOT,
+        )

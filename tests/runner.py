@@ -287,6 +287,10 @@ def run_following_hints(
     while True:
         p = PipelineThread(dsn, data_dir, **config).start()
         try:
+            # A store ahead of the server looks caught up at once: wait for the start checks.
+            while not p.pipeline.streaming.wait(0.05):
+                p.check()
+                assert p.thread.is_alive(), "the pipeline ended without an error"
             wait_caught_up(dsn, data_dir, alive=p.check)
         except ViewstoreError as err:
             p.thread.join(30)

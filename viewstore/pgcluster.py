@@ -196,6 +196,21 @@ class ThrowawayPostgres:
             raise self._failure("postgres did not restart", result)
         self._running = True
 
+    def shutdown(self, mode: str = "fast") -> None:
+        """Stop the server but keep its data (`pg_ctl stop -m mode`; `immediate` is a crash:
+        no shutdown checkpoint, recovery on the next start). `boot()` starts it again."""
+        result = self._pg_ctl("stop", "-m", mode)
+        self._running = False
+        if result.returncode != 0:
+            raise self._failure("postgres did not stop", result)
+
+    def boot(self) -> None:
+        """Start the server again on its data directory and port, after `shutdown()`."""
+        result = self._pg_ctl("start", "-l", str(self.log_path))
+        if result.returncode != 0:
+            raise self._failure("postgres did not start", result)
+        self._running = True
+
     def stop(self) -> None:
         """Stop the server and delete its directory. Safe to call more than once."""
         if self._tmp is None:
