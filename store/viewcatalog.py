@@ -33,6 +33,7 @@ from viewstore.progress import Progress
 from viewstore.store import db as meta
 from viewstore.store.db import Store
 from viewstore.store.engine import ActiveView, ViewEngine, index_prefix, view_prefix
+from viewstore.store.viewbuild import build_pushed
 from viewstore.views.plan import IndexSpec, ViewPlan, compile_view
 from viewstore.views.schema import ColumnInfo
 from viewstore.views.sql import parse_views
@@ -245,29 +246,27 @@ def _backfill(store: Store, plan: ViewPlan, view_id: int) -> ViewInfo:
         aggregate=plan.aggregate,
     )
     _put_info(store, info)
-    base = plan.positions[0].table
     log.info("view %s: building from the mirror at %s", plan.name, lsn)
-    writer = _BackfillWriter(store)
     view = ActiveView(plan, view_id)
-    engine = ViewEngine([view], store.views, writer)
     pd = plan.pushdown
-    if pd is None:
-        total = store.row_count(base)
-        steps = engine.backfill_rows(view, store.rows(base))
+    if pd is not None:
+        tables = (plan.positions[pd.child_pos].table, plan.positions[pd.base_pos].table)
+        progress = Progress(plan.name, sum(store.row_count(t) for t in tables), task="view")
+        build_pushed(store, view, lsn, progress)
+        progress.done()
     else:
-        base = plan.positions[pd.base_pos].table
-        child = plan.positions[pd.child_pos].table
-        total = store.row_count(base) + store.row_count(child)
-        steps = engine.backfill_pushed(view, store.rows(child), store.rows(base))
-    progress = Progress(plan.name, total, task="view")
-    done = 0
-    for n in steps:
-        writer.flush()
-        engine.reset()
-        progress.add(n - done)
-        done = n
-    progress.done()
-    _record_initial_rows(store, view_id, lsn)
+        base = plan.positions[0].table
+        writer = _BackfillWriter(store)
+        engine = ViewEngine([view], store.views, writer)
+        progress = Progress(plan.name, store.row_count(base), task="view")
+        done = 0
+        for n in engine.backfill_rows(view, store.rows(base)):
+            writer.flush()
+            engine.reset()
+            progress.add(n - done)
+            done = n
+        progress.done()
+        _record_initial_rows(store, view_id, lsn)
     info = info.model_copy(update={"state": "ready", "built_at": str(lsn)})
     _put_info(store, info)
     return info
