@@ -116,6 +116,16 @@ def _joins(a: Any, b: Any) -> bool:
     return a == b or (a != a and b != b)
 
 
+def null_extended(plan: ViewPlan, joined: Typed) -> list[Any]:
+    """A LEFT JOIN's group with no child rows: its base row alone, null-extended (`joined`),
+    and what the aggregates make of that one row of NULLs (COUNT(*) is 1, SUM is NULL)."""
+    states = [agg.new_state() for agg in plan.aggs]
+    for agg, state in zip(plan.aggs, states, strict=True):
+        if agg.filter is None or agg.filter(joined) is True:
+            state.add(None if agg.arg is None else agg.arg(joined))
+    return states
+
+
 def decode_output(data: bytes) -> tuple[Any, ...]:
     return tuple(unpack_fields(data))
 
@@ -601,11 +611,7 @@ class ViewEngine:
         if group.count == 0:
             if not pd.left:  # type: ignore[union-attr]
                 return None
-            # The base row alone, null-extended: what the aggregates make of one row of NULLs.
-            states = [agg.new_state() for agg in plan.aggs]
-            for agg, state in zip(plan.aggs, states, strict=True):
-                if agg.filter is None or agg.filter(joined) is True:
-                    state.add(None if agg.arg is None else agg.arg(joined))
+            states = null_extended(plan, joined)
         return plan.code["pushed"](row, states)  # type: ignore[no-any-return]
 
     def _index(self, table: TableInfo, key: bytes, row: Typed, present: bool) -> None:

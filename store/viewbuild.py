@@ -35,10 +35,12 @@ from viewstore.codecs.rowcolumns import decode_columns
 from viewstore.codecs.value import pack_fields
 from viewstore.history.changelog import entries
 from viewstore.progress import Progress
+from viewstore.store import columnbuild
 from viewstore.store.db import Store
 from viewstore.store.engine import (
     ActiveView,
     count_key,
+    null_extended,
     row_key,
     sort_prefix,
     spill_prefix,
@@ -113,9 +115,11 @@ def build_pushed(store: Store, view: ActiveView, lsn: int, progress: Progress) -
     plan = view.plan
     pd = plan.pushdown
     assert pd is not None
+    if columnbuild.covers(plan) and columnbuild.build(store, view, lsn, progress):
+        return
     vid = view.view_id
     out = _Out(store)
-    started = time.monotonic()
+    started = time.thread_time()
 
     # 1. Child rows into their groups.
     child = plan.positions[pd.child_pos]
@@ -144,7 +148,7 @@ def build_pushed(store: Store, view: ActiveView, lsn: int, progress: Progress) -
                 state.add_many([v[i] for v in fed if v[i] is not SKIP])
         progress.add(len(rows))
 
-    grouped = time.monotonic()
+    grouped = time.thread_time()
 
     # 2. The groups' states, laid out as `ViewEngine.flush` writes them (a pushed-down group
     # keeps no key values or carried columns: its base row has them).
@@ -163,7 +167,7 @@ def build_pushed(store: Store, view: ActiveView, lsn: int, progress: Progress) -
             for exact, n in group.states[i].take_changes():
                 out.view(spill + exact, n.to_bytes(8, "big"))
 
-    stated = time.monotonic()
+    stated = time.thread_time()
 
     # 3. Each base row's output row, sort-index entries and first history entry.
     base = plan.positions[pd.base_pos]
@@ -187,8 +191,8 @@ def build_pushed(store: Store, view: ActiveView, lsn: int, progress: Progress) -
             if group is not None:
                 after = pushed(row, group.states)
             elif pd.left:
-                if empty is None:
-                    empty = _null_extended(plan, row, nulls, pd.base_pos)
+                if empty is None:  # the aggregates read child columns only: any row will do
+                    empty = null_extended(plan, row + nulls if pd.base_pos == 0 else nulls + row)
                 after = pushed(row, empty)
             else:
                 continue
@@ -216,17 +220,5 @@ def build_pushed(store: Store, view: ActiveView, lsn: int, progress: Progress) -
         grouped - started,
         stated - grouped,
         f"{count:,}",
-        time.monotonic() - stated,
+        time.thread_time() - stated,
     )
-
-
-def _null_extended(plan: Any, row: Any, nulls: tuple[None, ...], base_pos: int) -> list[Any]:
-    """What the aggregates make of one row of NULLs (a LEFT JOIN's group with no child rows:
-    COUNT(*) is 1, SUM is NULL), as `ViewEngine.joined_output` computes it. The aggregates
-    read only child columns, so any base row gives the same states."""
-    joined = row + nulls if base_pos == 0 else nulls + row
-    states = [agg.new_state() for agg in plan.aggs]
-    for agg, state in zip(plan.aggs, states, strict=True):
-        if agg.filter is None or agg.filter(joined) is True:
-            state.add(None if agg.arg is None else agg.arg(joined))
-    return states

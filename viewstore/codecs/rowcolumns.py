@@ -47,20 +47,24 @@ def _lengths(column: Any) -> Any:
 
 def decode_columns(rows: Sequence[bytes], wanted: Sequence[int]) -> dict[int, list[bytes | None]]:
     """The values of columns `wanted` of encoded rows (`codecs.row`), a list per column (None
-    for NULL): what `[decode_row(r)[c] for r in rows]` gives, for a chunk at a time. The walk
-    from one column to the next runs over all rows at once in numpy; Python touches each
-    wanted value once, in `to_pylist`."""
+    for NULL): what `[decode_row(r)[c] for r in rows]` gives, for a chunk at a time."""
+    return {c: array.to_pylist() for c, array in decode_arrays(rows, wanted).items()}
+
+
+def decode_arrays(rows: Sequence[bytes], wanted: Sequence[int]) -> dict[int, Any]:
+    """`decode_columns` as pyarrow large_binary arrays (null for NULL). The walk from one
+    column to the next runs over all rows at once in numpy."""
     import numpy as np
     import pyarrow as pa
 
     n = len(rows)
     if n == 0 or not wanted:
-        return {c: [] for c in wanted}
+        return {c: pa.array([], pa.large_binary()) for c in wanted}
     buf = np.frombuffer(b"".join(rows), np.uint8)
     pos = np.zeros(n, np.int64)
     np.cumsum(np.fromiter(map(len, rows), np.int64, n)[:-1], out=pos[1:])
     four = np.arange(4, dtype=np.int64)
-    out: dict[int, list[bytes | None]] = {}
+    out: dict[int, Any] = {}
     for column in range(max(wanted) + 1):
         # Each row's 4-byte big-endian length at `pos`: one gather of 4 bytes per row.
         lengths = buf[pos[:, None] + four].view(">u4").ravel()
@@ -76,6 +80,6 @@ def decode_columns(rows: Sequence[bytes], wanted: Sequence[int]) -> dict[int, li
             array = pa.Array.from_buffers(
                 pa.large_binary(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(buf[at])]
             )
-            out[column] = array.to_pylist()
+            out[column] = array
         pos = start + sizes
     return out
