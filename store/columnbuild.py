@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,19 +131,18 @@ def covers(plan: ViewPlan) -> bool:
 # --------------------------------------------------------------------------- reading
 
 
-def _read(store: Store, table: Any, columns: list[int], progress: Progress) -> list[Any]:
-    """Columns of a table's mirrored rows as whole large_binary arrays (nulls for NULL)."""
-    parts: list[list[Any]] = [[] for _ in columns]
-    rows = store.rows(table)
+def _chunks(
+    store: Store, table: Any, columns: list[int], progress: Progress
+) -> Iterator[dict[int, Any]]:
+    """Columns of a table's mirrored rows, a chunk of rows at a time, as large_binary arrays
+    (null for NULL)."""
+    rows = (data for _, data in store.rows(table))
     while True:
-        chunk = [data for _, data in itertools.islice(rows, _CHUNK)]
+        chunk = list(itertools.islice(rows, _CHUNK))
         if not chunk:
-            break
-        arrays = decode_arrays(chunk, columns)
-        for i, c in enumerate(columns):
-            parts[i].append(arrays[c])
+            return
+        yield decode_arrays(chunk, columns)
         progress.add(len(chunk))
-    return [pa.concat_arrays(p) if p else pa.array([], pa.large_binary()) for p in parts]
 
 
 def _ints(texts: Any) -> np.ndarray:
@@ -282,7 +282,12 @@ def _build(store: Store, view: ActiveView, lsn: int, progress: Progress) -> bool
         None if a.arg_expr is None else a.arg_expr.index - child.offset for a in plan.aggs
     ]
     wanted = sorted({pd.fk, *(c for c in arg_columns if c is not None)})
-    arrays = dict(zip(wanted, _read(store, child.table, wanted, progress), strict=True))
+    parts = list(_chunks(store, child.table, wanted, progress))
+    arrays = {
+        c: pa.concat_arrays([p[c] for p in parts]) if parts else pa.array([], pa.large_binary())
+        for c in wanted
+    }
+    del parts
     fk_texts = arrays[pd.fk]
     has_fk = fk_texts.is_valid()
     fk = _ints(fk_texts.filter(has_fk))
@@ -290,10 +295,11 @@ def _build(store: Store, view: ActiveView, lsn: int, progress: Progress) -> bool
     fk = fk[order]
     take = pa.array(order)
     args = [None if c is None else arrays[c].filter(has_fk).take(take) for c in arg_columns]
-    del arrays
+    del arrays, take, order
     starts = np.flatnonzero(np.r_[True, fk[1:] != fk[:-1]]) if len(fk) else np.zeros(0, np.int64)
     sizes = np.diff(np.r_[starts, len(fk)]).astype(np.int64)
     keys = fk[starts]
+    del fk
     aggs = [_aggregate(a, arg, starts, sizes) for a, arg in zip(plan.aggs, args, strict=True)]
 
     # 2. The groups' states: count, then per aggregate len(own) and its own fields.
@@ -305,13 +311,48 @@ def _build(store: Store, view: ActiveView, lsn: int, progress: Progress) -> bool
         if a.tail is not None:
             fields.append(a.tail)
     states = V.join(FORMAT, *fields)
+    del fields
+    check = _Check(plan, child, args, starts, sizes)
+    if not check.groups(states):
+        return False
 
-    # 3. Each base row's output row, sort entries and first history entry.
-    out_columns = sorted({o.base_column for o in outs if o.base_column is not None} | {pd.base_pk})
-    base_arrays = dict(
-        zip(out_columns, _read(store, base.table, out_columns, progress), strict=True)
-    )
-    pk_texts = base_arrays[pd.base_pk]
+    # 3. Each base row's output row, sort entries and first history entry, a chunk at a time.
+    columns = sorted({o.base_column for o in outs if o.base_column is not None} | {pd.base_pk})
+    extended = [s.result() for s in _null_extended(plan)]
+    seq = 0
+    for arrays in _chunks(store, base.table, columns, progress):
+        okeys, data, sort_keys, at, found = _rows(plan, outs, aggs, keys, extended, arrays)
+        if check is not None:
+            if not check.rows(base, arrays, found, at, data, okeys, sort_keys):
+                return False
+            check = None
+            args.clear()
+            _write_groups(store, vid, gkeys, states)
+            del gkeys, states
+        _write_rows(store, vid, lsn, seq, okeys, data, sort_keys)
+        seq += len(okeys)
+    if check is not None:  # no base rows: write the groups all the same
+        _write_groups(store, vid, gkeys, states)
+    if seq:
+        batch = store.new_batch()
+        batch.put(count_key(vid), seq.to_bytes(8, "big"), store.cf["views"])
+        store.write(batch, sync=False)
+    return True
+
+
+def _rows(
+    plan: ViewPlan,
+    outs: list[_Output],
+    aggs: list[_Aggregated],
+    keys: np.ndarray,
+    extended: list[Any],
+    arrays: dict[int, Any],
+) -> tuple[Any, Any, dict[int, Any], np.ndarray, np.ndarray]:
+    """A chunk of base rows' (output keys, output rows, sort keys by column, group index,
+    whether the group exists); under an inner join, only the rows with a group."""
+    pd = plan.pushdown
+    assert pd is not None
+    pk_texts = arrays[pd.base_pk]
     pk = _ints(pk_texts)
     at = np.searchsorted(keys, pk)
     found = np.zeros(len(pk), bool)
@@ -319,18 +360,18 @@ def _build(store: Store, view: ActiveView, lsn: int, progress: Progress) -> bool
     found[inside] = keys[at[inside]] == pk[inside]
     if not pd.left:
         keep = pa.array(found)
-        pk_texts, pk, at = pk_texts.filter(keep), pk[found], at[found]
-        base_arrays = {c: a.filter(keep) for c, a in base_arrays.items()}
+        pk_texts, at = pk_texts.filter(keep), at[found]
+        for c in list(arrays):
+            arrays[c] = arrays[c].filter(keep)
         found = found[found]
     at = np.where(found, at, 0)
     takes = pa.array(at)
     missing = pa.array(~found)
-    extended = [s.result() for s in _null_extended(plan)]
     ff = pa.scalar(b"\xff", pa.large_binary())
     row_fields, sort_keys = [], {}
     for i, o in enumerate(outs):
         if o.base_column is not None:
-            raw = base_arrays[o.base_column]
+            raw = arrays[o.base_column]
             row_fields.append(V.field_text(b"s" if o.text else b"i", raw))
             if i in plan.sort_columns:  # an integer column (covers() refuses text)
                 sort_keys[i] = pc.if_else(raw.is_null(), ff, V.key_numbers(raw.fill_null(b"0")))
@@ -347,26 +388,7 @@ def _build(store: Store, view: ActiveView, lsn: int, progress: Progress) -> bool
         row_fields.append(pc.if_else(missing, _field(ext), field))
         if i in plan.sort_columns:
             sort_keys[i] = pc.if_else(missing, _key(ext), key)
-    okeys = V.key_numbers(pk_texts)
-    data = V.pack(row_fields)
-    if not _agrees(
-        plan,
-        base,
-        child,
-        args,
-        starts,
-        sizes,
-        states,
-        base_arrays,
-        found,
-        at,
-        data,
-        okeys,
-        sort_keys,
-    ):
-        return False
-    _write(store, vid, lsn, gkeys, states, okeys, data, sort_keys)
-    return True
+    return V.key_numbers(pk_texts), V.pack(row_fields), sort_keys, at, found
 
 
 def _null_extended(plan: ViewPlan) -> list[Any]:
@@ -408,78 +430,96 @@ def _states(plan: ViewPlan, child: Any, args: list[Any], start: int, size: int) 
     return states
 
 
-def _agrees(
-    plan: ViewPlan,
-    base: Any,
-    child: Any,
-    args: list[Any],
-    starts: np.ndarray,
-    sizes: np.ndarray,
-    states: Any,
-    base_arrays: dict[int, Any],
-    found: np.ndarray,
-    at: np.ndarray,
-    data: Any,
-    okeys: Any,
-    sort_keys: dict[int, Any],
-) -> bool:
-    """Whether the first groups and rows equal what the row path computes for them."""
-    for g in range(min(_CHECK, len(starts))):
-        own = _states(plan, child, args, int(starts[g]), int(sizes[g]))
-        fields: list[Any] = [int(sizes[g])]
-        for state in own:
-            f = state.own_fields()
-            fields += [len(f), *f]
-        if pack_fields(fields) != states[g].as_py():
-            log.error("view %s: the column build's group state %d differs", plan.name, g)
-            return False
-    extended = _null_extended(plan)
-    for i in range(min(_CHECK, len(found))):
-        row = [None] * base.width
-        for c, array in base_arrays.items():
-            raw = array[i].as_py()
-            row[c] = None if raw is None else base.converters[c](raw)
-        g = int(at[i])
-        own = _states(plan, child, args, int(starts[g]), int(sizes[g])) if found[i] else extended
-        after = plan.code["pushed"](tuple(row), own)
+class _Check:
+    """The first groups and rows recomputed by the row path's own code (the aggregate
+    states of `views.aggregates`, the view's generated `pushed` and `pack`), to compare with
+    the column build's bytes before anything is written."""
+
+    def __init__(
+        self, plan: ViewPlan, child: Any, args: list[Any], starts: np.ndarray, sizes: np.ndarray
+    ) -> None:
+        self.plan, self.child, self.args = plan, child, args
+        self.starts, self.sizes = starts, sizes
+
+    def states(self, g: int) -> list[Any]:
+        return _states(self.plan, self.child, self.args, int(self.starts[g]), int(self.sizes[g]))
+
+    def groups(self, states: Any) -> bool:
+        for g in range(min(_CHECK, len(self.starts))):
+            fields: list[Any] = [int(self.sizes[g])]
+            for state in self.states(g):
+                own = state.own_fields()
+                fields += [len(own), *own]
+            if pack_fields(fields) != states[g].as_py():
+                log.error("view %s: the column build's group state %d differs", self.plan.name, g)
+                return False
+        return True
+
+    def rows(
+        self,
+        base: Any,
+        arrays: dict[int, Any],
+        found: np.ndarray,
+        at: np.ndarray,
+        data: Any,
+        okeys: Any,
+        sort_keys: dict[int, Any],
+    ) -> bool:
+        plan = self.plan
         pd = plan.pushdown
         assert pd is not None
-        want_key = encode_key((row[pd.base_pk],))
-        if after is None or plan.code["pack"](after) != data[i].as_py():
-            log.error("view %s: the column build's row %d differs", plan.name, i)
-            return False
-        if okeys[i].as_py() != want_key or any(
-            sort_keys[c][i].as_py() != key_value(after[c]) for c in sort_keys
-        ):
-            log.error("view %s: the column build's keys of row %d differ", plan.name, i)
-            return False
-    return True
+        extended = _null_extended(plan)
+        for i in range(min(_CHECK, len(found))):
+            row: list[Any] = [None] * base.width
+            for c, array in arrays.items():
+                raw = array[i].as_py()
+                row[c] = None if raw is None else base.converters[c](raw)
+            own = self.states(int(at[i])) if found[i] else extended
+            after = plan.code["pushed"](tuple(row), own)
+            if after is None or plan.code["pack"](after) != data[i].as_py():
+                log.error("view %s: the column build's row %d differs", plan.name, i)
+                return False
+            if okeys[i].as_py() != encode_key((row[pd.base_pk],)) or any(
+                sort_keys[c][i].as_py() != key_value(after[c]) for c in sort_keys
+            ):
+                log.error("view %s: the column build's keys of row %d differ", plan.name, i)
+                return False
+        return True
 
 
-def _write(
-    store: Store,
-    vid: int,
-    lsn: int,
-    gkeys: Any,
-    states: Any,
-    okeys: Any,
-    data: Any,
-    sort_keys: dict[int, Any],
+def _put(store: Store, cf: Any, keys: Any, values: Any | None) -> None:
+    """Put `keys` (with `values`, or empty values) into `cf`, a WriteBatch per `_CHUNK`."""
+    for start in range(0, len(keys), _CHUNK):
+        batch = store.new_batch()
+        put = batch.put
+        some = keys.slice(start, _CHUNK).to_pylist()
+        if values is None:
+            for k in some:
+                put(k, b"", cf)
+        else:
+            for k, v in zip(some, values.slice(start, _CHUNK).to_pylist(), strict=True):
+                put(k, v, cf)
+        store.write(batch, sync=False)
+
+
+def _write_groups(store: Store, vid: int, gkeys: Any, states: Any) -> None:
+    _put(store, store.cf["views"], V.join(view_prefix(vid) + b"g", gkeys), states)
+
+
+def _write_rows(
+    store: Store, vid: int, lsn: int, seq: int, okeys: Any, data: Any, sort_keys: dict[int, Any]
 ) -> None:
-    """Put every key, a chunk of rows per unsynced WriteBatch (the caller syncs "ready")."""
+    """A chunk of output rows, their sort entries and history (the caller syncs "ready")."""
     views_cf, history_cf = store.cf["views"], store.cf["history"]
-    prefix = view_prefix(vid)
     n = len(okeys)
-    columns = [
-        (views_cf, V.join(prefix + b"g", gkeys), states),
-        (views_cf, V.join(prefix + b"r", okeys), data),
-    ]
+    _put(store, views_cf, V.join(view_prefix(vid) + b"r", okeys), data)
     for c, keys in sort_keys.items():
-        columns.append((views_cf, V.join(sort_prefix(vid, c), keys, okeys), None))
+        _put(store, views_cf, V.join(sort_prefix(vid, c), keys, okeys), None)
+    # history.keys' layout: c, view id (2), commit LSN (8), sequence (4).
     head = np.zeros(n, np.dtype([("t", "u1"), ("v", ">u2"), ("l", ">u8"), ("s", ">u4")]))
-    head["t"], head["v"], head["l"], head["s"] = ord("c"), vid, lsn, np.arange(n)
+    head["t"], head["v"], head["l"], head["s"] = ord("c"), vid, lsn, np.arange(seq, seq + n)
     null_field = (1).to_bytes(4, "big") + b"N"
-    change = V.join(
+    change = V.join(  # codecs.value.pack_change(okey, None, data, None, None)
         FORMAT,
         V.be(V.lengths(okeys) + 1, ">u4"),
         b"y",
@@ -490,22 +530,6 @@ def _write(
         data,
         null_field + null_field,
     )
-    columns.append((history_cf, V.fixed(head.view(np.uint8), 15), change))
+    _put(store, history_cf, V.fixed(head.view(np.uint8), 15), change)
     k_prefix = b"k" + vid.to_bytes(2, "big")
-    columns.append((history_cf, V.join(k_prefix, okeys, lsn.to_bytes(8, "big")), data))
-    for cf, keys, values in columns:
-        for start in range(0, len(keys), _CHUNK):
-            batch = store.new_batch()
-            put = batch.put
-            ks = keys.slice(start, _CHUNK).to_pylist()
-            if values is None:
-                for k in ks:
-                    put(k, b"", cf)
-            else:
-                for k, v in zip(ks, values.slice(start, _CHUNK).to_pylist(), strict=True):
-                    put(k, v, cf)
-            store.write(batch, sync=False)
-    if n:
-        batch = store.new_batch()
-        batch.put(count_key(vid), n.to_bytes(8, "big"), views_cf)
-        store.write(batch, sync=False)
+    _put(store, history_cf, V.join(k_prefix, okeys, lsn.to_bytes(8, "big")), data)

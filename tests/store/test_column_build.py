@@ -241,3 +241,14 @@ def test_vector_pack_equals_pack_fields() -> None:
         pack_fields([30, "zoë", None]),
         pack_fields([0, "", Decimal("7")]),
     ]
+
+
+def test_column_build_in_small_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows read, encoded and written a chunk at a time (37 rows here): the history's
+    sequence numbers run on across chunks, and the result is the one-chunk build's."""
+    whole = _built(tmp_path / "whole", 6, columns=True)
+    monkeypatch.setattr(columnbuild, "_CHUNK", 37)
+    used = _used(monkeypatch)
+    chunked = _built(tmp_path / "chunked", 6, columns=True)
+    assert used == [True, True, True]
+    assert chunked == whole
