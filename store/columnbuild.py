@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -268,6 +269,7 @@ def build(store: Store, view: ActiveView, lsn: int, progress: Progress) -> bool:
 
 
 def _build(store: Store, view: ActiveView, lsn: int, progress: Progress) -> bool:
+    started = time.monotonic()
     plan = view.plan
     pd = plan.pushdown
     assert pd is not None
@@ -337,6 +339,13 @@ def _build(store: Store, view: ActiveView, lsn: int, progress: Progress) -> bool
         batch = store.new_batch()
         batch.put(count_key(vid), seq.to_bytes(8, "big"), store.cf["views"])
         store.write(batch, sync=False)
+    log.info(
+        "view %s: built by columns: %s groups, %s rows in %.1f s",
+        plan.name,
+        f"{len(keys):,}",
+        f"{seq:,}",
+        time.monotonic() - started,
+    )
     return True
 
 
