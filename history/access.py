@@ -32,6 +32,11 @@ class HistoryStore(Protocol):
     def pending_history(self, key: bytes) -> bool:
         """Whether the history entry `key` belongs to a large transaction still being written."""
 
+    def history_range(
+        self, low: bytes, high: bytes, limit: int | None = None, *, values: bool = False
+    ) -> list[bytes]:
+        """Keys (or values) of the column family in [low, high), in key order, at most `limit`."""
+
     def applied_lsn(self) -> Lsn: ...
 
     def new_batch(self) -> Any: ...
@@ -47,6 +52,7 @@ class ViewRecord(Protocol):
     state: str
     fingerprint: str
     columns: Any
+    typmods: Mapping[str, Any]  # column -> [precision, scale] of a numeric(p, s) column
 
     @property
     def built_at(self) -> Any: ...

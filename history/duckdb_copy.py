@@ -37,31 +37,37 @@ Macros make the common questions one line:
                                            (commit times follow commit order, except when
                                            clocks step or concurrent commits race)
 
-Numeric columns become DOUBLE (NaN and ±Infinity included): exact values are in `viewstore
-query`. Dates and timestamps keep ±infinity; JSON, UUID, arrays and other types are their text.
+Numbers are exact. A numeric column whose type the view's SQL declares with a cast that fits
+DuckDB's 38 digits (`SUM(score)::numeric(12,2)`: precision up to 38, scale 0 to precision) is a
+DECIMAL(p,s); its NaN, which DECIMAL cannot hold, is NULL there. Any other numeric column
+(plain `numeric`, as SUM returns) is two columns: `<column>` DOUBLE, to compute with (NaN and
+±Infinity included), and `<column>_text` VARCHAR, the exact value in plain notation (cast it:
+`total_score_text::DECIMAL(38,2)`, or compare it as text). Dates and timestamps keep ±infinity;
+JSON, UUID, arrays and other types are their text.
+
+Sync speed (issue 15): the log is read in key order a chunk at a time and decoded a column at a
+time (`history.changecolumns`), and DuckDB casts the chunk's text columns itself.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal
 from pathlib import Path
+from queue import Empty, Full, Queue
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from viewstore.codecs.key import prefix_end
-from viewstore.codecs.value import unpack_fields
 from viewstore.errors import ConfigError, StoreError
+from viewstore.history import changecolumns
 from viewstore.history.access import HistoryStore, ViewRecord
-from viewstore.history.changelog import change_op
-from viewstore.history.keys import change_key, change_key_parts, change_lsn_prefix
+from viewstore.history.changecolumns import Wire
 from viewstore.ingest.lsn import Lsn
 from viewstore.progress import Progress
 
@@ -71,35 +77,56 @@ FILE_NAME = "history.duckdb"
 SYNC_TABLE = "viewstore_sync"
 _LOCK_WAIT = 30.0  # seconds to wait for another process to close the copy
 
-# DuckDB type of each Postgres type OID; other types are kept as their text (VARCHAR).
+# DuckDB type, wire form (history.changecolumns) and the value tags the columnar decode takes,
+# of each Postgres type OID; numeric (1700) is decided per column (`_layout`); other types are
+# kept as their text (VARCHAR).
 _DUCK_TYPES = {
-    16: "BOOLEAN",
-    17: "BLOB",
-    20: "BIGINT",
-    21: "SMALLINT",
-    23: "INTEGER",
-    26: "BIGINT",
-    700: "FLOAT",
-    701: "DOUBLE",
-    1082: "DATE",
-    1114: "TIMESTAMP",
-    1184: "TIMESTAMPTZ",
-    1700: "DOUBLE",
+    16: ("BOOLEAN", "bool", b"TF"),
+    17: ("BLOB", "blob", b"y"),
+    20: ("BIGINT", "text", b"i"),
+    21: ("SMALLINT", "text", b"i"),
+    23: ("INTEGER", "text", b"i"),
+    26: ("BIGINT", "text", b"i"),
+    700: ("FLOAT", "float", b"f"),
+    701: ("DOUBLE", "float", b"f"),
+    1082: ("DATE", "text", b"tDs"),  # ±infinity stays text ('s') in the view
+    1114: ("TIMESTAMP", "text", b"tDs"),
+    1184: ("TIMESTAMPTZ", "text", b"tDs"),
 }
-# How the Python values of each DuckDB type travel in Arrow; dates and timestamps go as ISO
-# text, which DuckDB casts, so that ±infinity (kept as text by ingest) arrive intact.
-_ARROW_TYPES = {
-    "BOOLEAN": pa.bool_(),
-    "BLOB": pa.binary(),
-    "BIGINT": pa.int64(),
-    "SMALLINT": pa.int64(),
-    "INTEGER": pa.int64(),
-    "FLOAT": pa.float64(),
-    "DOUBLE": pa.float64(),
-}
+_NUMERIC = 1700
+_DECIMAL_DIGITS = 38  # DuckDB's widest DECIMAL
+# Part of the fingerprint the copy records per view: a copy made with another layout (before
+# exact numerics) is rebuilt by the next sync rather than appended to.
+_LAYOUT = "copy2"
 
 
-_TIME = pa.timestamp("us", tz="UTC")  # commit times: µs since the Unix epoch
+@dataclass(frozen=True)
+class _Column:
+    """A view column in the copy: its DuckDB type, how it travels, and whether an exact text
+    column (`<name>_text`) goes beside it."""
+
+    name: str
+    duck: str
+    wire: Wire
+    exact_text: bool = False
+
+    def table_columns(self, prefix: str = "") -> list[tuple[str, str]]:
+        """(name, DuckDB type) of the table columns it becomes."""
+        out = [(prefix + self.name, self.duck)]
+        if self.exact_text:
+            out.append((prefix + self.name + "_text", "VARCHAR"))
+        return out
+
+    def select(self, prefix: str = "") -> list[str]:
+        """The INSERT's select expressions for it, from the chunk's wire column."""
+        col = _ident(prefix + self.name)
+        if self.duck.startswith("DECIMAL"):
+            return [f"CASE WHEN {col} = 'NaN' THEN NULL ELSE CAST({col} AS {self.duck}) END"]
+        if self.exact_text:
+            return [f"CAST({col} AS DOUBLE)", col]
+        if (self.wire.form == "text" and self.duck != "VARCHAR") or self.duck == "FLOAT":
+            return [f"CAST({col} AS {self.duck})"]
+        return [col]
 
 
 def copy_path(data_dir: str | Path) -> Path:
@@ -225,26 +252,41 @@ def _drop_view(con: Any, name: str) -> None:
     con.execute(f"DELETE FROM {SYNC_TABLE} WHERE view = ?", [name])
 
 
-def _columns(info: ViewRecord) -> list[tuple[str, str]]:
-    """(name, DuckDB type) of the view's columns; ConfigError if one would clash."""
-    cols = [(c.name, _DUCK_TYPES.get(c.type_oid, "VARCHAR")) for c in info.columns]
+def _layout(info: ViewRecord) -> list[_Column]:
+    """The view's columns in the copy; ConfigError if one would clash with another."""
+    cols = []
+    typmods = getattr(info, "typmods", None) or {}
+    for c in info.columns:
+        if c.type_oid == _NUMERIC:
+            p, s = [*typmods.get(c.name, ()), 0, 0][:2]
+            wire = Wire(c.name, "text", b"di")
+            if 1 <= p <= _DECIMAL_DIGITS and 0 <= s <= p:
+                cols.append(_Column(c.name, f"DECIMAL({p},{s})", wire))
+            else:
+                cols.append(_Column(c.name, "DOUBLE", wire, exact_text=True))
+        else:
+            duck, form, tags = _DUCK_TYPES.get(c.type_oid, ("VARCHAR", "text", b"s"))
+            cols.append(_Column(c.name, duck, Wire(c.name, form, tags)))
     fixed = {"lsn", "seq", "commit_time", "xid", "op", "row_key"}
-    names = {n for n, _ in cols}
-    for n, _ in cols:
-        if n in fixed or f"before_{n}" in names:
+    seen: set[str] = set()
+    names = [n for prefix in ("", "before_") for c in cols for n, _ in c.table_columns(prefix)]
+    for name in names:
+        if name in fixed or name in seen:
             raise ConfigError(
-                f"view {info.name}: column {n!r} clashes with a history column",
+                f"view {info.name}: column {name!r} clashes with a history column",
                 hint="rename the column in the view (the history table needs lsn, seq, "
-                "commit_time, xid, op, row_key and before_<column>)",
+                "commit_time, xid, op, row_key, before_<column> and, for a numeric, "
+                "<column>_text)",
             )
+        seen.add(name)
     return cols
 
 
 def _create_view_table(con: Any, info: ViewRecord) -> None:
-    cols = _columns(info)
+    cols = _layout(info)
     table = _ident(info.name)
-    after = ", ".join(f"{_ident(n)} {t}" for n, t in cols)
-    before = ", ".join(f"{_ident('before_' + n)} {t}" for n, t in cols)
+    after = ", ".join(f"{_ident(n)} {t}" for c in cols for n, t in c.table_columns())
+    before = ", ".join(f"{_ident(n)} {t}" for c in cols for n, t in c.table_columns("before_"))
     con.execute(
         f"CREATE TABLE {table} (lsn UBIGINT NOT NULL, seq UINTEGER NOT NULL, "
         f"commit_time TIMESTAMPTZ, xid BIGINT, op VARCHAR NOT NULL, row_key BLOB NOT NULL, "
@@ -256,7 +298,7 @@ def _create_macros(con: Any, info: ViewRecord) -> None:
     """<view>_as_of(lsn) and <view>_at(time); replaced on every sync, so that a copy made by
     an older viewstore gets the current definitions."""
     table = _ident(info.name)
-    names = ", ".join(_ident(n) for n, _ in _columns(info))
+    names = ", ".join(_ident(n) for c in _layout(info) for n, _ in c.table_columns())
     view = _literal(info.name)
     check = (
         f"(SELECT CASE "
@@ -292,7 +334,8 @@ def _sync_view(
         [info.name],
     ).fetchone()
     built = int(Lsn.parse(info.built_at)) if info.built_at else 0
-    if row is None or (row[0], row[1], row[2]) != (info.view_id, info.fingerprint, built):
+    fingerprint = f"{info.fingerprint}/{_LAYOUT}"
+    if row is None or (row[0], row[1], row[2]) != (info.view_id, fingerprint, built):
         if row is not None:
             log.info("history copy: view %s was rebuilt; rebuilding its table", info.name)
         con.execute("BEGIN")
@@ -300,7 +343,7 @@ def _sync_view(
         _create_view_table(con, info)
         con.execute(
             f"INSERT INTO {SYNC_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
-            [info.name, info.view_id, info.fingerprint, built, start, 0],
+            [info.name, info.view_id, fingerprint, built, start, 0],
         )
         con.execute("COMMIT")
         synced = 0
@@ -341,7 +384,7 @@ def _append(
     table = _ident(info.name)
     select = _select(info)
     progress = Progress(info.name, 0, task="history copy")
-    for chunk in _chunks(store, info, synced, until, batch):
+    for chunk in _ahead(_chunks(store, info, synced, until, batch)):
         last = chunk.column("lsn")[-1].as_py()
         con.execute("BEGIN")
         con.register("chunk", chunk)
@@ -357,13 +400,52 @@ def _append(
     return progress.rows
 
 
+def _ahead(chunks: Iterator[pa.Table], depth: int = 2) -> Iterator[pa.Table]:
+    """The same chunks, read and decoded in a thread up to `depth` ahead: DuckDB appends one
+    chunk (without holding the GIL) while the next is read. Stops the thread when the
+    consumer stops early; raises what the thread raised."""
+    queue: Queue[tuple[str, Any]] = Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        queue.put(("chunk", chunk), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            queue.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="history-copy-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            with suppress(Empty):
+                queue.get_nowait()
+            thread.join(0.05)
+
+
 def _select(info: ViewRecord) -> str:
-    """The INSERT's select list: casts from the Arrow columns to the table's types."""
+    """The INSERT's select list: casts from the chunk's wire columns to the table's types."""
     parts = ["lsn", "seq", "commit_time", "xid", "op", "row_key"]
     for prefix in ("", "before_"):
-        for name, duck in _columns(info):
-            col = _ident(prefix + name)
-            parts.append(col if duck in _ARROW_TYPES else f"CAST({col} AS {duck})")
+        for col in _layout(info):
+            parts += col.select(prefix)
     return ", ".join(parts)
 
 
@@ -372,93 +454,5 @@ def _chunks(
 ) -> Iterator[pa.Table]:
     """Arrow tables of the view's changes with after < commit LSN <= until, each ending at a
     transaction boundary and holding about `batch_rows` changes."""
-    cols = _columns(info)
-    convert = [_to_arrow_value(t) for _, t in cols]
-    arrow = [_ARROW_TYPES.get(t, pa.string()) for _, t in cols]
-    width = len(cols)
-    vid = info.view_id
-    low = change_key(vid, after + 1, 0) if after + 1 < 1 << 64 else None
-    high = prefix_end(change_lsn_prefix(vid, until))
-    if low is None:
-        return
-
-    def empty() -> tuple[list[Any], ...]:
-        return tuple([] for _ in range(6 + 2 * width))
-
-    out = empty()
-    lsns, seqs, times, xids, ops, keys = out[:6]
-    values = out[6:]
-    n = 0
-    last_lsn = -1
-    it = store.history.iter()
-    it.seek(low)
-    while it.valid():
-        key = it.key()
-        if key >= high:
-            break
-        _, lsn, seq = change_key_parts(key)
-        if n >= batch_rows and lsn != last_lsn:
-            yield _table(out, cols, arrow)
-            out = empty()
-            lsns, seqs, times, xids, ops, keys = out[:6]
-            values = out[6:]
-            n = 0
-        okey, before, after_, commit_time, xid = unpack_fields(it.value())
-        lsns.append(lsn)
-        seqs.append(seq)
-        times.append(commit_time)
-        xids.append(xid)
-        keys.append(okey)
-        ops.append(change_op(before is None, after_ is None, xid))
-        for offset, image in ((0, after_), (width, before)):
-            if image is None:
-                for i in range(width):
-                    values[offset + i].append(None)
-            else:
-                for i, v in enumerate(unpack_fields(image)):
-                    values[offset + i].append(None if v is None else convert[i](v))
-        n += 1
-        last_lsn = lsn
-        it.next()
-    if n:
-        yield _table(out, cols, arrow)
-
-
-def _table(out: tuple[list[Any], ...], cols: list[tuple[str, str]], arrow: list[Any]) -> pa.Table:
-    names = ["lsn", "seq", "commit_time", "xid", "op", "row_key"]
-    types = [pa.uint64(), pa.uint32(), _TIME, pa.int64(), pa.string(), pa.binary()]
-    for prefix in ("", "before_"):
-        names += [prefix + n for n, _ in cols]
-        types += arrow
-    return pa.table([pa.array(v, t) for v, t in zip(out, types, strict=True)], names=names)
-
-
-def _to_arrow_value(duck: str) -> Any:
-    """The function that turns a view value into what its Arrow column holds."""
-    if duck in ("DOUBLE", "FLOAT"):
-        return float  # Decimal too, NaN and ±Infinity included
-    if duck in ("DATE", "TIMESTAMP", "TIMESTAMPTZ"):
-        return _time_text
-    if duck in _ARROW_TYPES:
-        return _same
-    return _text
-
-
-def _same(v: Any) -> Any:
-    return v
-
-
-def _time_text(v: Any) -> str:
-    if isinstance(v, (date, datetime)):
-        return v.isoformat()
-    return str(v)  # 'infinity', '-infinity', and dates Python cannot hold, as Postgres wrote them
-
-
-def _text(v: Any) -> str:
-    if isinstance(v, str):
-        return v
-    if isinstance(v, Decimal):
-        return str(v)
-    if isinstance(v, (dict, list)):
-        return json.dumps(v)
-    return str(v)
+    wires = [c.wire for c in _layout(info)]
+    return changecolumns.chunks(store, info.view_id, wires, after, until, batch_rows)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 _HEAD = struct.Struct(">HQI")
 _U16 = struct.Struct(">H")
@@ -35,6 +36,15 @@ def change_key_parts(key: bytes) -> tuple[int, int, int]:
     """(view id, commit LSN, sequence) of a `c` key."""
     view_id, commit_lsn, seq = _HEAD.unpack_from(key, 1)
     return view_id, commit_lsn, seq
+
+
+def change_key_columns(keys: bytes) -> tuple[Any, Any]:
+    """(commit LSNs, sequence numbers) as numpy arrays, of `c` keys concatenated in one bytes
+    object (the DuckDB copy reads a chunk of the log at a time, issue 15)."""
+    import numpy as np
+
+    parts = np.frombuffer(keys, np.dtype([("c", "u1"), ("v", ">u2"), ("l", ">u8"), ("s", ">u4")]))
+    return parts["l"].astype(np.uint64), parts["s"].astype(np.uint32)
 
 
 def change_key_lsn(key: bytes) -> int:

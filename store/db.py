@@ -22,6 +22,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -97,6 +98,7 @@ _MAX_TOTAL_WAL = 16 << 20
 # bloom filters let a get skip the files that cannot hold the key, and one block cache shared by
 # the column families keeps hot blocks decoded (the default is 8 MB per column family).
 _BLOCK_CACHE_BYTES = 256 << 20
+_SCAN_READAHEAD = 2 << 20  # long scans (the DuckDB copy reading the log) read ahead this much
 _BLOOM_BITS_PER_KEY = 10
 _block_cache: Cache | None = None
 
@@ -274,6 +276,19 @@ class Store:
         """Whether the history entry `key` was written by a large transaction still being
         written (its entries are in the log but not history yet)."""
         return self.large_txn_pending and self.undo.get(UNDO_HISTORY + key) is not None
+
+    def history_range(
+        self, low: bytes, high: bytes, limit: int | None = None, *, values: bool = False
+    ) -> list[bytes]:
+        """The keys (or, with `values`, the values) of the history column family from `low`
+        (inclusive) to `high` (exclusive), in key order, at most `limit`: one call per chunk,
+        so that the DuckDB copy reads its log without a Python step per entry (issue 15).
+        Nothing here hides a large transaction's entries: read only up to the applied LSN."""
+        bound = ReadOptions()
+        bound.set_iterate_upper_bound(high)
+        bound.set_readahead_size(_SCAN_READAHEAD)
+        scan = self.history.values if values else self.history.keys
+        return list(islice(scan(from_key=low, read_opt=bound), limit))
 
     def rows(self, table: TableInfo) -> Iterator[tuple[bytes, bytes]]:
         """(mirror key, encoded row) of every row of `table`, in key-byte order, as of the

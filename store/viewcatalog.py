@@ -37,7 +37,7 @@ from viewstore.store.viewbuild import build_pushed
 from viewstore.views.plan import IndexSpec, ViewPlan, compile_view
 from viewstore.views.schema import ColumnInfo
 from viewstore.views.sql import parse_views
-from viewstore.views.tree import ViewDef
+from viewstore.views.tree import NUMERIC, ViewDef
 
 log = logging.getLogger("viewstore")
 
@@ -59,6 +59,9 @@ class ViewInfo(BaseModel):
     aggregate: bool
     built_at: str | None = None  # applied LSN the backfill read the mirror at
     history_from: str | None = None  # --history-retention compacted the history up to here
+    # Output column -> [precision, scale], for the columns the view's SQL casts to numeric(p, s):
+    # the DuckDB copy keeps those as DECIMAL (history.duckdb_copy). Not in the fingerprint.
+    typmods: dict[str, list[int]] = {}
 
     @property
     def history_start(self) -> Lsn | None:
@@ -244,6 +247,11 @@ def _backfill(store: Store, plan: ViewPlan, view_id: int) -> ViewInfo:
         sort_columns=list(plan.sort_columns),
         indexes=[name for name, _ in plan.declared],
         aggregate=plan.aggregate,
+        typmods={
+            c.name: list(c.typmod)
+            for c in plan.columns
+            if c.typmod is not None and c.type_oid == NUMERIC
+        },
     )
     _put_info(store, info)
     log.info("view %s: building from the mirror at %s", plan.name, lsn)

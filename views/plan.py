@@ -45,6 +45,7 @@ from viewstore.views.tree import (
     TIMESTAMP,
     TIMESTAMPTZ,
     Agg,
+    Cast,
     Col,
     Expr,
     ViewDef,
@@ -139,6 +140,9 @@ class AggPlan:
 class OutputColumnInfo:
     name: str
     type_oid: int
+    # (precision, scale) when the column is a cast to numeric(p, s): the DuckDB copy of the
+    # history keeps such a column as an exact DECIMAL (history.duckdb_copy).
+    typmod: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -252,7 +256,12 @@ class _Compiler:
         for g in rv.group_by:
             self.need_orderable(g, "GROUP BY expression")
         where_fn = None if rv.where is None else compile_expr(rv.where)
-        columns = tuple(OutputColumnInfo(c.name, c.expr.type or 25) for c in rv.columns)
+        columns = tuple(
+            OutputColumnInfo(
+                c.name, c.expr.type or 25, c.expr.typmod if isinstance(c.expr, Cast) else None
+            )
+            for c in rv.columns
+        )
         if aggregate:
             aggs = self.grouping()
             key_columns = self.key_columns_of_groups()

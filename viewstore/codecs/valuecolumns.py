@@ -1,0 +1,170 @@
+"""Codec, columnar: `codecs.value`'s field lists for a whole chunk of values at once (issue 15).
+
+The DuckDB copy of the history reads its log a chunk of a few hundred thousand entries at a
+time; one `unpack_fields` call per entry and per row image cost about 15 µs an entry. Here a
+chunk's values are one numpy byte buffer, and each field of every value a vector of spans
+(tag, start, length), found in a few numpy passes per field. A field's body is never parsed
+here: it is gathered as it is into an Arrow array (text, bytes), or for the fixed-size tags
+(floats, booleans) reinterpreted, and the caller casts from there.
+
+Format reminder (`pack_fields`): a version byte, then per field a 4-byte big-endian length, a
+one-byte tag and the body (length - 1 bytes). pyarrow and numpy are imported on first use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from viewstore.codecs.value import CORRUPT_HINT, FORMAT
+from viewstore.errors import StoreError
+
+NULL_TAG = ord("N")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of every value of a chunk: where `valid` (not NULL, and the value present),
+    its tag, and its body at buf[start : start + length]."""
+
+    tag: Any  # uint8 per value; 0 where the value is absent
+    start: Any  # int64
+    length: Any  # int64
+    valid: Any  # bool
+
+    def tags(self) -> set[int]:
+        """The tags of the valid values."""
+        import numpy as np
+
+        return {int(t) for t in np.flatnonzero(np.bincount(self.tag[self.valid], minlength=256))}
+
+
+class ValueChunk:
+    """A list of `pack_fields` values, as one buffer that fields are read from by vector."""
+
+    def __init__(self, values: list[bytes]) -> None:
+        import numpy as np
+
+        self.n = len(values)
+        # Five bytes past the end, so that the head of an absent field (read at 0) or of the
+        # last one never reads outside the buffer.
+        self._padded = np.frombuffer(b"".join([*values, bytes(5)]), np.uint8)
+        self.buf = self._padded[:-5]
+        lengths = np.fromiter(map(len, values), np.int64, self.n)
+        self.starts = np.zeros(self.n, np.int64)
+        np.cumsum(lengths[:-1], out=self.starts[1:])
+        self.ends = self.starts + lengths
+        # A big-endian u32 at every byte offset (a view, no copy): a field's length is one
+        # gather.
+        self._u32 = np.ndarray((len(self.buf) + 1,), np.dtype(">u4"), self._padded.data, 0, (1,))
+        self._counting: Any = None
+
+    def fields(self, at: Any, present: Any, count: int) -> list[Field]:
+        """The first `count` fields of the values that begin at `at` (their version byte)
+        where `present` (None: everywhere). `last_pos` is then where each one's next field
+        would begin."""
+        import numpy as np
+
+        buf, u32 = self._padded, self._u32
+        try:
+            first = at if present is None else at[present]
+            if (buf[first] != FORMAT[0]).any():
+                raise StoreError("history: a value of unknown format", CORRUPT_HINT)
+            pos = at + 1 if present is None else np.where(present, at + 1, 0)
+            out = []
+            for _ in range(count):
+                length = u32[pos].astype(np.int64)
+                tag = buf[pos + 4]
+                if present is None:
+                    valid = tag != NULL_TAG
+                else:
+                    tag = np.where(present, tag, 0)
+                    valid = present & (tag != NULL_TAG)
+                out.append(Field(tag, pos + 5, length - 1, valid))
+                pos = pos + 4 + length
+                if present is not None:
+                    pos = np.where(present, pos, 0)
+        except IndexError:
+            raise StoreError("history: a value runs past its end", CORRUPT_HINT) from None
+        self.last_pos = pos
+        return out
+
+    def top_fields(self, count: int) -> list[Field]:
+        """The `count` fields of every value of the chunk (checked: no more, no fewer)."""
+
+        out = self.fields(self.starts, None, count)
+        if (self.last_pos != self.ends).any():
+            raise StoreError(f"history: a value does not hold {count} fields", CORRUPT_HINT)
+        return out
+
+    def nested(self, field: Field, count: int) -> list[Field]:
+        """The `count` fields of the `pack_fields` values held as bytes (tag 'y') in `field`."""
+        present = field.valid & (field.tag == ord("y"))
+        out = self.fields(field.start, present, count)
+        if (self.last_pos[present] != (field.start + field.length)[present]).any():
+            raise StoreError(f"history: a row does not hold {count} fields", CORRUPT_HINT)
+        return out
+
+    def binary(self, field: Field, arrow_type: Any = None) -> Any:
+        """The bodies of `field` as an Arrow binary (or `arrow_type`: string) array, null
+        where the field is not valid."""
+        import numpy as np
+        import pyarrow as pa
+
+        valid = field.valid
+        length = np.where(valid, field.length, 0)
+        offsets = np.zeros(self.n + 1, np.int64)
+        np.cumsum(length, out=offsets[1:])
+        total = int(offsets[-1])
+        if total:
+            # int32 positions when they fit: the index is as long as the bodies together.
+            iota = self._iota(total)
+            shift = (field.start - offsets[:-1]).astype(iota.dtype)
+            index = np.repeat(shift, length) + iota
+            data = self.buf[index]
+        else:
+            data = np.zeros(0, np.uint8)
+        large = total >= 1 << 31
+        kind = arrow_type or pa.binary()
+        if large:
+            kind = pa.large_string() if kind == pa.string() else pa.large_binary()
+        offsets = offsets if large else offsets.astype(np.int32)
+        return pa.Array.from_buffers(
+            kind, self.n, [_bitmap(valid), pa.py_buffer(offsets), pa.py_buffer(data)]
+        )
+
+    def _iota(self, total: int) -> Any:
+        """0, 1, ..., total - 1 (int32 when the buffer allows), made once per chunk."""
+        import numpy as np
+
+        if self._counting is None or len(self._counting) < total:
+            kind = np.int32 if len(self.buf) < 1 << 31 else np.int64
+            self._counting = np.arange(max(total, len(self.buf)), dtype=kind)
+        return self._counting[:total]
+
+    def float64(self, field: Field) -> Any:
+        """Float bodies (tag 'f': 8 bytes, IEEE 754 big-endian) as an Arrow float64 array."""
+        import numpy as np
+        import pyarrow as pa
+
+        start = np.where(field.valid, field.start, 0)
+        raw = self.buf[start[:, None] + np.arange(8)]
+        values = raw.copy().view(">f8").reshape(self.n).astype(np.float64)
+        return pa.Array.from_buffers(
+            pa.float64(), self.n, [_bitmap(field.valid), pa.py_buffer(values)]
+        )
+
+    def booleans(self, field: Field) -> Any:
+        """Tags 'T'/'F' as an Arrow boolean array."""
+        import pyarrow as pa
+
+        return pa.array(field.tag == ord("T"), pa.bool_(), mask=~field.valid)
+
+
+def _bitmap(valid: Any) -> Any:
+    import numpy as np
+    import pyarrow as pa
+
+    if valid.all():
+        return None
+    return pa.py_buffer(np.packbits(valid, bitorder="little"))
