@@ -74,6 +74,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from array import array
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -700,8 +701,42 @@ QUERIES = {  # name: (SQL, what it computes, the LSN $1 stands for)
 }
 
 
+def baseline_copy(rev: str) -> Any:
+    """history/duckdb_copy.py as it was at git revision `rev`, loaded as a module of its own
+    (its imports resolve to today's modules), so that the same run measures the sync before
+    and after a change on the same store."""
+    source = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{rev}:history/duckdb_copy.py"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    module = types.ModuleType("viewstore.history._baseline_duckdb_copy")
+    exec(compile(source, f"{rev}:history/duckdb_copy.py", "exec"), module.__dict__)
+    return module
+
+
+def baseline_sync(module: Any, data: Path, copy_dir: Path) -> Any:
+    """The baseline module's sync of the store in `data` into a copy in `copy_dir`."""
+    with Store.open(data, readonly=True) as store:
+        views = {n: i for n, i in stored_views(store).items() if i.state == "ready"}
+        return module.sync_store(store, views, copy_dir)
+
+
 def duckdb_sync_and_queries(data: Path, hist: History, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    base = baseline_copy(args.baseline_rev) if args.baseline_rev else None
+    base_dir = data.parent / "baseline_copy"
+    if base is not None:
+        base_dir.mkdir(exist_ok=True)
+        before = baseline_sync(base, data, base_dir)
+        out["baseline"] = {
+            "rev": args.baseline_rev,
+            "full_sync": {
+                "rows": before.rows,
+                "seconds": round(before.seconds, 2),
+                "rows_per_s": round(before.rows / before.seconds),
+            },
+        }
+        log(f"baseline ({args.baseline_rev}) DuckDB sync from scratch: {out['baseline']}")
     full = historycopy.sync(data)
     if full.rows != hist.entries:
         raise SystemExit(f"sync copied {full.rows} rows, expected {hist.entries}")
@@ -763,6 +798,14 @@ def duckdb_sync_and_queries(data: Path, hist: History, args: argparse.Namespace)
 
     rounds = -(-args.add_entries // hist.keys)
     write_s = hist.write(data, rounds, limit=args.add_entries)
+    if base is not None:
+        before = baseline_sync(base, data, base_dir)
+        out["baseline"]["incremental_sync"] = {
+            "rows": before.rows,
+            "seconds": round(before.seconds, 3),
+            "rows_per_s": round(before.rows / before.seconds),
+        }
+        log(f"baseline DuckDB incremental sync: {out['baseline']['incremental_sync']}")
     inc = historycopy.sync(data)
     if inc.rows != args.add_entries:
         raise SystemExit(f"incremental sync copied {inc.rows} rows, not {args.add_entries}")
@@ -805,7 +848,8 @@ def synthetic(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         "history_levelstats": levels.splitlines(),
     }
     log(f"written in {seconds:.1f} s ({out['write_entries_per_s']:,} entries/s)")
-    out["as_of"] = as_of_reads(data, hist, args)
+    if args.part != "sync":
+        out["as_of"] = as_of_reads(data, hist, args)
     out.update(duckdb_sync_and_queries(data, hist, args))
     return out
 
@@ -847,7 +891,7 @@ def print_table(result: dict[str, Any]) -> None:
             f"{wo['group_writes_us_per_txn']} without"
         )
     syn = result.get("synthetic")
-    if syn:
+    if syn and "as_of" in syn:
         print(
             f"\n2. as-of reads at {syn['entries']:,} history entries ({syn['keys']:,} rows x "
             f"{syn['versions_per_key']} versions), written by changelog.entries, not ingested"
@@ -869,7 +913,14 @@ def print_table(result: dict[str, Any]) -> None:
             f"   rows_as_of, whole view ({w['rows']:,} rows): {w['median_ms']:,} ms (median of 3); "
             f"through the API: {a['api_query_whole_view_ms']:,} ms"
         )
+    if syn:
         f, i = syn["full_sync"], syn["incremental_sync"]
+        b = syn.get("baseline")
+        if b:
+            print(
+                f"\n3. baseline ({b['rev']}): {b['full_sync']['rows_per_s']:,} rows/s from "
+                f"scratch, {b['incremental_sync']['rows_per_s']:,} rows/s incrementally"
+            )
         print(
             f"\n3. DuckDB sync: {f['rows']:,} rows from scratch in {f['seconds']} s = "
             f"{f['rows_per_s']:,} rows/s; +{i['rows']:,} incrementally in {i['seconds']} s = "
@@ -889,7 +940,16 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a smoke test: small sizes throughout")
     ap.add_argument("--out", type=Path, help="default bench/results/history.json")
-    ap.add_argument("--part", choices=["all", "ingest", "history"], default="all")
+    ap.add_argument(
+        "--part",
+        choices=["all", "ingest", "history", "sync"],
+        default="all",
+        help="sync: the synthetic history and its DuckDB copy only (no as-of reads)",
+    )
+    ap.add_argument(
+        "--baseline-rev",
+        help="also sync with history/duckdb_copy.py as of this git revision, in the same run",
+    )
     ap.add_argument("--players", type=int, default=1_000)
     ap.add_argument("--initial-scores", type=int, default=10_000)
     ap.add_argument("--single-txns", type=int, default=50_000)
@@ -928,7 +988,7 @@ def bench(args: argparse.Namespace) -> None:
             result["postgres_settings"] = pg.settings
             if args.part in ("all", "ingest"):
                 result["ingest"] = ingest_overhead(pg, work, args)
-        if args.part in ("all", "history"):
+        if args.part in ("all", "history", "sync"):
             result["synthetic"] = synthetic(work, args)
     if "ingest" in result and "synthetic" in result:
         engine = result["ingest"]["engine_view_info"]
