@@ -710,6 +710,7 @@ def baseline_copy(rev: str) -> Any:
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     module = types.ModuleType("viewstore.history._baseline_duckdb_copy")
+    sys.modules[module.__name__] = module  # its dataclasses look their module up
     exec(compile(source, f"{rev}:history/duckdb_copy.py", "exec"), module.__dict__)
     return module
 
