@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,10 @@ _MAX_DIGITS = 18  # every integer of up to 18 digits fits int64
 
 class _Outside(Exception):
     """The data is outside what this path computes exactly: build the view row by row."""
+
+
+class _Disagrees(_Outside):
+    """The column path computed something the row path does not: a bug, logged as one."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,66 @@ def _ndigits(a: np.ndarray) -> np.ndarray:
     return n
 
 
+@dataclass
+class _Input:
+    """An aggregate's argument over the child rows: None-ness and parsed values."""
+
+    valid: np.ndarray | None  # bool per row; None for COUNT(*)
+    values: np.ndarray | None  # int64 (0 where NULL): the integer, or the numeric's mantissa
+    scales: np.ndarray | None  # int16 digits after the point (numerics only)
+
+    @staticmethod
+    def concat(parts: list[_Input], order: np.ndarray) -> _Input:
+        """The chunks' parts as one, rows in `order`."""
+
+        def joined(name: str) -> np.ndarray | None:
+            arrays = [getattr(p, name) for p in parts]
+            if not arrays or arrays[0] is None:
+                return None
+            return np.concatenate(arrays)[order]
+
+        return _Input(joined("valid"), joined("values"), joined("scales"))
+
+    def value(self, i: int) -> Any:
+        """Row `i` as the row path's Python value (None for NULL; True for COUNT(x)'s)."""
+        if self.valid is None or not self.valid[i]:
+            return None
+        if self.values is None:
+            return True
+        if self.scales is None:
+            return int(self.values[i])
+        return Decimal(int(self.values[i])).scaleb(-int(self.scales[i]))
+
+
+def _parse(agg: Any, arg: Any, convert: Any) -> _Input:
+    """A chunk of an aggregate's argument texts as an `_Input`. The first `_CHECK` values
+    are also converted by the row path's converter and compared."""
+    if arg is None:
+        return _Input(None, None, None)
+    valid = arg.is_valid().to_numpy(zero_copy_only=False)
+    if agg.name == "count":
+        return _Input(valid, None, None)
+    present = arg.filter(pa.array(valid))
+    values = np.zeros(len(arg), np.int64)
+    if agg.arg_type in _INTS:
+        values[valid] = _ints(present)
+        scales = None
+    else:
+        mantissa, scale = _numerics(present)
+        values[valid] = mantissa
+        scales = np.zeros(len(arg), np.int16)  # Postgres's numeric scale is at most 16383
+        scales[valid] = scale
+    parsed = _Input(valid, values, scales)
+    for i, raw in enumerate(arg.slice(0, _CHECK).to_pylist()):
+        if raw is not None and not _same(convert(raw), parsed.value(i)):
+            raise _Disagrees(f"{raw!r} parses unlike the row path")
+    return parsed
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and str(a) == str(b)
+
+
 # --------------------------------------------------------------------------- aggregates
 
 
@@ -192,26 +257,24 @@ def _i(values: np.ndarray) -> Any:
     return V.field_text(b"i", V.int_texts(values))
 
 
-def _aggregate(agg: Any, arg: Any, starts: np.ndarray, sizes: np.ndarray) -> _Aggregated:
+def _aggregate(agg: Any, arg: _Input, starts: np.ndarray, sizes: np.ndarray) -> _Aggregated:
     """`agg` over the groups given by `starts`/`sizes` of the sorted child rows' `arg`."""
     g = len(starts)
-    if arg is None:  # COUNT(*)
+    if arg.valid is None:  # COUNT(*)
         n = sizes.astype(np.int64)
         return _Aggregated([_i(n)], None, np.ones(g, np.int64), _i(n), V.int_texts(n), n < 0)
-    valid = arg.is_valid().to_numpy(zero_copy_only=False)
-    n = np.add.reduceat(valid.astype(np.int64), starts) if len(valid) else np.zeros(0, np.int64)
+    valid = arg.valid
+    n = np.add.reduceat(valid.astype(np.int64), starts) if g else np.zeros(0, np.int64)
     if agg.name == "count":
         return _Aggregated([_i(n)], None, np.ones(g, np.int64), _i(n), V.int_texts(n), n < 0)
-    present = arg.filter(pa.array(valid))
-    gid = np.repeat(np.arange(g, dtype=np.int64), sizes)[valid]
-    if agg.arg_type in _INTS:
-        values = _ints(present)
+    null = n == 0
+    values = arg.values  # 0 where NULL
+    assert values is not None
+    if arg.scales is None:  # SUM over an integer type
         wide = agg.arg_type == INT8
-        if wide and len(values) and float(np.abs(values).max()) * float(sizes.max()) >= 2.0**62:
+        if wide and g and float(np.abs(values).max()) * float(sizes.max()) >= 2.0**62:
             raise _Outside("an int8 sum that could overflow int64")
-        total = np.zeros(g, np.int64)
-        np.add.at(total, gid, values)
-        null = n == 0
+        total = np.add.reduceat(values, starts) if g else np.zeros(0, np.int64)
         # SUM(int8) is numeric (a Decimal, tagged d); SUM(int2/int4) is bigint (an int).
         result = V.field_text(b"d", V.int_texts(total)) if wide else _i(total)
         result = pc.if_else(pa.array(null), pa.scalar(b"N", pa.large_binary()), result)
@@ -219,23 +282,23 @@ def _aggregate(agg: Any, arg: Any, starts: np.ndarray, sizes: np.ndarray) -> _Ag
         return _Aggregated([_i(n), _i(total)], None, np.full(g, 2, np.int64), result, text, null)
     # SUM(numeric): the exact sum at the largest scale of the group's inputs, and the multiset
     # of scales (views.aggregates.NumericSum's fields).
-    mantissa, scale = _numerics(present)
-    top = np.zeros(g, np.int64)
-    np.maximum.at(top, gid, scale)
-    shift = top[gid] - scale
-    if len(shift) and (_ndigits(mantissa) + shift).max() > _MAX_DIGITS:
+    scale = arg.scales.astype(np.int64)  # 0 where NULL
+    top = np.maximum.reduceat(scale, starts) if g else np.zeros(0, np.int64)
+    shift = np.repeat(top, sizes) - scale
+    if len(shift) and (_ndigits(values) + shift).max() > _MAX_DIGITS:
         raise _Outside("a numeric sum beyond 18 digits")
-    adjusted = mantissa * (10**shift)
-    bound = np.zeros(g)
-    np.add.at(bound, gid, np.abs(adjusted).astype(np.float64))
-    if len(bound) and bound.max() >= 2.0**62:
+    adjusted = values * (10**shift)
+    del shift
+    if g and np.add.reduceat(np.abs(adjusted).astype(np.float64), starts).max() >= 2.0**62:
         raise _Outside("a numeric sum beyond int64")
-    total = np.zeros(g, np.int64)
-    np.add.at(total, gid, adjusted)
+    total = np.add.reduceat(adjusted, starts) if g else np.zeros(0, np.int64)
+    del adjusted
     if not V.plain_notation(total, top).all():
         raise _Outside("a sum Python prints in scientific notation")
     sum_text = V.numeric_texts(total, top)
-    pairs, counts = np.unique(gid * 65536 + scale, return_counts=True)
+    gid = np.repeat(np.arange(g, dtype=np.int64), sizes)[valid]
+    pairs, counts = np.unique(gid * 65536 + scale[valid], return_counts=True)
+    del gid
     pair_gid, pair_scale = pairs // 65536, pairs % 65536
     pair_bytes = V.join(V.with_length(_i(pair_scale)), V.with_length(_i(counts)))
     offsets = np.zeros(g + 1, np.int64)
@@ -247,7 +310,6 @@ def _aggregate(agg: Any, arg: Any, starts: np.ndarray, sizes: np.ndarray) -> _Ag
     zero = _i(np.zeros(g, np.int64))
     own = [_i(n), zero, zero, zero, V.field_text(b"d", sum_text)]
     npairs = offsets[1:] - offsets[:-1]
-    null = n == 0
     result = pc.if_else(
         pa.array(null), pa.scalar(b"N", pa.large_binary()), V.field_text(b"d", sum_text)
     )
@@ -263,6 +325,9 @@ def build(store: Store, view: ActiveView, lsn: int, progress: Progress) -> bool:
     `lsn`; False (nothing written) when its data needs the row path."""
     try:
         return _build(store, view, lsn, progress)
+    except _Disagrees as why:
+        log.error("view %s: the column build differs: %s; building row by row", view.plan.name, why)
+        return False
     except _Outside as why:
         log.info("view %s: built row by row (%s)", view.plan.name, why)
         return False
@@ -284,20 +349,21 @@ def _build(store: Store, view: ActiveView, lsn: int, progress: Progress) -> bool
         None if a.arg_expr is None else a.arg_expr.index - child.offset for a in plan.aggs
     ]
     wanted = sorted({pd.fk, *(c for c in arg_columns if c is not None)})
-    parts = list(_chunks(store, child.table, wanted, progress))
-    arrays = {
-        c: pa.concat_arrays([p[c] for p in parts]) if parts else pa.array([], pa.large_binary())
-        for c in wanted
-    }
-    del parts
-    fk_texts = arrays[pd.fk]
-    has_fk = fk_texts.is_valid()
-    fk = _ints(fk_texts.filter(has_fk))
+    # Parsed a chunk at a time into numpy (no text kept): 10M child rows take ~25 bytes each.
+    fks: list[np.ndarray] = []
+    inputs: list[list[_Input]] = [[] for _ in plan.aggs]
+    for arrays in _chunks(store, child.table, wanted, progress):
+        has_fk = arrays[pd.fk].is_valid()
+        fks.append(_ints(arrays[pd.fk].filter(has_fk)))
+        for agg, c, some in zip(plan.aggs, arg_columns, inputs, strict=True):
+            arg = None if c is None else arrays[c].filter(has_fk)
+            some.append(_parse(agg, arg, child.converters[c] if c is not None else None))
+    fk = np.concatenate(fks) if fks else np.zeros(0, np.int64)
+    del fks
     order = np.argsort(fk, kind="stable")
     fk = fk[order]
-    take = pa.array(order)
-    args = [None if c is None else arrays[c].filter(has_fk).take(take) for c in arg_columns]
-    del arrays, take, order
+    args = [_Input.concat(some, order) for some in inputs]
+    del inputs, order
     starts = np.flatnonzero(np.r_[True, fk[1:] != fk[:-1]]) if len(fk) else np.zeros(0, np.int64)
     sizes = np.diff(np.r_[starts, len(fk)]).astype(np.int64)
     keys = fk[starts]
@@ -424,17 +490,12 @@ def _key(value: Any) -> Any:
     return pa.scalar(key_value(value), pa.large_binary())
 
 
-def _states(plan: ViewPlan, child: Any, args: list[Any], start: int, size: int) -> list[Any]:
+def _states(plan: ViewPlan, args: list[_Input], start: int, size: int) -> list[Any]:
     """One group's aggregate states, fed by the row path's own classes."""
     states = []
     for agg, arg in zip(plan.aggs, args, strict=True):
         state = agg.new_state()
-        if arg is None:
-            state.add_many([None] * size)
-        else:
-            conv = child.converters[agg.arg_expr.index - child.offset]
-            raw = arg.slice(start, size).to_pylist()
-            state.add_many([None if v is None else conv(v) for v in raw])
+        state.add_many([arg.value(i) for i in range(start, start + size)])
         states.append(state)
     return states
 
@@ -451,7 +512,7 @@ class _Check:
         self.starts, self.sizes = starts, sizes
 
     def states(self, g: int) -> list[Any]:
-        return _states(self.plan, self.child, self.args, int(self.starts[g]), int(self.sizes[g]))
+        return _states(self.plan, self.args, int(self.starts[g]), int(self.sizes[g]))
 
     def groups(self, states: Any) -> bool:
         for g in range(min(_CHECK, len(self.starts))):
