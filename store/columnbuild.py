@@ -452,8 +452,12 @@ def _rows(
                 sort_keys[i] = pc.if_else(raw.is_null(), ff, V.key_numbers(raw.fill_null(b"0")))
             continue
         a = aggs[o.agg]  # type: ignore[index]
-        null = pa.array(a.null[at])
-        field, text = a.result.take(takes), a.result_text.take(takes)
+        if len(a.null):
+            null = pa.array(a.null[at])
+            field, text = a.result.take(takes), a.result_text.take(takes)
+        else:  # no child rows at all: every row is missing its group
+            null = pa.array(np.ones(len(at), bool))
+            field = text = pa.nulls(len(at), pa.large_binary())
         key = pc.if_else(null, ff, V.key_numbers(text.fill_null(b"0")))
         if o.fn is not None:  # COALESCE(aggregate, constant): the constant where it is NULL
             default = _value_of(o, plan, None)

@@ -75,21 +75,27 @@ def _open(path: Path) -> Store:
     return store
 
 
-def _mirror(store: Store, seed: int, extra: Sequence[Row] = (), views: Sequence = ()) -> None:
+def _mirror(
+    store: Store,
+    seed: int,
+    extra: Sequence[Row] = (),
+    views: Sequence = (),
+    tables: Sequence[TableInfo] = (PLAYERS, SCORES),
+) -> None:
     """Random rows of both tables, applied as one transaction (keeping `views`)."""
     rng = random.Random(seed)
     applier = Applier(store, views=list(views))
     players, scores = TableState(PLAYERS), TableState(SCORES)
     applier.begin_transaction(1_700_000_000_000_000, 1000)
     ids = sorted(rng.sample(range(-30, 400), 120))
-    for pid in ids:
+    for pid in ids if PLAYERS in tables else ():
         name = rng.choice(("mario", "peach", "bowser", "luigi", "zoë", None))
         rank = rng.choice((None, str(rng.randint(-(2**40), 2**40)).encode()))
         applier.insert(
             players,
             (str(pid).encode(), None if name is None else name.encode(), b"red", rank),
         )
-    for sid in range(1, 900):
+    for sid in range(1, 900 if SCORES in tables else 1):
         pid = rng.choice((*ids[: len(ids) // 2], None, 999, -31))  # half the players: none
         applier.insert(
             scores,
@@ -108,9 +114,16 @@ def _mirror(store: Store, seed: int, extra: Sequence[Row] = (), views: Sequence 
     applier.close()
 
 
-def _built(path: Path, seed: int, *, columns: bool, extra: Sequence[Row] = ()) -> dict:
+def _built(
+    path: Path,
+    seed: int,
+    *,
+    columns: bool,
+    extra: Sequence[Row] = (),
+    tables: Sequence[TableInfo] = (PLAYERS, SCORES),
+) -> dict:
     store = _open(path)
-    _mirror(store, seed, extra)
+    _mirror(store, seed, extra, tables=tables)
     with pytest.MonkeyPatch.context() as mp:
         if not columns:
             mp.setattr(columnbuild, "covers", lambda plan: False)
@@ -165,6 +178,18 @@ def test_column_build_equals_row_build_and_kept_views(
     if by_columns["views"] != kept["views"]:
         diff = sorted(set(by_columns["views"]) ^ set(kept["views"]))[:4]
         pytest.fail(f"the column build differs from the kept views: {diff}")
+
+
+@pytest.mark.parametrize(
+    "tables", [(PLAYERS,), (SCORES,), ()], ids=["no scores", "no players", "neither"]
+)
+def test_column_build_of_empty_tables(
+    tmp_path: Path, tables: tuple[TableInfo, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    used = _used(monkeypatch)
+    by_columns = _built(tmp_path / "columns", 7, columns=True, tables=tables)
+    assert used == [True, True, True]
+    assert by_columns == _built(tmp_path / "rows", 7, columns=False, tables=tables)
 
 
 @pytest.mark.parametrize(
