@@ -96,15 +96,24 @@ _FAST_DECODE = {
 }
 
 
+_NSMALL = 1024
+# The whole field (length and tagged text) of each small non-negative int.
+_SMALL_INTS = [_U32.pack(len(b)) + b for b in (b"i" + str(i).encode() for i in range(_NSMALL))]
+
+
 def pack_fields(fields: list[Any]) -> bytes:
     """Fields as one value: each tagged (`encode_value`) and length-prefixed. The common types
     are tested by exact type inline: this runs for every output row, group state and history
     entry, and a dict of encoders cost twice as much."""
     parts = [_VERSION]
     pack = _U32.pack
+    small = _SMALL_INTS
     for f in fields:
         t = type(f)
         if t is int:
+            if 0 <= f < _NSMALL:  # counts, scales, zeros: most of a group state's fields
+                parts.append(small[f])
+                continue
             b = b"i" + str(f).encode()
         elif t is bytes:
             b = b"y" + f
