@@ -52,6 +52,7 @@ class Assembler:
         self.received = received
         self.idle_pos: Lsn | None = None
         self.large: dict[Lsn, Lsn] = {} if large is None else large
+        self.skipped = 0  # transactions resent and skipped (tests read it)
         self._too_large: BaseException | None = None
 
     def keepalive(self, data: bytes) -> bool:
@@ -73,6 +74,7 @@ class Assembler:
         self.idle_pos = None
         # Already applied before a crash or reconnect: the slot may resend it.
         self.skip = msg.final_lsn < applied_lsn
+        self.skipped += self.skip
         self.final_lsn = msg.final_lsn
         self.in_txn = True
         return None if self.skip else self.large.get(msg.final_lsn)

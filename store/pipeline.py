@@ -434,18 +434,27 @@ class Pipeline:
         conn = connect(cfg.dsn)
         try:
             setup.check_publication_exists(conn, cfg.publication_name)
-            self._wait_slot_usable(conn, database, start)
-            repl.start(cfg.slot_name, start, cfg.publication_name)
+            confirmed = self._wait_slot_usable(conn, database, start)
+            # From where the slot stands, not from the applied LSN: Postgres would skip the
+            # transactions in between itself, but then the store's own skip rule (the one
+            # that counts: Assembler.begin) would never run. Resent, they are skipped here,
+            # visibly (Assembler.skipped), and a server that resent wrongly could not double
+            # an aggregate. The walsender never starts before confirmed_flush anyway.
+            resend_from = min(start, confirmed) if confirmed is not None else start
+            repl.start(cfg.slot_name, resend_from, cfg.publication_name)
             # Check again now that we hold the slot: nothing can move it under us any more.
             info = setup.slot_info(conn, cfg.slot_name)
             if info is not None:
                 self._check_not_ahead(info, start)
         finally:
             conn.close()
-        log.info("streaming from slot %s at %s", cfg.slot_name, start)
+        log.info(
+            "streaming from slot %s at %s (applied up to %s)", cfg.slot_name, resend_from, start
+        )
         self.streaming.set()
 
-    def _wait_slot_usable(self, conn: object, database: str, start: Lsn) -> None:
+    def _wait_slot_usable(self, conn: object, database: str, start: Lsn) -> Lsn | None:
+        """Wait while the slot is busy; check it. Returns its confirmed_flush_lsn."""
         # After a kill -9 the old walsender may hold the slot for a moment; wait, then fail.
         deadline = time.monotonic() + self.config.slot_busy_wait
         while True:
@@ -464,7 +473,7 @@ class Pipeline:
                     continue
                 raise
             self._check_not_ahead(info, start)
-            return
+            return info.confirmed_flush_lsn
 
     def _check_not_ahead(self, info: setup.SlotInfo, start: Lsn) -> None:
         confirmed = info.confirmed_flush_lsn

@@ -310,3 +310,16 @@ def run_following_hints(
         finally:
             p.stop()
         return followed
+
+
+def assert_row_count(dsn: str, data_dir: Path, table: str) -> int:
+    """The store's own row count of `table` (kept beside the mirror, in the same batches)
+    equals `count(*)` on Postgres: a transaction applied twice would move it twice."""
+    from viewstore.store.db import Store
+
+    qualified = table if "." in table else f"public.{table}"
+    with Store.open(data_dir, readonly=True) as store:
+        stored = store.row_count(store.tables()[qualified])
+    want = pg_query(dsn, f"SELECT count(*) FROM {qualified}")[0][0]
+    assert stored == want, f"the store counts {stored} rows in {table}, Postgres {want}"
+    return want
