@@ -119,6 +119,9 @@ class _Resolver:
     def __init__(self, view: ViewDef, tables: Mapping[str, TableShape]) -> None:
         self.view, self.shapes = view, tables
         self.scope: list[ResolvedTable] = []
+        # USING/NATURAL columns by name: an unqualified reference is the earlier table's
+        # column (Postgres's merged column; under a LEFT JOIN it equals COALESCE of the two).
+        self.merged: dict[str, Col] = {}
 
     def fail(self, pos: int, what: str, hint: str = SUPPORTED_HINT) -> ConfigError:
         at = where(self.view.file_text, self.view.source, pos)
@@ -142,11 +145,17 @@ class _Resolver:
             offset += len(shape.columns)
         joins = []
         self.scope = resolved[:1]
+        where = sel.where
         for i, j in enumerate(sel.joins, start=1):
             self.scope = resolved[: i + 1]
-            joins.append(
-                Join(j.kind, j.table, tuple(self.join_pair(a, b, resolved[i]) for a, b in j.on))
-            )
+            right = resolved[i]
+            if j.using or j.natural:
+                on = self.using(j, right)
+            elif j.from_where:
+                on, where = self.where_equalities(where, right, j.table.pos)
+            else:
+                on = tuple(self.join_pair(a, b, right) for a, b in j.on)
+            joins.append(Join(j.kind, j.table, on))
         self.scope = resolved
         columns = []
         for c in sel.columns:
@@ -154,7 +163,7 @@ class _Resolver:
             if e.type == UNKNOWN:  # Postgres 10+: an unknown-typed output column is text
                 e = self.coerce(e, TEXT)
             columns.append(OutputColumn(c.name, e))
-        where_ = None if sel.where is None else self.condition(sel.where, "WHERE")
+        where_ = None if where is None else self.condition(where, "WHERE")
         group = tuple(self.expr(g) for g in sel.group_by)
         having = None if sel.having is None else self.condition(sel.having, "HAVING")
         rv = ResolvedView(
@@ -167,6 +176,9 @@ class _Resolver:
     # ---- columns and joins
 
     def column(self, c: Col) -> Col:
+        merged = self.merged.get(c.name) if c.table is None else None
+        if merged is not None:
+            return Col(merged.table, c.name, merged.index, pos=c.pos, type=merged.type)
         if c.table is not None:
             matches = [t for t in self.scope if t.alias == c.table]
             if not matches:
@@ -216,6 +228,81 @@ class _Resolver:
                 "join on columns of the same type",
             )
         return ra, rb
+
+    def using(self, j: Join, right: ResolvedTable) -> tuple[tuple[Col, Col], ...]:
+        """JOIN ... USING (names) or NATURAL JOIN: an equality per name between the one earlier
+        table that has the column and `right`."""
+        earlier = self.scope[:-1]
+        names = j.using
+        if j.natural:
+            mine = [n for n, _ in right.shape.columns]
+            seen = {n for t in earlier for n, _ in t.shape.columns}
+            names = tuple(n for n in mine if n in seen)
+            if not names:
+                raise self.fail(
+                    j.table.pos,
+                    f"NATURAL JOIN {right.alias}: no column name in common, a cross join",
+                    "name the join columns: JOIN ... ON a.x = b.y",
+                )
+        pairs = []
+        for name in names:
+            if name in self.merged:
+                left = self.merged[name]
+            else:
+                having = [t for t in earlier if any(n == name for n, _ in t.shape.columns)]
+                if len(having) != 1:
+                    what = "is ambiguous" if having else "does not exist"
+                    raise self.fail(
+                        j.table.pos, f'column "{name}" in the join\'s USING {what} on the left'
+                    )
+                left = self.column(Col(having[0].alias, name, pos=j.table.pos))
+            if not any(n == name for n, _ in right.shape.columns):
+                raise self.fail(
+                    j.table.pos, f'column "{name}" in the join\'s USING is not in {right.alias}'
+                )
+            pair = self.join_pair(left, Col(right.alias, name, pos=j.table.pos), right)
+            pairs.append(pair)
+            self.merged.setdefault(name, pair[0])
+        return tuple(pairs)
+
+    def where_equalities(
+        self, where: Expr | None, right: ResolvedTable, pos: int
+    ) -> tuple[tuple[tuple[Col, Col], ...], Expr | None]:
+        """A comma join of `right`: the AND-ed `col = col` terms of WHERE that compare one of
+        its columns with an earlier table's become its join condition; WHERE keeps the rest."""
+        terms = list(where.args) if isinstance(where, BoolOp) and where.op == "and" else [where]
+        pairs, rest = [], []
+        for term in terms:
+            pair = None
+            if isinstance(term, Op) and term.op == "=" and len(term.args) == 2:
+                a, b = term.args
+                if isinstance(a, Col) and isinstance(b, Col):
+                    pair = self.try_pair(a, b, right)
+            if pair is None:
+                rest.append(term)
+            else:
+                pairs.append(pair)
+        if not pairs:
+            raise self.fail(
+                pos,
+                f"FROM ..., {right.alias}: no equality in WHERE joins {right.alias} to an earlier "
+                "table (a cross join pairs every row with every row)",
+                f"add WHERE {right.alias}.<column> = <earlier table>.<column>, or JOIN ... ON",
+            )
+        if not rest:
+            return tuple(pairs), None
+        return tuple(pairs), rest[0] if len(rest) == 1 else BoolOp("and", tuple(rest))
+
+    def try_pair(self, a: Col, b: Col, right: ResolvedTable) -> tuple[Col, Col] | None:
+        """`a = b` as a join pair of `right`, or None when it is not one (a column of a later
+        table, or both on one side)."""
+        try:
+            ra, rb = self.column(a), self.column(b)
+        except ConfigError:
+            return None  # names a table joined later: an ordinary WHERE term for now
+        if (ra.table == right.alias) == (rb.table == right.alias):
+            return None
+        return self.join_pair(a, b, right)
 
     # ---- expressions
 

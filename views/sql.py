@@ -160,12 +160,15 @@ class _Parser:
             raise self.fail(pos, "SELECT INTO is not supported")
         if not q.fromClause:
             raise self.fail(pos, "a view needs a FROM clause over published tables")
-        if len(q.fromClause) > 1:
-            raise self.fail(
-                self.first_pos(q.fromClause[1], pos),
-                "comma-separated FROM items (a cross join) are not supported",
-            )
         base, joins = self.from_item(q.fromClause[0], pos)
+        for item in q.fromClause[1:]:
+            # FROM a, b WHERE a.x = b.y: an inner join whose equalities are in WHERE.
+            if not isinstance(item, ast.RangeVar):
+                raise self.fail(
+                    self.first_pos(item, pos),
+                    "after a comma, FROM takes a table; write a JOIN chain instead",
+                )
+            joins.append(Join("inner", self.table_ref(item), (), from_where=True))
         columns = []
         for t in q.targetList:
             if isinstance(t.val, ast.ColumnRef) and isinstance(t.val.fields[-1], ast.A_Star):
@@ -203,34 +206,60 @@ class _Parser:
                 "subqueries in FROM are not supported",
             )
         if isinstance(node, ast.JoinExpr):
-            base, joins = self.from_item(node.larg, pos)
-            kind = {JoinType.JOIN_INNER: "inner", JoinType.JOIN_LEFT: "left"}.get(node.jointype)
             rpos = self.first_pos(node.rarg, pos)
-            # Point at the join's keywords: [NATURAL] [RIGHT|FULL|CROSS|...] [OUTER] JOIN.
-            jpos = self.token({"JOIN"}, before=rpos)
-            kw = {"RIGHT", "FULL", "CROSS", "LEFT", "INNER", "NATURAL", "OUTER"}
-            while (i := [p for p, _ in self.tokens].index(jpos)) > 0 and self.tokens[i - 1][
-                1
-            ] in kw:
-                jpos = self.tokens[i - 1][0]
+            jpos = self.join_keywords(rpos)
+            if node.jointype == JoinType.JOIN_RIGHT and isinstance(node.larg, ast.RangeVar):
+                # a RIGHT JOIN b is b LEFT JOIN a (columns are named, so order is free).
+                if not isinstance(node.rarg, ast.RangeVar):
+                    raise self.fail(rpos, "a RIGHT JOIN's right side must be a table")
+                swapped = self.table_ref(node.rarg)
+                return swapped, [self.join(node, "left", self.table_ref(node.larg), jpos, rpos)]
+            base, joins = self.from_item(node.larg, pos)
+            if node.jointype == JoinType.JOIN_RIGHT:
+                raise self.fail(
+                    jpos,
+                    "RIGHT JOIN is supported as the first join only (a RIGHT JOIN b ...)",
+                    "write it as a LEFT JOIN from the other side",
+                )
+            kind = {JoinType.JOIN_INNER: "inner", JoinType.JOIN_LEFT: "left"}.get(node.jointype)
             if kind is None:
                 name = node.jointype.name.removeprefix("JOIN_")
-                raise self.fail(jpos, f"{name} JOIN is not supported (only INNER and LEFT)")
-            if node.isNatural or node.usingClause:
-                raise self.fail(jpos, "NATURAL and USING joins are not supported; write ON a = b")
-            if node.quals is None:
-                raise self.fail(jpos, "CROSS JOIN is not supported (only INNER and LEFT)")
+                raise self.fail(jpos, f"{name} JOIN is not supported (INNER, LEFT and RIGHT are)")
             if not isinstance(node.rarg, ast.RangeVar):
                 if isinstance(node.rarg, ast.RangeSubselect):
                     raise self.fail(rpos, "subqueries in FROM are not supported")
                 raise self.fail(rpos, "a join's right side must be a table (a left-deep chain)")
-            right = self.table_ref(node.rarg)
-            on = self.join_condition(node.quals, right, rpos)
-            return base, [*joins, Join(kind, right, tuple(on))]
+            return base, [*joins, self.join(node, kind, self.table_ref(node.rarg), jpos, rpos)]
         raise self.fail(
             self.first_pos(node, pos),
             f"FROM item {self.snippet(node)!r} is not supported",
         )
+
+    def join_keywords(self, rpos: int) -> int:
+        """Where the keywords of the join whose right side starts at `rpos` begin:
+        [NATURAL] [RIGHT|FULL|CROSS|...] [OUTER] JOIN."""
+        jpos = self.token({"JOIN"}, before=rpos)
+        kw = {"RIGHT", "FULL", "CROSS", "LEFT", "INNER", "NATURAL", "OUTER"}
+        while (i := [p for p, _ in self.tokens].index(jpos)) > 0 and self.tokens[i - 1][1] in kw:
+            jpos = self.tokens[i - 1][0]
+        return jpos
+
+    def join(self, node: Any, kind: str, right: TableRef, jpos: int, rpos: int) -> Join:
+        """The join `node` (a JoinExpr) of `right` to what precedes it: ON equalities, USING
+        names or NATURAL (resolved against the tables' columns later)."""
+        if getattr(node, "join_using_alias", None) is not None:
+            raise self.fail(jpos, "an alias for a JOIN's USING columns is not supported")
+        if node.usingClause:
+            return Join(kind, right, (), using=tuple(n.sval for n in node.usingClause))
+        if node.isNatural:
+            return Join(kind, right, (), natural=True)
+        if node.quals is None:
+            raise self.fail(
+                jpos,
+                "CROSS JOIN is not supported: it pairs every row with every row",
+                "join on an equality: JOIN ... ON a.x = b.y",
+            )
+        return Join(kind, right, tuple(self.join_condition(node.quals, right, rpos)))
 
     def table_ref(self, rv: Any) -> TableRef:
         name = rv.relname if rv.schemaname in (None, "public") else f"{rv.schemaname}.{rv.relname}"

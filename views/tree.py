@@ -175,6 +175,12 @@ class Join:
     kind: str
     table: TableRef
     on: tuple[tuple[Col, Col], ...]
+    # Before resolution, the other ways to write the equalities (the resolver turns them into
+    # `on`): JOIN ... USING (names), NATURAL JOIN (the names both sides have), and a comma
+    # join, whose equalities are in WHERE.
+    using: tuple[str, ...] = ()
+    natural: bool = False
+    from_where: bool = False
 
 
 @dataclass(frozen=True)
