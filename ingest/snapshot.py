@@ -110,9 +110,14 @@ class SnapshotReader:
         return int(self.conn.info.server_version)
 
     def estimated_rows(self, table: PublishedTable) -> int:
+        """Postgres's estimate of the table's rows, for progress: `pg_class.reltuples`, or
+        the statistics' live rows when the table was never vacuumed or analyzed (-1)."""
         rows = query(
             self.conn,
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+            "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint "
+            "ELSE coalesce(s.n_live_tup, 0) END "
+            "FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
+            "WHERE c.oid = %s::regclass",
             (qualified(table.schema, table.name),),
         )
         return max(int(rows[0][0]), 0) if rows else 0

@@ -3,7 +3,7 @@
 One RocksDB database per data directory, in raw mode (bytes in, bytes out), with one column
 family per concern:
 
-    meta     applied LSN, snapshot state, source identity, table schemas, row counts
+    meta     applied LSN, snapshot state, source identity, table schemas, row counts, progress
     mirror   table id (4 bytes) + encoded primary key  ->  encoded row (codecs.row)
     views    view state: join indexes, groups, output rows, sort indexes (store.engine)
     history  every change of every view, keyed by view and commit LSN (history.changelog)
@@ -44,6 +44,7 @@ from rocksdict import (
 from viewstore.codecs.key import prefix_end
 from viewstore.errors import StoreError
 from viewstore.ingest.lsn import ZERO, Lsn
+from viewstore.progress import RunProgress
 from viewstore.views.schema import TableInfo
 
 COLUMN_FAMILIES = ("meta", "mirror", "views", "history", "undo")
@@ -66,6 +67,7 @@ UNDO_VIEWS = b"v"  # ... or the views column family
 UNDO_HISTORY = b"h"  # ... or the history column family
 VIEW_PREFIX = b"view/"  # + view name -> JSON ViewInfo (store.viewcatalog)
 JOIN_INDEX_PREFIX = b"joinindex/"  # + table id (4) + column (2) -> b"ready"
+PROGRESS = b"progress"  # JSON viewstore.progress.RunProgress: what the running `run` is doing
 
 
 class SnapshotState(BaseModel):
@@ -248,6 +250,12 @@ class Store:
     def source(self) -> SourceInfo | None:
         raw = self.meta.get(SOURCE)
         return None if raw is None else SourceInfo.model_validate_json(raw)
+
+    def progress(self) -> RunProgress | None:
+        """What the last `run` on this store recorded doing (unsynced: a reader sees it within
+        a write, a crash may lose the last one); None before any run recorded it."""
+        raw = self.meta.get(PROGRESS)
+        return None if raw is None else RunProgress.model_validate_json(raw)
 
     def stats(self) -> dict[str, int]:
         raw = self.meta.get(STATS)

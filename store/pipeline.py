@@ -51,6 +51,7 @@ from viewstore.ingest.pgoutput import (
 )
 from viewstore.ingest.transactions import XLOGDATA_HEADER, Assembler
 from viewstore.ingest.walproto import PG_EPOCH_US
+from viewstore.progress import Board, RunProgress
 from viewstore.store import db as meta
 from viewstore.store.apply import (
     Applier,
@@ -61,7 +62,13 @@ from viewstore.store.apply import (
 from viewstore.store.db import SnapshotState, SourceInfo, Store
 from viewstore.store.snapshotload import SnapshotLoad, default_workers
 from viewstore.store.sourcecheck import RESNAPSHOT, check_history, check_relation, check_tables
-from viewstore.store.viewcatalog import CATALOG, prepare_views, read_views_file, views_from_store
+from viewstore.store.viewcatalog import (
+    CATALOG,
+    prepare_views,
+    read_views_file,
+    stored_views,
+    views_from_store,
+)
 from viewstore.views.schema import ColumnInfo, TableInfo
 
 log = logging.getLogger("viewstore")
@@ -150,6 +157,10 @@ class Pipeline:
         self.assembler: Assembler | None = None  # the current stream's transaction state
         self.reconnects = 0  # connections lost and reopened (tests and status read it)
         self.connected = False  # reached Postgres at least once
+        # Snapshot and view build progress: logged, written into the store for `status` and
+        # `query` (other processes), drawn by the CLI's terminal bar (issue 14).
+        self.board = Board()
+        self.board.listen(self._publish_progress)
 
     # -- entry point -----------------------------------------------------------------------
 
@@ -171,7 +182,11 @@ class Pipeline:
             cfg.tables = sorted({t for v in view_defs for t in v.base_tables})
         self.store = store = Store.open(cfg.data_dir)
         self.opened.set()
+        board_token = self.board.activate()  # the view builds' Progress join it
         try:
+            # The views to name as "being built" while the snapshot runs.
+            stored = sorted(stored_views(store))
+            self.board.views = stored if view_defs is None else [v.name for v in view_defs]
             restored = rollback_large_transaction(store)
             if restored:
                 log.warning(
@@ -191,7 +206,9 @@ class Pipeline:
                     backoff = self._back_off(backoff)
             if view_defs is None:
                 view_defs = views_from_store(store)  # a restart without --views keeps them
+            self.board.set_phase("views", [v.name for v in view_defs])
             views = prepare_views(store, view_defs)
+            self.board.set_phase("streaming")
             self.applier = Applier(
                 store,
                 large_txn_rows=cfg.large_txn_rows,
@@ -202,6 +219,7 @@ class Pipeline:
             )
             return self._stream_with_reconnect(repl, database)
         finally:
+            Board.deactivate(board_token)
             self.closing.set()  # readers in this process (run --http) stop reading first
             if self.applier is not None:
                 self.applier.close()  # its column family handles would keep RocksDB open
@@ -315,6 +333,7 @@ class Pipeline:
         for info in infos:
             meta.put_table(batch, store, info)
         store.write(batch, sync=True)
+        self.board.set_phase("snapshot")
 
         consistent_point, snapshot_name = repl.create_slot(slot)
         log.info(
@@ -332,6 +351,7 @@ class Pipeline:
             workers=cfg.snapshot_workers or default_workers(),
             stop=self.stop,
             crash=self.crash,
+            board=self.board,
         )
         counts = load.run()
 
@@ -348,6 +368,15 @@ class Pipeline:
         store.write(batch, sync=True)
         log.info("snapshot complete at %s", consistent_point)
         return consistent_point
+
+    def _publish_progress(self, record: RunProgress) -> None:
+        """Write the board's record into the store (unsynced: progress, not state)."""
+        store = self.store
+        if store is None or self.closing.is_set():
+            return
+        batch = store.new_batch()
+        meta.put_json(batch, store, meta.PROGRESS, record)
+        store.write(batch, sync=False)
 
     def _check_history(
         self,

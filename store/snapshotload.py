@@ -39,7 +39,7 @@ from viewstore.errors import StoreError
 from viewstore.ingest.copychunks import parse_chunk
 from viewstore.ingest.setup import PublishedTable
 from viewstore.ingest.snapshot import TID_RANGE_SCAN, CopyPart, SnapshotReader, plan_parts
-from viewstore.progress import Progress
+from viewstore.progress import Board, Progress
 from viewstore.store import db as meta
 from viewstore.store.db import Store
 from viewstore.views.schema import TableInfo
@@ -67,27 +67,35 @@ class _Cancelled(Exception):
 class _Table:
     """One table's copy: its encoding, rows so far, progress; shared by its parts' workers."""
 
-    def __init__(self, table: PublishedTable, info: TableInfo, parts: int, estimate: int) -> None:
+    def __init__(
+        self,
+        table: PublishedTable,
+        info: TableInfo,
+        parts: int,
+        estimate: int,
+        board: Board | None,
+    ) -> None:
         self.name = table.qualified
         self.table_id = info.table_id
         self.prefix = info.prefix
         self.key_positions = info.key_positions
         self.ncols = len(info.columns)
         self.parts_left = parts
-        self.estimate = estimate
         self.rows = 0
-        self.progress: Progress | None = None
+        # On the board from the start, so that `status` counts the tables still waiting too.
+        self.progress = Progress(self.name, estimate, board=board)
+        self.progress.waiting = True
         self.lock = threading.Lock()
 
     def start(self) -> None:
         with self.lock:
-            if self.progress is None:  # rows/s from when its first part began
-                self.progress = Progress(self.name, self.estimate)
+            if self.progress.waiting:  # rows/s from when its first part began
+                self.progress.begin()
 
     def part_done(self) -> None:
         with self.lock:
             self.parts_left -= 1
-            if self.parts_left == 0 and self.progress is not None:
+            if self.parts_left == 0:
                 self.progress.done()
 
 
@@ -110,6 +118,7 @@ class SnapshotLoad:
         stop: threading.Event,
         crash: Callable[[str], None] = lambda _: None,
         chunk_bytes: int = CHUNK_BYTES,
+        board: Board | None = None,
     ) -> None:
         self.store = store
         self.stop = stop
@@ -125,7 +134,7 @@ class SnapshotLoad:
             self.parts = plan_parts(list(tables), pages, workers, tid_ranges=tid_ranges)
             per_table = collections.Counter(p.table.qualified for p in self.parts)
             self.tables = {
-                t.qualified: _Table(t, info, per_table[t.qualified], first.estimated_rows(t))
+                t.qualified: _Table(t, info, per_table[t.qualified], first.estimated_rows(t), board)
                 for t, info in zip(tables, infos, strict=True)
             }
             for _ in range(min(workers, len(self.parts)) - 1):
@@ -226,5 +235,4 @@ class SnapshotLoad:
             batch = store.new_batch()
             meta.put_row_count(batch, store, table.table_id, table.rows)
             store.write(batch, sync=False)
-            assert table.progress is not None
             table.progress.add(len(keys))

@@ -35,19 +35,33 @@ from viewstore.store.viewcatalog import ViewInfo, stored_views
 
 
 def find_view(store: Store, name: str) -> ViewInfo:
-    """The ready view called `name`; ConfigError naming the views there are otherwise."""
+    """The ready view called `name`. NotReady, saying how far `run` is, while it is built (or
+    the snapshot it is built from is copied); NotFound naming the views there are otherwise."""
     views = stored_views(store)
     info = views.get(name)
+    progress = store.progress()
+    running = progress is not None and progress.phase != "streaming" and progress.alive()
+    wait = "read it again once it is built; `viewstore status` shows how far it is"
+    if info is None and running and progress is not None and name in progress.views:
+        if progress.phase == "snapshot":
+            now = f"the initial snapshot comes first: {progress.snapshot_summary()}"
+        else:
+            now = f"after {progress.describe()}"
+        raise NotReady(f"view {name} is being built, {now}", hint=wait)
     if info is None:
         raise NotFound(
             f"unknown view: {name!r}",
             hint="views in this store: " + (", ".join(sorted(views)) or "(none; run with --views)"),
         )
     if info.state != "ready":
-        raise NotReady(
-            f"view {name} is still being built from the mirror",
-            hint="wait for `viewstore run` to log that it is done, then read it",
-        )
+        task = progress.task("view", name) if running and progress is not None else None
+        if task is not None:
+            far = f": {task.describe()}"
+        elif running and progress is not None:
+            far = f", after {progress.describe()}"
+        else:
+            far = ""
+        raise NotReady(f"view {name} is being built from the mirror{far}", hint=wait)
     return info
 
 

@@ -171,6 +171,12 @@ def run(
     )
     hook = _crash_hook_from_env()
     pipeline = Pipeline(config, hook) if hook else Pipeline(config)
+    bars = None
+    if sys.stderr.isatty():  # else progress comes as log lines every few seconds
+        from viewstore.progressbar import TerminalBar
+
+        bars = TerminalBar(sys.stderr)
+        bars.attach(pipeline.board)
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s, finishing the current transaction", signal.Signals(signum).name)
@@ -188,8 +194,12 @@ def run(
     except ViewstoreError as exc:
         if web is not None:
             web.stop()
+        if bars is not None:
+            bars.clear()
         _fail(exc)
     except Exception as exc:  # unexpected: still never print a password
+        if bars is not None:
+            bars.clear()
         secret = password_of(dsn) or ""
         log.error("unexpected error: %s", redact_text(repr(exc), secret))
         raise SystemExit(2) from None
@@ -276,7 +286,14 @@ def status(data_dir: Path, dsn: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(report.model_dump_json())
         return
-    click.echo(f"applied LSN   {report.applied_lsn}")
+    if report.state is not None:
+        click.echo(f"state         {report.state}")
+    applied = report.applied_lsn
+    if report.snapshot == "in_progress":
+        applied += " (nothing yet: the snapshot is not complete)"
+    elif not report.views_live:
+        applied += " (the mirror's; views are not live until they are built)"
+    click.echo(f"applied LSN   {applied}")
     if report.applied_time:
         click.echo(f"applied at    {report.applied_time}")
     click.echo(f"snapshot      {report.snapshot}")
@@ -287,11 +304,18 @@ def status(data_dir: Path, dsn: str | None, as_json: bool) -> None:
     click.echo(f"transactions  {report.transactions:,} applied ({report.rows:,} row changes)")
     click.echo("tables:")
     for t in report.tables:
-        click.echo(f"  {t.name:<40} {t.rows:>12,} rows")
+        copying = ""
+        if t.progress is not None:
+            copying = "  " + ("" if t.progress.waiting else "copying: ") + t.progress.describe()
+        click.echo(f"  {t.name:<40} {t.rows:>12,} rows{copying}")
     if report.views:
         click.echo("views:")
     for v in report.views:
         state = "" if v.state == "ready" else f" ({v.state})"
+        if v.progress is not None:
+            state = f"  building: {v.progress.describe()}"
+        elif v.state == "pending":
+            state = "  (waiting: built after the snapshot and the views before it)"
         click.echo(f"  {v.name:<40} {v.rows:>12,} rows{state}")
 
 
