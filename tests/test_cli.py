@@ -40,7 +40,8 @@ def test_status_json_follows_run_from_another_process(dsn: str, tmp_path: Path) 
         assert time.monotonic() < deadline, report
         time.sleep(0.05)
     assert report["snapshot"] == "complete"
-    assert report["tables"] == [{"name": "public.a", "rows": 10}]
+    assert report["tables"] == [{"name": "public.a", "rows": 10, "progress": None}]
+    assert report["state"] == "streaming" and report["views_live"]
     assert str(Lsn.parse(report["applied_lsn"])) == report["applied_lsn"]  # X/Y text form
     text = cli("status", "--data", str(data), "--dsn", dsn).stdout
     assert "applied LSN" in text and "public.a" in text and "bytes behind" in text
