@@ -61,6 +61,27 @@ TYPED_ROWS = [
     "'100000000000000000000000000000000000000000000000000', 12.3400, NULL, NULL, NULL, NULL",
 ]
 
+# More types (through the text path: int4 off the key, time, timetz, interval, inet, text[]
+# with quotes and escapes, a domain) and numeric's edges: ±Infinity, 1000 fractional digits,
+# 1000 integer digits, negative zero with a scale; a TOAST-sized bytea. And a table with no rows.
+TYPED2 = """
+CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+CREATE TABLE typed2 (
+    id int PRIMARY KEY, i4 int4, n numeric, tm time, ttz timetz, iv interval, ip inet,
+    tarr text[], dm posint, bg bytea
+);
+CREATE TABLE empty (id int PRIMARY KEY, v text);
+INSERT INTO typed2 VALUES
+    (1, 2147483647, 'Infinity', '24:00:00', '23:59:59.999999+14', '-178000000 years',
+     '::ffff:1.2.3.4/128', ARRAY['a"b', 'c\\d', 'e,f', NULL, '', 'NULL', E'tab\there', '{x}'],
+     1, decode(repeat(md5('x'), 8000), 'hex')),
+    (2, -2147483648, '-Infinity', '00:00', '00:00-15:59', '1 mon -2 days 03:04:05.678',
+     '10.0.0.0/8', '{}', 2147483647, '\\x'),
+    (3, 0, ('0.' || repeat('0', 999) || '1')::numeric, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+    (4, NULL, '-0.000', NULL, NULL, '0', NULL, ARRAY[NULL]::text[], NULL, NULL),
+    (5, -1, (repeat('9', 1000) || '.5')::numeric, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+"""
+
 # The columns of the tables besides `typed`: keys of text (a byte order mark first, where the
 # CSV reader would drop it), a composite key, a one-column table whose rows can be empty lines.
 OTHERS = """
@@ -83,7 +104,7 @@ def _text(rng: random.Random, longest: int = 12) -> str:
 
 
 def _fill(dsn: str) -> None:
-    pg_exec(dsn, TYPED + OTHERS)
+    pg_exec(dsn, TYPED + OTHERS + TYPED2)
     for row in TYPED_ROWS:
         pg_exec(dsn, f"INSERT INTO typed VALUES ({row})")
     rng = random.Random(14)
@@ -151,7 +172,9 @@ def test_columnar_snapshot_writes_the_row_paths_bytes(
     with connect(dsn) as conn:
         setup.ensure_publication(conn, names.publication, [])
         tables = setup.published_tables(conn, names.publication)
-    assert {t.name for t in tables} >= {"typed", "textkey", "pair", "single", "toasted", "wide"}
+    assert {t.name for t in tables} >= {
+        "typed", "typed2", "empty", "textkey", "pair", "single", "toasted", "wide"
+    }  # fmt: skip
     infos = _infos(tables)
     repl = ReplicationConnection(dsn)
     try:
@@ -174,6 +197,8 @@ def test_columnar_snapshot_writes_the_row_paths_bytes(
             for info in infos:
                 assert counts[info.table_id] == sum(1 for _ in scan(store.mirror, info.prefix))
             assert store.row_count(infos[0]) == counts[infos[0].table_id]
+            rows = {info.name: counts[info.table_id] for info in infos}
+            assert (rows["typed"], rows["typed2"], rows["empty"], rows["toasted"]) == (6, 5, 0, 6)
         finally:
             store.close()
     finally:
