@@ -39,7 +39,9 @@ def find_view(store: Store, name: str) -> ViewInfo:
     the snapshot it is built from is copied); NotFound naming the views there are otherwise."""
     views = stored_views(store)
     info = views.get(name)
-    progress = store.progress()
+    if info is not None and info.state == "ready":
+        return info
+    progress = store.progress()  # only now: reads of ready views skip parsing it
     running = progress is not None and progress.phase != "streaming" and progress.alive()
     wait = "read it again once it is built; `viewstore status` shows how far it is"
     if info is None and running and progress is not None and name in progress.views:
@@ -53,16 +55,19 @@ def find_view(store: Store, name: str) -> ViewInfo:
             f"unknown view: {name!r}",
             hint="views in this store: " + (", ".join(sorted(views)) or "(none; run with --views)"),
         )
-    if info.state != "ready":
-        task = progress.task("view", name) if running and progress is not None else None
-        if task is not None:
-            far = f": {task.describe()}"
-        elif running and progress is not None:
-            far = f", after {progress.describe()}"
-        else:
-            far = ""
-        raise NotReady(f"view {name} is being built from the mirror{far}", hint=wait)
-    return info
+    if progress is not None and not running:
+        raise NotReady(
+            f"view {name} is being built from the mirror, but no `viewstore run` builds it now",
+            hint="start `viewstore run` again: it builds the view anew",
+        )
+    task = progress.task("view", name) if progress is not None else None
+    if task is not None:
+        far = f": {task.describe()}"
+    elif progress is not None:
+        far = f", after {progress.describe()}"
+    else:
+        far = ""
+    raise NotReady(f"view {name} is being built from the mirror{far}", hint=wait)
 
 
 def column_index(info: ViewInfo, name: str) -> int:
