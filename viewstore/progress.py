@@ -261,9 +261,9 @@ class Progress:
 
     def done(self) -> None:
         self.finished = time.monotonic()
-        log.info("%s %s: %s", self.task, self.table, self.state(self.finished).describe())
-        if self.board is not None:
+        if self.board is not None:  # first: a terminal bar goes before the line is written
             self.board.changed(force=True)
+        log.info("%s %s: %s", self.task, self.table, self.state(self.finished).describe())
 
     def state(self, now: float) -> TaskProgress:
         end = self.finished if self.finished is not None else now

@@ -218,9 +218,16 @@ def test_terminal_bars_under_the_log_lines(monkeypatch: pytest.MonkeyPatch) -> N
             out,
         )
         a.done()
+        # Its bar goes before its last line, and is not drawn again after it.
+        before, _, after = screen.getvalue().rpartition("snapshot public.a: done, 250 rows")
+        assert before.endswith(
+            "\r\x1b[1A\x1b[Jsnapshot public.b  [????????????????????????] 0 rows, 0 rows/s\r\x1b[J"
+        )
+        assert "snapshot public.a  [" not in after and "public.b  [" in after
         b.done()
-        assert screen.getvalue().endswith("\r\x1b[J")  # nothing running: no bar left
-        assert "snapshot public.a: done, 250 rows" in screen.getvalue()
+        assert re.search(
+            r"\r\x1b\[Jsnapshot public\.b: done, 0 rows in [\d.]+ s .*\n$", screen.getvalue()
+        )
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
