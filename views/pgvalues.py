@@ -60,6 +60,34 @@ TYPE_SQL = {
     BPCHAR: "character", NAME: "name", DATE: "date", TIMESTAMP: "timestamp without time zone",
     TIMESTAMPTZ: "timestamp with time zone", UNKNOWN: "unknown",
 }  # fmt: skip
+# Types whose values the engine compares, orders and matches as Postgres does. Any other type
+# (money, interval, inet, enums, domains, citext...) reaches the store as Postgres's text only,
+# and text comparison differs (`$9.00` > `$10.00`): such columns may only pass through a view.
+COMPARED_EXACTLY = (
+    frozenset(NUM_RANK) | TEXTS | DATETIMES | {BOOL, 2950, 17, 26}
+)  # uuid, bytea, oid
+_BUILTIN_NAMES = {
+    790: "money", 1186: "interval", 869: "inet", 650: "cidr", 829: "macaddr", 774: "macaddr8",
+    114: "json", 3802: "jsonb", 142: "xml", 1083: "time", 1266: "timetz", 600: "point",
+    1560: "bit", 1562: "varbit", 3614: "tsvector", 3904: "int4range", 3926: "int8range",
+    3906: "numrange", 3912: "daterange", 3910: "tstzrange", 3908: "tsrange",
+}  # fmt: skip
+
+
+def describe_type(oid: int) -> str:
+    """A type's name for an error message: Postgres's, or what a user-defined one may be."""
+    if oid in TYPE_SQL:
+        return TYPE_SQL[oid]
+    if oid in _BUILTIN_NAMES:
+        return _BUILTIN_NAMES[oid]
+    if oid >= 16384:  # FirstNormalObjectId: created in the database, not built in
+        return (
+            f"a user-defined type (oid {oid}: an enum, a domain, or an extension type such as "
+            "citext)"
+        )
+    return f"oid {oid}"
+
+
 DATE_TRUNC_UNITS = frozenset(
     {"microseconds", "milliseconds", "second", "minute", "hour", "day", "week", "month",
      "quarter", "year", "decade", "century", "millennium"}

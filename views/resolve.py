@@ -15,11 +15,13 @@ from decimal import Decimal
 from viewstore.errors import ConfigError
 from viewstore.views import expr as expr_mod
 from viewstore.views.pgvalues import (
+    COMPARED_EXACTLY,
     DATE_TRUNC_UNITS,
     NUM_RANK,
     TEXTS,
     arith_type,
     category,
+    describe_type,
     type_sql,
 )
 from viewstore.views.sql import (
@@ -331,7 +333,29 @@ class _Resolver:
             raise self.fail(e.pos, str(exc)) from None
         return Const(value, pos=e.pos, type=target)
 
+    def exact(self, e: Expr, use: str, pos: int) -> None:
+        """Refuse `use` of a value the engine would compare as text (issue 18, item 3)."""
+        if e.type is None or e.type == UNKNOWN or e.type in COMPARED_EXACTLY:
+            return
+        if isinstance(e, Const):
+            return  # a literal: the column it is compared with is checked
+        what = (
+            f"column {e.table}.{e.name}"
+            if isinstance(e, Col) and e.table
+            else (f"column {e.name}" if isinstance(e, Col) else "an expression")
+        )
+        raise self.fail(
+            pos,
+            f"{what} is of type {describe_type(e.type)}, which viewstore cannot compare as "
+            f"Postgres does (it holds only its text, and text orders and matches differently): "
+            f"{use} is not supported",
+            "pass such a column through unchanged (SELECT it, without comparing, grouping, "
+            "joining or MIN/MAX/COUNT(DISTINCT) on it), or compare a column of a supported type",
+        )
+
     def comparable(self, a: Expr, b: Expr, pos: int) -> tuple[Expr, Expr]:
+        self.exact(a, "comparing it", pos)
+        self.exact(b, "comparing it", pos)
         ta, tb = a.type, b.type
         if ta == UNKNOWN and tb == UNKNOWN:
             return self.coerce(a, TEXT), self.coerce(b, TEXT)
@@ -494,6 +518,9 @@ class _Resolver:
         args = [self.expr(a) for a in e.args]
         name = e.name
         if name in ("coalesce", "greatest", "least"):
+            if name != "coalesce":
+                for a in args:
+                    self.exact(a, f"{name.upper()} of it", e.pos)
             t = self.common_type(args, name.upper(), e.pos)
             if name != "coalesce" and t == BOOL:
                 pass  # greatest/least over booleans works in Postgres (bool has btree ops)
@@ -553,6 +580,8 @@ class _Resolver:
         filt = None if e.filter is None else self.condition(e.filter, "FILTER")
         name = e.name
         t: int | None = INT8
+        if arg is not None and (name in ("min", "max") or e.distinct):
+            self.exact(arg, f"{name.upper()}({'DISTINCT ' if e.distinct else ''}...) of it", e.pos)
         if arg is not None and name != "count":
             if arg.type == UNKNOWN and name in ("min", "max"):
                 arg = self.coerce(arg, TEXT)
@@ -581,6 +610,8 @@ class _Resolver:
     def check_grouping(self, rv: ResolvedView) -> None:
         """Postgres's rule: outside aggregates, only grouped expressions, or columns of a table
         whose whole primary key is grouped (functional dependency), may appear."""
+        for g in rv.group_by:
+            self.exact(g, "grouping by it", g.pos)
         groups = set(rv.group_by)
         grouped_cols = {(g.table, g.name) for g in rv.group_by if isinstance(g, Col)}
         dependent = {
