@@ -100,7 +100,10 @@ class FollowerSource:
         with os.scandir(self.path) as entries:
             for e in entries:
                 if e.name.endswith(".log") or e.name.startswith(("MANIFEST", "CURRENT")):
-                    st = e.stat()
+                    try:
+                        st = e.stat()
+                    except FileNotFoundError:  # the writer deleted it since the listing
+                        continue
                     out.append((e.name, st.st_size, st.st_mtime_ns))
         return tuple(sorted(out))
 
