@@ -38,9 +38,7 @@ from viewstore.ingest.pgoutput import Relation
 from viewstore.store.db import SourceInfo
 from viewstore.views.schema import TableInfo
 
-RESNAPSHOT = "viewstore run --resnapshot ... (a new snapshot of what Postgres holds now)"
-
-_IDENTITY = {"d": "DEFAULT", "n": "NOTHING", "f": "FULL", "i": "USING INDEX"}
+RESNAPSHOT = setup.RESNAPSHOT
 
 
 def check_tables(
@@ -125,14 +123,16 @@ def _compare(info: TableInfo, table: setup.PublishedTable) -> None:
 
 
 def _compare_key(info: TableInfo, replica_identity: str, key: list[str]) -> None:
+    """The old rows of updates and deletes must carry the key the mirror is keyed by. A
+    change between DEFAULT and FULL keeps it (FULL sends the whole old row); a new primary
+    key, another identity index or NOTHING does not."""
     name = info.qualified
-    if info.replica_identity is not None and info.replica_identity != replica_identity:
+    if replica_identity == "n":
         raise UnsupportedError(
-            f"table {name} changed REPLICA IDENTITY from "
-            f"{_IDENTITY.get(info.replica_identity, info.replica_identity)} to "
-            f"{_IDENTITY.get(replica_identity, replica_identity)}: the old rows of updates "
-            "and deletes no longer carry the key the mirror is keyed by",
-            hint=RESNAPSHOT,
+            f"table {name} now has REPLICA IDENTITY NOTHING: its updates and deletes arrive "
+            "without a key",
+            hint=f"ALTER TABLE {qualified(info.schema_name, info.name)} REPLICA IDENTITY "
+            f"DEFAULT; then {RESNAPSHOT}",
         )
     if info.oid is not None and key != list(info.key):
         raise UnsupportedError(
@@ -169,11 +169,13 @@ def check_relation(info: TableInfo, msg: Relation) -> None:
                 hint=RESNAPSHOT,
             )
     if info.replica_identity is not None:
-        key = [c.name for c in msg.columns if c.is_key]
-        # Under FULL every column is flagged; the mirror's key is the primary key then.
-        want = [c.name for c in info.columns] if msg.replica_identity == "f" else info.key
-        if msg.replica_identity != info.replica_identity or sorted(key) != sorted(want):
-            _compare_key(info, msg.replica_identity, key)
+        flagged = [c.name for c in msg.columns if c.is_key]
+        if msg.replica_identity == "f":
+            # Every column is flagged: the whole old row arrives, the mirror's key within it.
+            key = list(info.key) if set(info.key) <= set(flagged) else flagged
+        else:
+            key = list(info.key) if sorted(flagged) == sorted(info.key) else flagged
+        _compare_key(info, msg.replica_identity, key)
 
 
 def timeline_switchpoints(history: str) -> dict[int, Lsn]:
