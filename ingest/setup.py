@@ -16,6 +16,9 @@ from viewstore.errors import PreflightError, SlotError
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgconn import qualified, query, quote_ident
 
+# The way out when the store has missed changes: a new snapshot (store.sourcecheck says more).
+RESNAPSHOT = "viewstore run --resnapshot ... (a new snapshot of what Postgres holds now)"
+
 
 @dataclass(frozen=True)
 class PublishedTable:
@@ -67,10 +70,13 @@ def check_server(conn: Any) -> None:
         )
 
 
-def ensure_publication(conn: Any, publication: str, tables: list[str]) -> bool:
+def ensure_publication(
+    conn: Any, publication: str, tables: list[str], *, resume: bool = False
+) -> bool:
     """Create the publication if missing (for `tables`, or FOR ALL TABLES when none are named).
 
-    If it exists, check that it publishes every change kind and each named table.
+    If it exists, check that it publishes every change kind and each named table (`resume`:
+    a store copied from it exists, so a table put back needs a new snapshot).
     Returns True when it was created here.
     """
     rows = query(
@@ -87,6 +93,33 @@ def ensure_publication(conn: Any, publication: str, tables: list[str]) -> bool:
         )
         query(conn, f"CREATE PUBLICATION {quote_ident(publication)} {target}")
         return True
+    check_publication(conn, publication)
+    published = {t.qualified for t in published_tables(conn, publication)}
+    for table in tables:
+        name = _normalise(table)
+        if name not in published:
+            raise PreflightError(
+                f"publication {publication!r} does not include table {name}",
+                hint=f"ALTER PUBLICATION {quote_ident(publication)} ADD TABLE "
+                f"{_quote_table(table)};" + (f" then {RESNAPSHOT}" if resume else ""),
+                # A store that mirrors it missed the changes made while it was out.
+            )
+    return False
+
+
+def check_publication(conn: Any, publication: str) -> None:
+    """The publication must send every change of every row and column: all four change kinds,
+    no row filter, no column list (Postgres 15+). Checked at start and while running: a change
+    it stopped sending is lost to the store, so the way out ends with a new snapshot."""
+    rows = query(
+        conn,
+        "SELECT pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication "
+        "WHERE pubname = %s",
+        (publication,),
+    )
+    if not rows:
+        check_publication_exists(conn, publication)
+        return
     missing_kinds = [
         kind
         for kind, on in zip(("insert", "update", "delete", "truncate"), rows[0], strict=True)
@@ -97,18 +130,38 @@ def ensure_publication(conn: Any, publication: str, tables: list[str]) -> bool:
             f"publication {publication!r} does not publish {', '.join(missing_kinds)}; "
             "viewstore needs every change to keep an exact mirror",
             hint=f"ALTER PUBLICATION {quote_ident(publication)} SET (publish = "
-            "'insert, update, delete, truncate');",
+            f"'insert, update, delete, truncate'); then {RESNAPSHOT}",
         )
-    published = {t.qualified for t in published_tables(conn, publication)}
-    for table in tables:
-        name = _normalise(table)
-        if name not in published:
-            raise PreflightError(
-                f"publication {publication!r} does not include table {name}",
-                hint=f"ALTER PUBLICATION {quote_ident(publication)} ADD TABLE "
-                f"{_quote_table(table)};",
-            )
-    return False
+    if int(query(conn, "SHOW server_version_num")[0][0]) < 150000:
+        return  # row filters and column lists came with Postgres 15
+    filtered = query(
+        conn,
+        "SELECT n.nspname, c.relname, r.prqual IS NOT NULL, r.prattrs IS NOT NULL "
+        "FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid "
+        "JOIN pg_class c ON c.oid = r.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE p.pubname = %s AND (r.prqual IS NOT NULL OR r.prattrs IS NOT NULL) "
+        "ORDER BY 1, 2",
+        (publication,),
+    )
+    if filtered:
+        what = [
+            f"{schema}.{name} ({'a row filter' if qual else ''}"
+            f"{' and ' if qual and attrs else ''}{'a column list' if attrs else ''})"
+            for schema, name, qual, attrs in filtered
+        ]
+        tables = query(
+            conn,
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s "
+            "ORDER BY 1, 2",
+            (publication,),
+        )
+        raise PreflightError(
+            f"publication {publication!r} filters what it sends: {', '.join(what)}; the "
+            "mirror must hold every row and column, and the snapshot would copy them unfiltered",
+            hint=f"ALTER PUBLICATION {quote_ident(publication)} SET TABLE "
+            + ", ".join(qualified(sch, tab) for sch, tab in tables)
+            + f"; then {RESNAPSHOT}",
+        )
 
 
 def check_publication_exists(conn: Any, publication: str) -> None:

@@ -237,7 +237,9 @@ class Pipeline:
         repl = None
         try:
             setup.check_server(conn)
-            if setup.ensure_publication(conn, cfg.publication_name, cfg.tables):
+            state = store.snapshot_state()
+            resume = state is not None and state.state == "complete" and not cfg.resnapshot
+            if setup.ensure_publication(conn, cfg.publication_name, cfg.tables, resume=resume):
                 log.info("created publication %s", cfg.publication_name)
             tables = setup.published_tables(conn, cfg.publication_name)
             if not tables:
@@ -673,7 +675,7 @@ class Pipeline:
             published = setup.published_tables(conn, cfg.publication_name)
             # After the list: a publication dropped meanwhile lists no tables, which would
             # read as tables that left it.
-            setup.check_publication_exists(conn, cfg.publication_name)
+            setup.check_publication(conn, cfg.publication_name)
             stored = {name: state.info for name, state in applier.tables.items()}
             check_tables(conn, cfg.publication_name, stored, published)
         finally:
