@@ -79,13 +79,7 @@ def ensure_publication(
     a store copied from it exists, so a table put back needs a new snapshot).
     Returns True when it was created here.
     """
-    rows = query(
-        conn,
-        "SELECT pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication "
-        "WHERE pubname = %s",
-        (publication,),
-    )
-    if not rows:
+    if not query(conn, "SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)):
         target = (
             "FOR TABLE " + ", ".join(_quote_table(t) for t in tables)
             if tables
