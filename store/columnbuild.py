@@ -137,11 +137,11 @@ def covers(plan: ViewPlan) -> bool:
 # --------------------------------------------------------------------------- reading
 
 
-def _chunks(
+def mirror_chunks(
     store: Store, table: Any, columns: list[int], progress: Progress
 ) -> Iterator[dict[int, Any]]:
     """Columns of a table's mirrored rows, a chunk of rows at a time, as large_binary arrays
-    (null for NULL)."""
+    (null for NULL); each chunk counts in `progress` once the caller has taken it."""
     rows = (data for _, data in store.rows(table))
     while True:
         chunk = list(itertools.islice(rows, _CHUNK))
@@ -352,7 +352,7 @@ def _build(store: Store, view: ActiveView, lsn: int, progress: Progress) -> bool
     # Parsed a chunk at a time into numpy (no text kept): 10M child rows take ~25 bytes each.
     fks: list[np.ndarray] = []
     inputs: list[list[_Input]] = [[] for _ in plan.aggs]
-    for arrays in _chunks(store, child.table, wanted, progress):
+    for arrays in mirror_chunks(store, child.table, wanted, progress):
         has_fk = arrays[pd.fk].is_valid()
         fks.append(_ints(arrays[pd.fk].filter(has_fk)))
         for agg, c, some in zip(plan.aggs, arg_columns, inputs, strict=True):
@@ -380,7 +380,7 @@ def _build(store: Store, view: ActiveView, lsn: int, progress: Progress) -> bool
             fields.append(a.tail)
     states = V.join(FORMAT, *fields)
     del fields
-    check = _Check(plan, child, args, starts, sizes)
+    check = _Check(plan, args, starts, sizes)
     if not check.groups(states):
         return False
 
@@ -388,7 +388,7 @@ def _build(store: Store, view: ActiveView, lsn: int, progress: Progress) -> bool
     columns = sorted({o.base_column for o in outs if o.base_column is not None} | {pd.base_pk})
     extended = [s.result() for s in _null_extended(plan)]
     seq = 0
-    for arrays in _chunks(store, base.table, columns, progress):
+    for arrays in mirror_chunks(store, base.table, columns, progress):
         okeys, data, sort_keys, at, found = _rows(plan, outs, aggs, keys, extended, arrays)
         if check is not None:
             if not check.rows(base, arrays, found, at, data, okeys, sort_keys):
@@ -510,9 +510,9 @@ class _Check:
     the column build's bytes before anything is written."""
 
     def __init__(
-        self, plan: ViewPlan, child: Any, args: list[Any], starts: np.ndarray, sizes: np.ndarray
+        self, plan: ViewPlan, args: list[Any], starts: np.ndarray, sizes: np.ndarray
     ) -> None:
-        self.plan, self.child, self.args = plan, child, args
+        self.plan, self.args = plan, args
         self.starts, self.sizes = starts, sizes
 
     def states(self, g: int) -> list[Any]:

@@ -31,7 +31,6 @@ from typing import Any
 
 from viewstore.codecs.key import encode_key
 from viewstore.codecs.key import encode_value as encode_sort_value
-from viewstore.codecs.rowcolumns import decode_columns
 from viewstore.codecs.value import pack_fields
 from viewstore.history.changelog import entries
 from viewstore.progress import Progress
@@ -49,7 +48,7 @@ from viewstore.store.engine import (
 from viewstore.views.codegen import SKIP
 from viewstore.views.plan import Position
 
-_CHUNK = 100_000  # rows decoded at a time, and keys per WriteBatch
+_CHUNK = 100_000  # keys per WriteBatch
 log = logging.getLogger(__name__)
 
 
@@ -80,25 +79,20 @@ class _Out:
         self.n = 0
 
 
-def _typed_chunks(store: Store, position: Position, used: frozenset[int]) -> Iterator[list[Any]]:
+def _typed_chunks(
+    store: Store, position: Position, used: frozenset[int], progress: Progress
+) -> Iterator[list[Any]]:
     """The rows of a FROM item's table, a chunk at a time, as the engine's typed rows: Python
     values in the columns the view reads, None in the others."""
-    table = position.table
-    wanted = sorted(used)
-    width = len(table.columns)
-    rows = store.rows(table)
-    while True:
-        chunk = [data for _, data in itertools.islice(rows, _CHUNK)]
-        if not chunk:
-            return
-        decoded = decode_columns(chunk, wanted)
+    for decoded in columnbuild.mirror_chunks(store, position.table, sorted(used), progress):
+        n = len(next(iter(decoded.values())))
         columns: list[Any] = []
-        for c in range(width):
+        for c in range(len(position.table.columns)):
             if c in decoded:
                 conv = position.converters[c]
-                columns.append([None if v is None else conv(v) for v in decoded[c]])
+                columns.append([None if v is None else conv(v) for v in decoded[c].to_pylist()])
             else:
-                columns.append(itertools.repeat(None, len(chunk)))
+                columns.append(itertools.repeat(None, n))
         yield list(zip(*columns, strict=False))
 
 
@@ -119,7 +113,7 @@ def build_pushed(store: Store, view: ActiveView, lsn: int, progress: Progress) -
         return
     vid = view.view_id
     out = _Out(store)
-    started = time.thread_time()
+    started = time.monotonic()
 
     # 1. Child rows into their groups.
     child = plan.positions[pd.child_pos]
@@ -127,7 +121,7 @@ def build_pushed(store: Store, view: ActiveView, lsn: int, progress: Progress) -
     feed: Callable[[Any], list[Any]] = plan.code["child"]
     fk_at = pd.fk
     nchild = 0
-    for rows in _typed_chunks(store, child, plan.used[child.table.table_id]):
+    for rows in _typed_chunks(store, child, plan.used[child.table.table_id], progress):
         nchild += len(rows)
         pending: dict[Any, list[Any]] = {}
         for row in rows:
@@ -146,9 +140,8 @@ def build_pushed(store: Store, view: ActiveView, lsn: int, progress: Progress) -
             group.count += len(fed)
             for i, state in enumerate(group.states):
                 state.add_many([v[i] for v in fed if v[i] is not SKIP])
-        progress.add(len(rows))
 
-    grouped = time.thread_time()
+    grouped = time.monotonic()
 
     # 2. The groups' states, laid out as `ViewEngine.flush` writes them (a pushed-down group
     # keeps no key values or carried columns: its base row has them).
@@ -167,7 +160,7 @@ def build_pushed(store: Store, view: ActiveView, lsn: int, progress: Progress) -
             for exact, n in group.states[i].take_changes():
                 out.view(spill + exact, n.to_bytes(8, "big"))
 
-    stated = time.thread_time()
+    stated = time.monotonic()
 
     # 3. Each base row's output row, sort-index entries and first history entry.
     base = plan.positions[pd.base_pos]
@@ -179,8 +172,8 @@ def build_pushed(store: Store, view: ActiveView, lsn: int, progress: Progress) -
     sort_columns = plan.sort_columns
     sorts = [sort_prefix(vid, c) for c in sort_columns]
     empty: list[Any] | None = None
-    count = seq = 0
-    for rows in _typed_chunks(store, base, plan.used[base.table.table_id]):
+    seq = 0
+    for rows in _typed_chunks(store, base, plan.used[base.table.table_id], progress):
         for row in rows:
             if where is not None:
                 joined = row + nulls if pd.base_pos == 0 else nulls + row
@@ -205,11 +198,9 @@ def build_pushed(store: Store, view: ActiveView, lsn: int, progress: Progress) -
                 out.view(sprefix + encode_sort_value(after[c]) + okey, b"")
             for hkey, hvalue in entries(vid, lsn, seq, okey, None, data, None, None):
                 out.history(hkey, hvalue)
-            seq += 1
-            count += 1
-        progress.add(len(rows))
-    if count:
-        out.view(count_key(vid), count.to_bytes(8, "big"))
+            seq += 1  # also the view's row count
+    if seq:
+        out.view(count_key(vid), seq.to_bytes(8, "big"))
     out.flush()
     log.info(
         "view %s: %s child rows into %s groups in %.1f s, their states in %.1f s, "
@@ -219,6 +210,6 @@ def build_pushed(store: Store, view: ActiveView, lsn: int, progress: Progress) -
         f"{len(groups):,}",
         grouped - started,
         stated - grouped,
-        f"{count:,}",
-        time.thread_time() - stated,
+        f"{seq:,}",
+        time.monotonic() - stated,
     )

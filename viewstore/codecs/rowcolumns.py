@@ -45,15 +45,10 @@ def _lengths(column: Any) -> Any:
     )
 
 
-def decode_columns(rows: Sequence[bytes], wanted: Sequence[int]) -> dict[int, list[bytes | None]]:
-    """The values of columns `wanted` of encoded rows (`codecs.row`), a list per column (None
-    for NULL): what `[decode_row(r)[c] for r in rows]` gives, for a chunk at a time."""
-    return {c: array.to_pylist() for c, array in decode_arrays(rows, wanted).items()}
-
-
 def decode_arrays(rows: Sequence[bytes], wanted: Sequence[int]) -> dict[int, Any]:
-    """`decode_columns` as pyarrow large_binary arrays (null for NULL). The walk from one
-    column to the next runs over all rows at once in numpy."""
+    """The values of columns `wanted` of encoded rows (`codecs.row`) as pyarrow large_binary
+    arrays, null for NULL: `[decode_row(r)[c] for r in rows]` for a chunk at a time. The walk
+    from one column to the next runs over all rows at once in numpy."""
     import numpy as np
     import pyarrow as pa
 
