@@ -172,25 +172,44 @@ def sync_store(
     return result
 
 
-def connect(data_dir: str | Path, *, wait: float = _LOCK_WAIT) -> Any:
+# The connection `connect` hands out runs its user's SQL, which a service may take from its own
+# users (issue 19.3): without these, `COPY (...) TO 'file'` writes wherever the process can and
+# read_text('/etc/...') reads any file. External access off refuses every file but the copy
+# (COPY TO, read_*, glob, ATTACH, EXPORT, INSTALL), no extension is fetched or loaded behind
+# the user's back, and the lock makes SET/RESET unable to undo any of it.
+SANDBOX: dict[str, Any] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_unsigned_extensions": False,
+    "lock_configuration": True,
+}
+
+
+def connect(data_dir: str | Path, *, wait: float = _LOCK_WAIT, allow_files: bool = False) -> Any:
     """A read-only DuckDB connection to the history tables, as last synced.
 
     The copy is opened read-only so queries cannot damage it; while the connection is open
-    other processes can read it too, but cannot sync it (close it when done)."""
+    other processes can read it too, but cannot sync it (close it when done). Its SQL cannot
+    touch any other file (`SANDBOX`: no COPY TO, read_csv/read_text, ATTACH, INSTALL/LOAD) and
+    cannot change its settings, unless `allow_files` is True (for exporting: trust the SQL)."""
     path = copy_path(data_dir)
     if not path.exists():
         raise ConfigError(
             f"no history copy in {data_dir}",
             hint="run `viewstore history --data DIR` once to create it",
         )
-    return _connect(path, read_only=True, wait=wait)
+    return _connect(path, read_only=True, wait=wait, config=None if allow_files else SANDBOX)
 
 
-def _connect(path: Path, *, read_only: bool, wait: float) -> Any:
+def _connect(
+    path: Path, *, read_only: bool, wait: float, config: dict[str, Any] | None = None
+) -> Any:
     deadline = time.monotonic() + wait
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return duckdb.connect(str(path), read_only=read_only, config=dict(config or {}))
         except duckdb.ConnectionException as exc:
             raise ConfigError(
                 f"the history copy {path} is already open in this process ({exc})",

@@ -29,8 +29,15 @@ def sync(
         store.close()
 
 
-def connect(data_dir: str | Path, *, sync_first: bool = True, wait: float = _LOCK_WAIT) -> Any:
-    """A read-only DuckDB connection to the history tables (synced first, unless told not to)."""
+def connect(
+    data_dir: str | Path,
+    *,
+    sync_first: bool = True,
+    wait: float = _LOCK_WAIT,
+    allow_files: bool = False,
+) -> Any:
+    """A read-only DuckDB connection to the history tables (synced first, unless told not to),
+    sandboxed unless `allow_files` (duckdb_copy.connect)."""
     if sync_first:
         sync(data_dir, wait=wait)
-    return duckdb_copy.connect(data_dir, wait=wait)
+    return duckdb_copy.connect(data_dir, wait=wait, allow_files=allow_files)

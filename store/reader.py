@@ -212,17 +212,20 @@ class Reader:
         finally:
             source.close()
 
-    def history(self, sync: bool = True) -> Any:
+    def history(self, sync: bool = True, *, allow_files: bool = False) -> Any:
         """A read-only DuckDB connection to the views' history (history.duckdb_copy), caught up
         with the store first unless `sync` is False:
 
             con = vs.history()
             con.sql("SELECT * FROM player_total_scores_as_of(lsn('0/1532260'))")
 
+        Its SQL can read the history and nothing else: COPY ... TO, read_csv/read_text of
+        other files, ATTACH, INSTALL/LOAD and SET of those settings are refused (safe for SQL
+        that comes from a service's users). `allow_files=True` lifts that, for exports.
         Close it when done: while it is open no other process can sync the copy."""
         from viewstore.store import historycopy
 
-        return historycopy.connect(self.data_dir, sync_first=sync)
+        return historycopy.connect(self.data_dir, sync_first=sync, allow_files=allow_files)
 
     def status(self, dsn: str | None = None) -> StatusReport:
         """The same report as `viewstore status` (lag only when a DSN is given)."""

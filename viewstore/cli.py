@@ -418,6 +418,12 @@ def query(
     show_default=True,
 )
 @click.option("--no-sync", is_flag=True, help="Query the copy as it is, without catching up.")
+@click.option(
+    "--allow-files",
+    is_flag=True,
+    help="Let the SQL read and write other files (COPY ... TO 'out.csv', read_csv, ATTACH, "
+    "INSTALL/LOAD). Without it, the SQL sees the history and nothing else.",
+)
 @click.option("--batch-rows", type=click.IntRange(min=1), default=200_000, hidden=True)
 def history(
     data_dir: Path,
@@ -425,6 +431,7 @@ def history(
     files: tuple[Path, ...],
     fmt: str,
     no_sync: bool,
+    allow_files: bool,
     batch_rows: int,
 ) -> None:
     """Run DuckDB SQL over the history of every view (also while `viewstore run` writes the
@@ -446,7 +453,7 @@ def history(
                 click.echo(f"history copy synced to {result.synced_lsn} in {result.seconds:.1f} s")
         if sql is None and not files:
             return
-        con = historycopy.connect(data_dir, sync_first=False)
+        con = historycopy.connect(data_dir, sync_first=False, allow_files=allow_files)
     except ViewstoreError as exc:
         _fail(exc)
     try:
@@ -460,10 +467,15 @@ def history(
         columns = [d[0] for d in cursor.description]
         rows = cursor.fetchall()
     except duckdb.Error as exc:
+        locked = "configuration has been locked" in str(exc)
+        sandboxed = not allow_files and (isinstance(exc, duckdb.PermissionException) or locked)
         _fail(
             ViewstoreError(
                 f"DuckDB: {exc}",
-                hint="the tables are the views' names; viewstore history --data DIR "
+                hint="the SQL may read the history only; to export to or read from files, "
+                "add --allow-files (trusted SQL only)"
+                if sandboxed
+                else "the tables are the views' names; viewstore history --data DIR "
                 '"SHOW TABLES" lists them',
             )
         )
