@@ -35,6 +35,7 @@ from viewstore.ingest.pgconn import (
     quote_ident,
     quote_literal,
 )
+from viewstore.ingest.psqlcopy import PsqlCopy
 from viewstore.ingest.setup import PublishedTable
 
 log = logging.getLogger("viewstore.snapshot")
@@ -42,6 +43,7 @@ log = logging.getLogger("viewstore.snapshot")
 TID_RANGE_SCAN = 140000  # server_version_num from which a ctid range is a TID range scan
 PART_PAGES = 1024  # a table is cut into ranges of at least this many 8 kB pages (8 MB) ...
 PARTS_PER_WORKER = 4  # ... and at most this many per worker, for balance at the end
+APPLICATION_NAME = "viewstore snapshot"  # of every connection that copies
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,10 @@ def plan_parts(
 class SnapshotReader:
     """A connection that has imported an exported snapshot and COPYs tables inside it."""
 
-    def __init__(self, dsn: str, snapshot_name: str) -> None:
-        self.conn: Any = connect(dsn, application_name="viewstore snapshot")
+    def __init__(self, dsn: str, snapshot_name: str, psql: PsqlCopy | None = None) -> None:
+        self.snapshot_name = snapshot_name
+        self.psql = psql  # reads the COPYs through psql when set (ingest.psqlcopy)
+        self.conn: Any = connect(dsn, application_name=APPLICATION_NAME)
         # Must run before the replication connection issues its next command: the exported
         # snapshot disappears then.
         query(self.conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -139,7 +143,10 @@ class SnapshotReader:
     def chunks(self, part: CopyPart, chunk_bytes: int) -> Iterator[bytearray]:
         """The part's rows as COPY text, in chunks of whole rows of `chunk_bytes` or more.
         Stopping before the end leaves the connection unusable: `abort` it."""
-        yield from copy_chunks(self.conn, part.sql(), chunk_bytes)
+        if self.psql is not None:
+            yield from self.psql.chunks(self.snapshot_name, part.sql(), chunk_bytes)
+        else:
+            yield from copy_chunks(self.conn, part.sql(), chunk_bytes)
 
     def close(self) -> None:
         query(self.conn, "COMMIT")

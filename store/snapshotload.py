@@ -5,18 +5,19 @@ The first start copies every published table inside the slot's exported snapshot
 imported the snapshot, over the parts `plan_parts` cut (whole tables, ranges of a large one's
 pages). A worker moves whole chunks, never single rows, through Python:
 
-    COPY text, chunks of ~8 MB of whole rows        pgconn.copy_chunks (one libpq call a row)
+    COPY text, chunks of ~8 MB of whole rows        psqlcopy (psql, in C) or pgconn.copy_chunks
     -> columns of text values                       copychunks.parse_chunk (pyarrow CSV)
     -> mirror keys and rows, exactly encode_row's   codecs.rowcolumns (Arrow kernels)
     -> sorted by key, one SST file per chunk        Store.sst_writer, then Store.ingest_mirror
 
 Parsing, encoding and sorting run in pyarrow without the GIL, so one worker's kernels overlap
-another's reading; what holds the GIL is one libpq call and one append per row (~0.33 µs),
-making the keys and rows Python bytes (~0.11 µs) and one put into a table file (~0.29 µs, a
-third of a WriteBatch put with its write; measured on the 2-core box). That GIL-held work bounds
-the process: it uses ~0.85 of a core however many workers run, and more workers mostly keep
-Postgres's COPYs and the kernels busy meanwhile. Worker processes, each writing its own table
-files, would lift that bound. Memory is bounded by workers × a chunk and what is made of it.
+another's reading. What holds the GIL is, per row, one put into a table file (~0.2 µs on the
+2-core box) and making its key and row Python bytes (~0.05 µs), and the reading: ~0.2 µs a row
+through psycopg (one libpq call and one append), ~0.04 µs through psql, whose process does
+libpq's work in C on the other core. That is why the COPYs go through psql when one is
+installed. The GIL-held work bounds the process: more workers than cores mostly keep
+Postgres's COPYs and the kernels busy meanwhile. Memory is bounded by workers × a chunk and
+what is made of it.
 
 Durability: an ingested file is in the mirror, durably, when `ingest_mirror` returns, but
 nothing marks the snapshot complete until the caller's synced write after `run`. A crash
@@ -37,8 +38,15 @@ from collections.abc import Callable, Sequence
 from viewstore.codecs.rowcolumns import encode_rows
 from viewstore.errors import StoreError
 from viewstore.ingest.copychunks import parse_chunk
+from viewstore.ingest.psqlcopy import PsqlCopy, find_psql
 from viewstore.ingest.setup import PublishedTable
-from viewstore.ingest.snapshot import TID_RANGE_SCAN, CopyPart, SnapshotReader, plan_parts
+from viewstore.ingest.snapshot import (
+    APPLICATION_NAME,
+    TID_RANGE_SCAN,
+    CopyPart,
+    SnapshotReader,
+    plan_parts,
+)
 from viewstore.progress import Board, Progress
 from viewstore.store import db as meta
 from viewstore.store.db import Store
@@ -53,6 +61,19 @@ BATCH_ROWS = 20_000  # the "snapshot-chunk" crash point follows each BATCH_ROWS 
 def default_workers() -> int:
     """Snapshot workers when none are asked for: one per core, at most 8."""
     return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _psql_copy(dsn: str) -> PsqlCopy | None:
+    """The psql to read COPYs with, when one is installed and works with `dsn`."""
+    path = find_psql()
+    if path is None:
+        return None
+    psql = PsqlCopy(path, dsn, application_name=APPLICATION_NAME)
+    why_not = psql.probe()
+    if why_not is not None:
+        log.info("snapshot: reading with psycopg, not psql: %s", why_not)
+        return None
+    return psql
 
 
 class SnapshotInterrupted(StoreError):
@@ -126,7 +147,8 @@ class SnapshotLoad:
         self.chunk_bytes = chunk_bytes
         self.failed = threading.Event()
         self.errors: list[BaseException] = []
-        self.readers: list[SnapshotReader] = [SnapshotReader(dsn, snapshot_name)]
+        psql = _psql_copy(dsn)
+        self.readers: list[SnapshotReader] = [SnapshotReader(dsn, snapshot_name, psql)]
         try:
             first = self.readers[0]
             pages = {t.qualified: first.pages(t) for t in tables}
@@ -138,7 +160,7 @@ class SnapshotLoad:
                 for t, info in zip(tables, infos, strict=True)
             }
             for _ in range(min(workers, len(self.parts)) - 1):
-                self.readers.append(SnapshotReader(dsn, snapshot_name))
+                self.readers.append(SnapshotReader(dsn, snapshot_name, psql))
         except BaseException:
             for reader in self.readers:
                 reader.abort()
@@ -151,10 +173,11 @@ class SnapshotLoad:
         shutil.rmtree(self.sst_dir, ignore_errors=True)
         self.sst_dir.mkdir()
         log.info(
-            "snapshot: %d table(s) in %d part(s), %d worker(s)",
+            "snapshot: %d table(s) in %d part(s), %d worker(s), reading with %s",
             len(self.tables),
             len(self.parts),
             len(self.readers),
+            psql.psql if psql else "psycopg",
         )
 
     def run(self) -> dict[int, int]:
@@ -209,11 +232,14 @@ class SnapshotLoad:
             if len(keys) > 1 and not pc.all(pc.less(keys[:-1], keys[1:])).as_py():
                 order = pc.sort_indices(keys)  # a table file's keys ascend
                 keys, rows = keys.take(order), rows.take(order)
-            self._write(table, keys.to_pylist(), rows.to_pylist())
+            # numpy object arrays of bytes: made in C++, cheaper than to_pylist's scalars
+            self._write(
+                table, keys.to_numpy(zero_copy_only=False), rows.to_numpy(zero_copy_only=False)
+            )
         table.part_done()
 
-    def _write(self, table: _Table, keys: list[bytes], rows: list[bytes]) -> None:
-        if not keys:
+    def _write(self, table: _Table, keys: Sequence[bytes], rows: Sequence[bytes]) -> None:
+        if not len(keys):
             return
         store = self.store
         with self._next_lock:

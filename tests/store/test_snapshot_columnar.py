@@ -16,12 +16,13 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import pg_exec
+from helpers import pg_exec, pg_query
 
 from viewstore.codecs.row import encode_row
 from viewstore.ingest import setup
 from viewstore.ingest import snapshot as ingest_snapshot
 from viewstore.ingest.pgconn import ReplicationConnection, connect
+from viewstore.ingest.psqlcopy import find_psql
 from viewstore.ingest.snapshot import CopyPart, SnapshotReader, plan_parts
 from viewstore.store.apply import TableState
 from viewstore.store.db import Store, scan
@@ -163,9 +164,23 @@ def _row_path(
     return mirror
 
 
+@pytest.mark.parametrize("copy_with", ["psql", "psycopg"])
 def test_columnar_snapshot_writes_the_row_paths_bytes(
-    dsn: str, names, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    dsn: str, names, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy_with: str
 ) -> None:  # type: ignore[no-untyped-def]
+    # The COPYs are read through psql when one is installed (ingest.psqlcopy), else psycopg:
+    # both must give the row path's bytes.
+    if copy_with == "psycopg":
+        monkeypatch.setenv("VIEWSTORE_PSQL", "")
+    else:
+        assert find_psql() is not None, "the suite runs where Postgres's psql is installed"
+        monkeypatch.delenv("VIEWSTORE_PSQL", raising=False)
+    # Session defaults unlike the settings every copying connection pins (pgconn.SESSION_SETTINGS):
+    # a reader that forgot one would write other text for dates, times, floats, bytea.
+    db = pg_query(dsn, "SELECT current_database()")[0][0]
+    for setting in ("DateStyle = 'SQL, DMY'", "TimeZone = 'Asia/Kolkata'", "extra_float_digits = 0",
+                    "bytea_output = 'escape'", "IntervalStyle = 'iso_8601'"):  # fmt: skip
+        pg_exec(dsn, f'ALTER DATABASE "{db}" SET {setting}')
     _fill(dsn)
     # Small chunks (a TOASTed row is longer than one) and small ranges: many of both.
     monkeypatch.setattr(ingest_snapshot, "PART_PAGES", 8)
@@ -189,6 +204,7 @@ def test_columnar_snapshot_writes_the_row_paths_bytes(
                 store, dsn, snapshot_name, tables, infos,
                 workers=3, stop=threading.Event(), chunk_bytes=64 << 10,
             )  # fmt: skip
+            assert (load.readers[0].psql is not None) == (copy_with == "psql")
             wide = [p for p in load.parts if p.table.name == "wide"]
             assert len(wide) > 2 and not any(p.whole for p in wide)
             counts = load.run()
