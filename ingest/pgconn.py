@@ -26,7 +26,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import pq
 
-from viewstore.dsn import password_of, redact, redact_text
+from viewstore.dsn import redact, redact_text, secrets_of
 from viewstore.errors import SlotError, SourceError
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.walproto import encode_standby_status
@@ -68,7 +68,7 @@ def translated_errors(dsn: str, doing: str) -> Iterator[None]:
 def translate(exc: psycopg.Error, dsn: str, doing: str) -> SlotError | SourceError:
     """The viewstore error for a psycopg error, with the DSN's password scrubbed."""
     # Parsing the DSN costs microseconds: only on the error path, never per message.
-    detail = redact_text(str(exc).strip(), password_of(dsn) or "")
+    detail = redact_text(str(exc).strip(), *secrets_of(dsn))
     if isinstance(exc, pgerrors.ObjectInUse):
         return SlotError(
             f"{doing}: {detail}",

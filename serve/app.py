@@ -18,7 +18,7 @@ applied LSN every few milliseconds and wakes the subscribers when it moves.
 
 Every error is JSON, `{"error": "...", "hint": "..."}`, with a 4xx status that says what kind:
 400 bad input, 401 missing or wrong token, 404 unknown view, 410 history no longer there,
-503 not ready yet.
+421 a Host header that is not a loopback name on a loopback server, 503 not ready yet.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from viewstore.errors import ConfigError, NotFound, NotReady, StoreError, ViewstoreError
@@ -132,6 +133,8 @@ class ServerConfig:
     max_limit: int = 100_000
     default_limit: int = 1000
     ingest: IngestMetrics | None = None
+    # Host header names the server answers to (`hosting.allowed_hosts`); None: any.
+    allowed_hosts: frozenset[str] | None = None
 
 
 @dataclass
@@ -175,6 +178,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         },
     )
     auth = _auth_dependency(config.token)
+
+    if config.allowed_hosts is not None:
+        app.add_middleware(_LoopbackHosts, allowed=config.allowed_hosts)
 
     @app.middleware("http")
     async def _protect_docs(request: Request, call_next: Any) -> Any:
@@ -311,12 +317,17 @@ def create_app(config: ServerConfig) -> FastAPI:
 
 
 def _auth_dependency(token: str | None) -> Callable[[Request], None]:
+    expected = (token or "").encode()  # what a client sends for a non-ASCII token: UTF-8
+
     def check(request: Request) -> None:
         if token is None:
             return
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+        # Starlette decodes header bytes as latin-1, and hmac compares str only when ASCII: a
+        # non-ASCII header raised TypeError (a 500). Compared as the bytes that were sent.
+        sent = value.strip().encode("latin-1")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(sent, expected):
             what = "missing" if not given else "wrong"
             raise StarletteHTTPException(
                 401,
@@ -325,6 +336,46 @@ def _auth_dependency(token: str | None) -> Callable[[Request], None]:
             )
 
     return check
+
+
+class _LoopbackHosts:
+    """Refuses (421) a request whose Host is not one of `allowed`.
+
+    A loopback server is reachable from any web page the user's browser opens: a page on a
+    name the attacker re-points at 127.0.0.1 (DNS rebinding) would read the views as
+    same-origin. Its requests carry that name in Host. Plain ASGI, not @app.middleware: that
+    one buffers streamed responses, which hides a stalled subscriber from the send timeout."""
+
+    def __init__(self, app: Any, allowed: frozenset[str]) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            host = _host_name(Headers(scope=scope).get("host", ""))
+            if not _host_allowed(host, self.allowed):
+                response = _error(
+                    421,
+                    f"this server answers to its loopback names only, not Host: {host or '(none)'}",
+                    "use http://127.0.0.1:PORT/ or http://localhost:PORT/; to serve other "
+                    "names, bind a non-loopback address with --http-token",
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_name(header: str) -> str:
+    """The name of a Host header, without its port: `[::1]:8080` -> `::1`."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.partition(":")[0] if header.count(":") == 1 else header
+
+
+def _host_allowed(host: str, allowed: frozenset[str]) -> bool:
+    # *.localhost resolves to loopback in browsers (RFC 6761), so no one else can point it here.
+    return host in allowed or host.endswith(".localhost")
 
 
 def _status(exc: ViewstoreError) -> int:

@@ -9,6 +9,7 @@ so a bad or busy address fails first, as a ConfigError that names it.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import socket
 import threading
@@ -42,17 +43,51 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def http_server(app: FastAPI, host: str, port: int, token: str | None) -> Any:
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or a name) is reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return False  # bind_socket says what is wrong with it
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def check_exposure(host: str, token: str | None, insecure: bool) -> None:
+    """Refuse to serve every view to the network without a token (issue 19.4), unless told
+    `insecure`: a ConfigError before anything starts."""
+    if token is not None or is_loopback(host):
+        return
+    if not insecure:
+        raise ConfigError(
+            f"--http {host}: serving a non-loopback address without a token would let anyone "
+            "who can reach it read every view",
+            hint="set --http-token (or $VIEWSTORE_HTTP_TOKEN), serve on 127.0.0.1, or add "
+            "--http-insecure if the network is trusted",
+        )
+    log.warning(
+        "serving %s without a token (--http-insecure): anyone who can reach it can read every view",
+        host,
+    )
+
+
+def allowed_hosts(host: str) -> frozenset[str] | None:
+    """The Host header names a server bound to `host` answers to: on loopback, its loopback
+    names (against DNS rebinding, see serve.app); elsewhere any (None)."""
+    if not is_loopback(host):
+        return None
+    return frozenset({"localhost", "127.0.0.1", "::1", host.lower()})
+
+
+def http_server(app: FastAPI, host: str, port: int) -> Any:
     """A uvicorn server for `app` (call `.run()`, or set `.should_exit` to stop it)."""
     import uvicorn
 
-    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning(
-            "serving %s:%d without a token: anyone who can reach it can read every view "
-            "(set --http-token or $VIEWSTORE_HTTP_TOKEN)",
-            host,
-            port,
-        )
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     return uvicorn.Server(config)
 
@@ -127,7 +162,8 @@ class HttpAlongside:
 
     The socket is bound here, so a bad or busy address is a ConfigError before anything starts
     (with `any_port_if_busy`, a busy port is replaced by a free one: compare `port` with
-    `requested_port`). Requests wait in the backlog until the pipeline has opened its store.
+    `requested_port`). A non-loopback address without a token is refused unless `insecure`
+    (check_exposure). Requests wait in the backlog until the pipeline has opened its store.
     `url` is the page's address; `stop()` ends the server, dropping open change streams (their
     subscribers resume with `since=`).
     """
@@ -139,10 +175,12 @@ class HttpAlongside:
         token: str | None = None,
         *,
         any_port_if_busy: bool = False,
+        insecure: bool = False,
     ) -> None:
         self.pipeline = pipeline
         self.host, self.requested_port = parse_address(address)
         self.token = token
+        check_exposure(self.host, token, insecure)
         try:
             self.socket = bind_socket(self.host, self.requested_port)
         except _AddressInUse:
@@ -172,8 +210,13 @@ class HttpAlongside:
             received_lsn=lambda: pipeline.received_lsn,
             apply_latency=lambda: applier().latency if applier() else (0, 0.0, 0.0),
         )
-        app = create_app(ServerConfig(_PipelineSource(pipeline), self.token, ingest=ingest))
-        self.server = http_server(app, self.host, self.port, self.token)
+        config = ServerConfig(
+            _PipelineSource(pipeline),
+            self.token,
+            ingest=ingest,
+            allowed_hosts=allowed_hosts(self.host),
+        )
+        self.server = http_server(create_app(config), self.host, self.port)
         if self._stopping.is_set():
             self.socket.close()
             return

@@ -26,7 +26,7 @@ import pytest
 from helpers import create_test_database, drop_slots, drop_test_database, unique_name
 from psycopg import sql
 
-from viewstore.dsn import password_of, redact, redact_text
+from viewstore.dsn import redact, redact_text, secrets_of
 from viewstore.errors import ViewstoreError
 from viewstore.pgcluster import ThrowawayPostgres, find_bindir
 
@@ -140,7 +140,7 @@ def _warm_up(dsn: str) -> int:
 
 
 def _scrub(exc: Exception, dsn: str) -> str:
-    return redact_text(str(exc), password_of(dsn) or "")
+    return redact_text(str(exc), *secrets_of(dsn))
 
 
 @pytest.fixture

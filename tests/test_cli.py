@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
+import httpx
 from helpers import pg_exec, pg_query
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from runner import start_process, wait_caught_up
 
 import viewstore
 from viewstore.ingest.lsn import Lsn
 
 SECRET = "s3cret-Pa55word"
+SSL_SECRET = "ssl-Key-Pa55phrase"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -50,25 +54,65 @@ def test_status_json_follows_run_from_another_process(dsn: str, tmp_path: Path) 
     assert viewstore.open(data).status().transactions >= 1
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _uri(dsn: str, userinfo_password: str, **query: str) -> str:
+    """The same server as a postgresql:// URI with a password in its userinfo."""
+    p = conninfo_to_dict(dsn)
+    params = "&".join(f"{k}={quote(v, safe='')}" for k, v in query.items())
+    return (
+        f"postgresql://{p['user']}:{quote(userinfo_password, safe='')}@{p['host']}:{p['port']}"
+        f"/{p['dbname']}" + (f"?{params}" if params else "")
+    )
+
+
 def test_password_never_printed(dsn: str, tmp_path: Path) -> None:
+    """No libpq secret (password, sslpassword, a URI's password, in its userinfo or its query)
+    in the log, in errors, in status, in verify or over HTTP (issue 19.4)."""
     # The test cluster trusts local connections, so a password is accepted and ignored.
-    secret_dsn = make_conninfo(dsn, password=SECRET)
+    secret_dsn = make_conninfo(dsn, password=SECRET, sslpassword=SSL_SECRET)
     pg_exec(dsn, "CREATE TABLE a (id int PRIMARY KEY)")
+    views = tmp_path / "views.sql"
+    views.write_text("CREATE VIEW n AS SELECT count(*) AS n FROM a;\n")
     data = tmp_path / "data"
-    proc = start_process(secret_dsn, data, "--verbose")
+    port = free_port()
+    proc = start_process(
+        secret_dsn, data, "--verbose", "--views", str(views), "--http", f"127.0.0.1:{port}"
+    )
     wait_caught_up(dsn, data)
     pg_exec(dsn, "INSERT INTO a VALUES (1)")
     wait_caught_up(dsn, data)
-    status = cli("status", "--data", str(data), "--dsn", secret_dsn, "--json")
+    uri = _uri(dsn, SECRET, sslpassword=SSL_SECRET)
+    outputs = []
+    for d in (secret_dsn, uri, _uri(dsn, "x", password=SECRET, sslpassword=SSL_SECRET)):
+        outputs.append(cli("status", "--data", str(data), "--dsn", d, "--json"))
+        outputs.append(cli("verify", "--dsn", d, "--data", str(data)))
+        assert outputs[-1].returncode == 0, outputs[-1].stderr
+    # verify and status against a database that does not exist: errors that quote the DSN.
+    missing = _uri(dsn, SECRET, sslpassword=SSL_SECRET).replace(
+        f"/{conninfo_to_dict(dsn)['dbname']}?", "/no_such_db?"
+    )
+    for command in ("verify", "status"):
+        bad = cli(command, "--dsn", missing, "--data", str(data))
+        assert bad.returncode == 1 and "no_such_db" in bad.stderr, bad.stderr
+        outputs.append(bad)
+    http = [
+        httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10).text
+        for path in ("/healthz", "/views", "/metrics", "/openapi.json")
+    ]
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
     log = data.with_suffix(".log").read_text()
-    assert "password=***" in log  # the DSN is logged, redacted
+    assert "password=*** " in log and "sslpassword=***" in log  # the DSN is logged, redacted
     # A server that is not there: the error quotes the DSN, redacted.
     bad = cli(
         "run",
         "--dsn",
-        f"postgresql://me:{SECRET}@127.0.0.1:1/db",
+        f"postgresql://me:{SECRET}@127.0.0.1:1/db?sslpassword={SSL_SECRET}&password={SECRET}x",
         "--data",
         str(tmp_path / "other"),
     )
@@ -77,8 +121,11 @@ def test_password_never_printed(dsn: str, tmp_path: Path) -> None:
         line.startswith("Error: cannot connect to Postgres") for line in bad.stderr.splitlines()
     )
     assert "Try: check that Postgres is running" in bad.stderr
-    for text in (log, status.stdout, status.stderr, bad.stdout, bad.stderr):
-        assert SECRET not in text
+    assert "sslpassword=***" in bad.stderr
+    texts = [log, bad.stdout, bad.stderr, *http]
+    texts += [t for o in outputs for t in (o.stdout, o.stderr)]
+    for text in texts:
+        assert SECRET not in text and SSL_SECRET not in text, text
 
 
 def test_errors_print_error_and_try(tmp_path: Path) -> None:

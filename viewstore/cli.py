@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from viewstore.dsn import password_of, redact_text
+from viewstore.dsn import redact_text, secrets_of
 from viewstore.errors import ConfigError, ViewstoreError
 from viewstore.render import json_value, text
 
@@ -135,6 +135,12 @@ def main() -> None:
     help="Require 'Authorization: Bearer TOKEN' on every endpoint but /healthz "
     "(or $VIEWSTORE_HTTP_TOKEN).",
 )
+@click.option(
+    "--http-insecure",
+    is_flag=True,
+    help="Serve a non-loopback --http address without --http-token (refused otherwise): "
+    "anyone who can reach it reads every view.",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def run(
     dsn: str,
@@ -150,6 +156,7 @@ def run(
     history_retention: str | None,
     http: str | None,
     http_token: str | None,
+    http_insecure: bool,
     verbose: bool,
 ) -> None:
     """Run the pipeline until SIGINT/SIGTERM, then flush and print the final LSN."""
@@ -189,7 +196,7 @@ def run(
         if http is not None:
             from viewstore.serve.hosting import HttpAlongside
 
-            web = HttpAlongside(pipeline, http, http_token)
+            web = HttpAlongside(pipeline, http, http_token, insecure=http_insecure)
         final = pipeline.run()
     except ViewstoreError as exc:
         if web is not None:
@@ -200,8 +207,7 @@ def run(
     except Exception as exc:  # unexpected: still never print a password
         if bars is not None:
             bars.clear()
-        secret = password_of(dsn) or ""
-        log.error("unexpected error: %s", redact_text(repr(exc), secret))
+        log.error("unexpected error: %s", redact_text(repr(exc), *secrets_of(dsn)))
         raise SystemExit(2) from None
     if web is not None:
         web.stop()
@@ -223,25 +229,36 @@ def run(
     envvar="VIEWSTORE_HTTP_TOKEN",
     help="Require 'Authorization: Bearer TOKEN' on every endpoint but /healthz.",
 )
+@click.option(
+    "--http-insecure",
+    is_flag=True,
+    help="Serve a non-loopback --http address without --http-token (refused otherwise): "
+    "anyone who can reach it reads every view.",
+)
 @click.option("-v", "--verbose", is_flag=True)
-def serve(data_dir: Path, http: str, http_token: str | None, verbose: bool) -> None:
+def serve(
+    data_dir: Path, http: str, http_token: str | None, http_insecure: bool, verbose: bool
+) -> None:
     """Serve the HTTP API of a store that another process (`viewstore run`) writes: reads,
     as-of reads, change streams and the leaderboard page, read-only."""
     from viewstore.serve.app import ServerConfig, create_app
-    from viewstore.serve.hosting import http_server, parse_address
+    from viewstore.serve.hosting import allowed_hosts, check_exposure, http_server, parse_address
     from viewstore.store.sources import FollowerSource
 
     _setup_logging(verbose)
     try:
         host, port = parse_address(http)
+        check_exposure(host, http_token, http_insecure)
         source = FollowerSource(data_dir)
     except ViewstoreError as exc:
         _fail(exc)
     try:
         # A follower catches up with a ~10 ms read of the writer's log: look every 20 ms.
-        app = create_app(ServerConfig(source, http_token, poll_interval=0.02))
+        config = ServerConfig(
+            source, http_token, poll_interval=0.02, allowed_hosts=allowed_hosts(host)
+        )
         log.info("serving http://%s:%d/ from %s", host, port, data_dir)
-        http_server(app, host, port, http_token).run()
+        http_server(create_app(config), host, port).run()
     finally:
         source.close()
 
@@ -613,6 +630,11 @@ def verify(dsn: str, data_dir: Path, views: tuple[str, ...], timeout: float) -> 
     "when this one is taken; the URL is printed).",
 )
 @click.option("--no-http", is_flag=True, help="Do not serve the HTTP API and the page.")
+@click.option(
+    "--http-insecure",
+    is_flag=True,
+    help="Allow a non-loopback --http address (the demo serves without a token).",
+)
 def demo(
     duration: float | None,
     transactions: int | None,
@@ -622,16 +644,17 @@ def demo(
     data_dir: Path | None,
     http: str,
     no_http: bool,
+    http_insecure: bool,
 ) -> None:
     """Keep the seed's leaderboard view current under a live workload, showing its top 10 in
     the terminal and on a live page in the browser, then check it against Postgres."""
     from viewstore.demo import run_demo
-    from viewstore.serve.hosting import HttpAlongside, parse_address
+    from viewstore.serve.hosting import HttpAlongside, check_exposure, parse_address
 
     _setup_logging(False, default=logging.WARNING)  # warnings only: the screen is the output
     try:
-        if not no_http:
-            parse_address(http)  # a typo fails now, not after Postgres has started
+        if not no_http:  # a typo or an open address fails now, not after Postgres has started
+            check_exposure(parse_address(http)[0], None, http_insecure)
         run_demo(
             duration,
             rate,
@@ -642,7 +665,7 @@ def demo(
             data_dir=data_dir,
             http=None if no_http else http,
             serve_http=lambda pipeline, address: HttpAlongside(
-                pipeline, address, any_port_if_busy=True
+                pipeline, address, any_port_if_busy=True, insecure=http_insecure
             ),
         )
     except ViewstoreError as exc:

@@ -1,41 +1,76 @@
-"""DSN handling: passwords never leave this module in printable form."""
+"""DSN handling: secrets never leave this module in printable form.
+
+A secret is any libpq parameter libpq itself marks as one (`dispchar` "*": password,
+sslpassword, oauth_client_secret), the SCRAM keys, and the password of a URI's
+`user:password@`. They are masked in both DSN forms, key=value and URI (query parameters
+included), and in free text that quotes a DSN (issue 19.4).
+"""
 
 from __future__ import annotations
 
 import re
+from contextlib import suppress
+from urllib.parse import quote, unquote
 
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-# The one regex in viewstore, used only as a fallback on text that is not a parseable DSN
-# (for example a libpq error message that echoes a URI).
-_URI_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@")
-_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+def _secret_keys() -> frozenset[str]:
+    keys = {"password", "sslpassword", "oauth_client_secret"}
+    keys |= {"scram_client_key", "scram_server_key"}  # libpq shows these as debug options only
+    with suppress(Exception):  # a newer libpq may add secrets, and marks them itself
+        keys |= {o.keyword.decode() for o in pq.Conninfo.get_defaults() if o.dispchar == b"*"}
+    return frozenset(keys)
+
+
+SECRET_KEYS = _secret_keys()
+MASK = "***"
+
+_KEYS = "|".join(sorted(SECRET_KEYS, key=len, reverse=True))
+# Fallbacks for text that is not a parseable DSN (for example a libpq error message that
+# echoes one). The URI's userinfo may contain anything up to its last '@' before a space.
+_URI_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)@")
+_URI_PARAM = re.compile(rf"([?&](?:{_KEYS})=)[^&\s#]*", re.IGNORECASE)
+# Not after a word character, so `sslpassword` is not taken for `password`, and not after
+# ?/& (a URI's query, done above).
+_KV_PARAM = re.compile(rf"((?<![\w?&])(?:{_KEYS})\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 def redact(dsn: str) -> str:
-    """Return the DSN with any password replaced by `***`, in key=value form."""
+    """Return the DSN with every secret replaced by `***`, in key=value form."""
     try:
         params = conninfo_to_dict(dsn)
     except Exception:
         return redact_text(dsn)
-    if "password" in params:
-        params["password"] = "***"
+    for key in params:
+        if key in SECRET_KEYS:
+            params[key] = MASK
     return make_conninfo(**params)
 
 
 def redact_text(text: str, *secrets: str) -> str:
-    """Scrub passwords from free text such as an error message from libpq."""
-    text = _URI_PASSWORD.sub(r"\1***@", text)
-    text = _KV_PASSWORD.sub(r"\1***", text)
-    for secret in secrets:
+    """Scrub secrets from free text such as an error message from libpq: DSN secrets in
+    key=value and URI form, and each of `secrets` wherever it appears."""
+    text = _URI_PASSWORD.sub(rf"\1{MASK}@", text)
+    text = _URI_PARAM.sub(rf"\1{MASK}", text)
+    text = _KV_PARAM.sub(rf"\1{MASK}", text)
+    for secret in sorted(secrets, key=len, reverse=True):
         if secret:
-            text = text.replace(secret, "***")
+            text = text.replace(secret, MASK)
     return text
 
 
-def password_of(dsn: str) -> str | None:
-    """The password a DSN carries, so callers can scrub it from messages they relay."""
+def secrets_of(dsn: str) -> list[str]:
+    """The secrets a DSN carries (each also percent-encoded, as a URI spells it), so callers
+    can scrub them from messages they relay."""
     try:
-        return conninfo_to_dict(dsn).get("password")  # type: ignore[return-value]
+        params = conninfo_to_dict(dsn)
     except Exception:
-        return None
+        return []
+    found = [str(v) for k, v in params.items() if k in SECRET_KEYS and v]
+    # A URI's query may override its userinfo's password, which still stands in the text.
+    userinfo = _URI_PASSWORD.match(dsn.strip())
+    if userinfo:
+        found += [p for p in (unquote(userinfo.group(2)),) if p and p not in found]
+    return found + [q for q in (quote(s, safe="") for s in found) if q not in found]

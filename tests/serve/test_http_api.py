@@ -188,6 +188,46 @@ def test_token_is_required(api: Api, path: str) -> None:
     assert lower.status_code == 200  # the scheme is case-insensitive (RFC 7235)
 
 
+def test_non_ascii_authorization_is_401_not_500(api: Api) -> None:
+    # h11 sends header bytes as given; Starlette decodes them as latin-1 (issue 19.4: a 500).
+    for bad in (
+        "Bearer tökén".encode(),
+        "Bearer tökén".encode("latin-1"),
+        "Bearer €".encode(),
+        "ü".encode(),
+    ):
+        r = api.get("/views", headers={"Authorization": bad})
+        assert_error(r, 401, "wrong bearer token")
+        r = api.get("/openapi.json", headers={"Authorization": bad})  # the docs' own check
+        assert_error(r, 401, "wrong bearer token")
+    assert api.get("/views").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/views", "/healthz", "/", "/openapi.json"])
+def test_loopback_server_refuses_other_host_names(api: Api, path: str) -> None:
+    """DNS rebinding: a page on attacker.example re-pointed at 127.0.0.1 sends its own name in
+    Host. A loopback server answers its loopback names only."""
+    port = api.base.rsplit(":", 1)[1]
+    for host in (
+        "attacker.example",
+        f"attacker.example:{port}",
+        "192.168.1.10",
+        "localhost.attacker.example",
+        "",
+    ):
+        r = api.get(path, headers={**AUTH, "Host": host})
+        assert_error(r, 421, "loopback names only")
+    for host in (
+        f"127.0.0.1:{port}",
+        f"localhost:{port}",
+        "LOCALHOST",
+        f"[::1]:{port}",
+        f"app.localhost:{port}",
+    ):
+        r = api.get(path, headers={**AUTH, "Host": host})
+        assert r.status_code == 200, (host, r.status_code, r.text)
+
+
 # -- GET /views ------------------------------------------------------------------------------
 
 

@@ -38,7 +38,7 @@ from serve_support import (
 
 import viewstore
 from viewstore.serve.app import ServerConfig, create_app
-from viewstore.serve.hosting import http_server
+from viewstore.serve.hosting import allowed_hosts, http_server
 from viewstore.store.sources import FollowerSource
 
 PLAYERS = 3_005
@@ -78,8 +78,10 @@ def served(pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER)
         listener.bind(("127.0.0.1", 0))
         port = listener.getsockname()[1]
-        app = create_app(ServerConfig(source, slow_after=0.5))
-        server = http_server(app, "127.0.0.1", port, None)
+        # With the loopback Host check the servers have (it must not buffer the stream).
+        config = ServerConfig(source, slow_after=0.5, allowed_hosts=allowed_hosts("127.0.0.1"))
+        app = create_app(config)
+        server = http_server(app, "127.0.0.1", port)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
         thread.start()
         try:
