@@ -31,7 +31,7 @@ from collections.abc import Iterator
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from viewstore.dsn import password_of, redact_text
+from viewstore.dsn import SECRET_KEYS, redact_text, secrets_of
 from viewstore.errors import SourceError
 from viewstore.ingest.pgconn import SESSION_SETTINGS, quote_ident, quote_literal
 
@@ -42,7 +42,7 @@ _F_SETPIPE_SZ = 1031  # Linux's fcntl to resize a pipe (fcntl.F_SETPIPE_SZ from 
 _PROBE_TIMEOUT_S = 30.0
 # libpq parameters psql cannot be given through its environment or command line without
 # showing them to `ps`: with one of these in the DSN, the snapshot reads through psycopg.
-_SECRET_PARAMS = ("sslpassword",)
+_SECRET_PARAMS = tuple(sorted(SECRET_KEYS - {"password"}))
 
 
 def find_psql() -> str | None:
@@ -68,7 +68,7 @@ class PsqlCopy:
 
     def __init__(self, psql: str, dsn: str, *, application_name: str) -> None:
         params = {k: v for k, v in conninfo_to_dict(dsn).items() if v is not None}
-        self._secret = password_of(dsn) or ""
+        self._secrets = secrets_of(dsn)
         password = params.pop("password", None)
         params["application_name"] = application_name
         self.psql = psql
@@ -79,7 +79,8 @@ class PsqlCopy:
             self._env["PGPASSWORD"] = str(password)
         self.usable_reason: str | None = None
         if any(p in params for p in _SECRET_PARAMS):
-            self.usable_reason = "the DSN has an sslpassword, which psql would show to ps"
+            found = ", ".join(p for p in _SECRET_PARAMS if p in params)
+            self.usable_reason = f"the DSN has {found}, which psql would show to ps"
 
     def probe(self) -> str | None:
         """None when psql connects and copies here; else why not (for a log line)."""
@@ -144,7 +145,7 @@ class PsqlCopy:
 
     def _detail(self, stderr: bytes) -> str:
         text = stderr.decode("utf-8", "replace").strip() or "no message"
-        return redact_text(text, self._secret)
+        return redact_text(text, *self._secrets)
 
 
 def _chunks(fd: int, chunk_bytes: int) -> Iterator[bytearray]:
