@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
 
 from viewstore.dsn import redact, redact_text, secrets_of
 from viewstore.errors import SlotError, SourceError
@@ -89,10 +90,26 @@ def _pin_settings(conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"SET {quote_ident(name)} = {quote_literal(value)}")
 
 
+# A server that accepts TCP but never answers (a half-dead network path, a proxy that stopped
+# forwarding) would hold a connection attempt forever: libpq waits without limit by default.
+CONNECT_TIMEOUT_S = 10
+
+
+def connect_options(dsn: str) -> dict[str, Any]:
+    """libpq options viewstore adds to every connection, unless the DSN sets them itself."""
+    try:
+        given = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        given = {}  # psycopg.connect reports a malformed DSN, in its own words
+    return {} if "connect_timeout" in given else {"connect_timeout": CONNECT_TIMEOUT_S}
+
+
 def connect(dsn: str, *, application_name: str = "viewstore") -> psycopg.Connection[Any]:
     """An autocommit connection with the value-printing settings pinned."""
     with translated_errors(dsn, "cannot connect to Postgres"):
-        conn = psycopg.connect(dsn, autocommit=True, application_name=application_name)
+        conn = psycopg.connect(
+            dsn, autocommit=True, application_name=application_name, **connect_options(dsn)
+        )
         _pin_settings(conn)
         return conn
 
@@ -177,9 +194,13 @@ class ReplicationConnection:
                 autocommit=True,
                 prepare_threshold=None,
                 application_name="viewstore",
+                **connect_options(dsn),
             )
             _pin_settings(self.conn)
         self.pgconn = self.conn.pgconn
+        # Its walsender's pid: after this connection is found dead, that walsender may still
+        # hold the slot until wal_sender_timeout; the next connection may end it.
+        self.backend_pid: int = self.pgconn.backend_pid
 
     def identify_system(self) -> tuple[str, int, Lsn, str]:
         """(system id, timeline, current WAL flush position, database name)."""
@@ -212,6 +233,11 @@ class ReplicationConnection:
             ).fetchone()
         assert row is not None
         return Lsn.parse(row[1]), row[2]
+
+    def cancel(self) -> None:
+        """Ask the server to cancel the command running on this connection (any thread)."""
+        with suppress(Exception):
+            self.conn.cancel_safe()
 
     def start(self, slot: str, lsn: Lsn, publication: str) -> None:
         """START_REPLICATION at `lsn` (the server starts at max(lsn, confirmed_flush_lsn))."""

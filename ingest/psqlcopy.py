@@ -33,7 +33,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from viewstore.dsn import SECRET_KEYS, redact_text, secrets_of
 from viewstore.errors import SourceError
-from viewstore.ingest.pgconn import SESSION_SETTINGS, quote_ident, quote_literal
+from viewstore.ingest.pgconn import SESSION_SETTINGS, connect_options, quote_ident, quote_literal
 
 __all__ = ["PsqlCopy", "find_psql"]
 
@@ -71,6 +71,7 @@ class PsqlCopy:
         self._secrets = secrets_of(dsn)
         password = params.pop("password", None)
         params["application_name"] = application_name
+        params.update(connect_options(dsn))
         self.psql = psql
         self._argv = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", make_conninfo(**params)]
         self._env = {**os.environ, "PGCLIENTENCODING": "UTF8"}

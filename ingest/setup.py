@@ -8,15 +8,18 @@ logical replication slot. `viewstore` never alters tables.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from viewstore.errors import PreflightError, SlotError
+from viewstore.errors import PreflightError, SlotError, SourceError
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgconn import qualified, query, quote_ident
 
 # The way out when the store has missed changes: a new snapshot (store.sourcecheck says more).
+log = logging.getLogger("viewstore")
+
 RESNAPSHOT = "viewstore run --resnapshot ... (a new snapshot of what Postgres holds now)"
 
 
@@ -270,6 +273,41 @@ def slot_info(conn: Any, slot: str) -> SlotInfo | None:
         Lsn.parse(restart) if restart else None,
         wal_status,
     )
+
+
+def transactions_with_xids(conn: Any, exclude_pid: int) -> list[tuple[int, str]]:
+    """The transactions that hold a transaction id now, in every database, oldest first, as
+    (pid, description): a new logical slot waits for all of them to end."""
+    rows = query(
+        conn,
+        """
+        SELECT pid, usename, datname, application_name, state,
+               to_char(xact_start, 'YYYY-MM-DD HH24:MI:SS TZ'), left(query, 120)
+        FROM pg_stat_activity
+        WHERE backend_xid IS NOT NULL AND pid <> %s
+        ORDER BY xact_start
+        """,
+        (exclude_pid,),
+    )
+    return [
+        (
+            pid,
+            f"pid {pid} (user {user}, database {db}, application {app!r}, {state} since "
+            f"{started}, last query: {text!r})",
+        )
+        for pid, user, db, app, state, started, text in rows
+    ]
+
+
+def terminate_backend(conn: Any, pid: int) -> None:
+    """End backend `pid` (one of viewstore's own walsenders); a refusal is logged, not raised:
+    the server ends that walsender itself after wal_sender_timeout."""
+    try:
+        query(conn, "SELECT pg_terminate_backend(%s)", (pid,))
+    except SourceError as exc:
+        log.warning(
+            "could not end backend pid %d (%s): the server will, at wal_sender_timeout", pid, exc
+        )
 
 
 def check_slot_usable(info: SlotInfo, database: str) -> None:

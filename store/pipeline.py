@@ -23,6 +23,7 @@ Durability story, in order of what can go wrong:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -34,7 +35,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from viewstore.dsn import redact
-from viewstore.errors import SlotError, SourceError, UnsupportedError
+from viewstore.errors import SlotError, SourceError, UnsupportedError, ViewstoreError
 from viewstore.history.retention import Retention, apply_retention
 from viewstore.ingest import setup
 from viewstore.ingest.lsn import Lsn
@@ -100,6 +101,15 @@ class RunConfig(BaseModel):
     chunk_rows: int = 50_000
     status_interval: float = 1.0  # standby status at least this often (wal_sender_timeout/2 > this)
     slot_busy_wait: float = 10.0  # after a kill -9 the old walsender lingers a moment
+    # A network path can die without a reset (packets dropped, a NAT entry gone): nothing
+    # arrives and nothing fails. After `stream_silence` seconds without a message viewstore
+    # pings the server (a status update asking for a reply); unanswered for as long again,
+    # the connection is taken for dead and replaced.
+    stream_silence: float = 10.0
+    # A new slot waits for every transaction that holds a transaction id to end; one left
+    # open would block the first start forever. Wait this long, naming them in the log.
+    slot_create_wait: float = 300.0
+    slot_wait_report: float = 5.0  # the first such log line after this many seconds
     # Keep the history from this far back on (a duration, 7d, or an LSN age, 10GB; None: all
     # of it), compacting at most every `history_retention_interval` seconds (history.retention).
     history_retention: str | None = None
@@ -156,6 +166,9 @@ class Pipeline:
         self.large_txns: dict[Lsn, Lsn] = {}
         self.assembler: Assembler | None = None  # the current stream's transaction state
         self.reconnects = 0  # connections lost and reopened (tests and status read it)
+        # The walsender of a connection found dead: it may hold the slot until its
+        # wal_sender_timeout, so the next start ends it (it is ours: the server's pid of it).
+        self.dead_walsender: int | None = None
         self.connected = False  # reached Postgres at least once
         # Snapshot and view build progress: logged, written into the store for `status` and
         # `query` (other processes), drawn by the CLI's terminal bar (issue 14).
@@ -337,7 +350,7 @@ class Pipeline:
         store.write(batch, sync=True)
         self.board.set_phase("snapshot")
 
-        consistent_point, snapshot_name = repl.create_slot(slot)
+        consistent_point, snapshot_name = self._create_slot(repl, slot)
         log.info(
             "created slot %s at %s; snapshot of %d table(s) begins",
             slot,
@@ -496,6 +509,15 @@ class Pipeline:
                     f"store had applied up to {start}, so the changes after that are gone",
                     hint="rebuild the store from a new snapshot: viewstore run --resnapshot ...",
                 )
+            dead = self.dead_walsender
+            if dead is not None and info.active_pid == dead:
+                log.warning(
+                    "slot %s is still held by walsender pid %d of the dead connection: ending it",
+                    self.config.slot_name,
+                    dead,
+                )
+                setup.terminate_backend(conn, dead)
+                self.dead_walsender = None
             try:
                 setup.check_slot_usable(info, database)
             except SlotError:
@@ -516,6 +538,55 @@ class Pipeline:
                 hint="rebuild the store from a new snapshot: viewstore run --resnapshot ...",
             )
 
+    def _create_slot(self, repl: ReplicationConnection, slot: str) -> tuple[Lsn, str]:
+        """`repl.create_slot`, bounded: while it waits for open transactions, say which; after
+        `slot_create_wait` seconds cancel it and name them in the error."""
+        cfg = self.config
+        done = threading.Event()
+        blockers: list[tuple[int, str]] = []
+
+        def watch() -> None:
+            began, every = time.monotonic(), cfg.slot_wait_report
+            while not done.wait(every):
+                try:
+                    with contextlib.closing(connect(cfg.dsn)) as conn:
+                        found = setup.transactions_with_xids(conn, repl.backend_pid)
+                except ViewstoreError as exc:
+                    log.warning("could not list the transactions slot %s waits for: %s", slot, exc)
+                    continue
+                waited = time.monotonic() - began
+                if found:
+                    log.warning(
+                        "creating slot %s has waited %.0f s for %d transaction(s) to end: %s",
+                        slot,
+                        waited,
+                        len(found),
+                        "; ".join(text for _, text in found),
+                    )
+                if waited >= cfg.slot_create_wait:
+                    blockers[:] = found
+                    repl.cancel()
+                    return
+                every = min(max(every * 2, 1.0), 30.0, max(cfg.slot_create_wait - waited, 0.1))
+
+        watcher = threading.Thread(target=watch, name="slot-wait", daemon=True)
+        watcher.start()
+        try:
+            return repl.create_slot(slot)
+        except SourceError:
+            if not blockers:
+                raise
+            pids = ", ".join(str(pid) for pid, _ in blockers)
+            raise SlotError(
+                f"creating slot {slot} waited {cfg.slot_create_wait:.0f} s for transactions "
+                f"that were open when it began: {'; '.join(text for _, text in blockers)}",
+                hint=f"commit or end them (SELECT pg_terminate_backend(pid) for pid {pids}), "
+                "then start again",
+            ) from None
+        finally:
+            done.set()
+            watcher.join()
+
     def _stream(self, repl: ReplicationConnection) -> None:
         cfg, applier = self.config, self.applier
         assert applier is not None
@@ -525,6 +596,7 @@ class Pipeline:
         asm = self.assembler = Assembler(applier.synced_lsn, self.large_txns)
         skip = False  # asm.skip, as a local: it is read once per row
         last_status = last_progress = next_retention = next_catalog = time.monotonic()
+        last_message, pinged = last_status, None  # when a message last came; when we pinged
         commit_interval, group_max = cfg.commit_interval, cfg.group_max_rows
         apply_insert, apply_update, apply_delete = applier.insert, applier.update, applier.delete
 
@@ -651,6 +723,7 @@ class Pipeline:
                 done = apply_retention(applier.store, self.retention, catalog=CATALOG)
                 next_retention = now + (cfg.history_retention_interval if done else 0.5)
             if received_any:
+                last_message, pinged = now, None
                 # A group is bounded in time even when the stream never pauses (keepalives
                 # keep coming while unpublished tables are written).
                 group_due = (
@@ -664,6 +737,19 @@ class Pipeline:
             idle_progress(now, force=False)
             if applier.group_pending or now - last_status >= cfg.status_interval:
                 sync_and_ack()
+            if now - last_message >= cfg.stream_silence:
+                if pinged is None:
+                    received = max(asm.received, applier.synced_lsn)
+                    repl.send_status(received, applier.synced_lsn, reply=True)
+                    pinged = now
+                elif now - pinged >= cfg.stream_silence:
+                    self.dead_walsender = repl.backend_pid
+                    raise SourceError(
+                        f"no message from Postgres for {now - last_message:.1f} s, and none "
+                        f"{now - pinged:.1f} s after asking for a reply: the connection is "
+                        "dead (a network path that drops packets without a reset)",
+                        transient=True,
+                    )
             repl.wait(0.1)
 
     def _check_catalog(self) -> None:
