@@ -18,10 +18,13 @@ the same directory is refused by RocksDB's lock, readers in other processes open
 from __future__ import annotations
 
 import json
+import logging
+import os
 import struct
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
@@ -132,6 +135,22 @@ def _cf_options() -> Options:
     return opts
 
 
+log = logging.getLogger("viewstore")
+
+_LOW_SPACE = 64 << 20
+
+
+def _disk_note(path: Path) -> str:
+    """' (the disk is full: N bytes free)' when it nearly is: RocksDB's message after the first
+    failed write ('Writer has previous error') no longer says why."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return ""
+    free = st.f_bavail * st.f_frsize
+    return f" (the disk is full: {free:,} bytes free)" if free < _LOW_SPACE else ""
+
+
 class Store:
     """The RocksDB store of one data directory. Open with `Store.open`."""
 
@@ -199,13 +218,20 @@ class Store:
         family view or handle is alive, so those go first."""
         if not self._owner:
             return
-        self.meta.close()
-        self.mirror.close()
-        self.undo.close()
-        self.views.close()
-        self.history.close()
-        self.cf.clear()
-        self.db.close()
+        try:
+            self.meta.close()
+            self.mirror.close()
+            self.undo.close()
+            self.views.close()
+            self.history.close()
+            self.cf.clear()
+            self.db.close()
+        except Exception as exc:
+            # Closing flushes memtables: on a full or failing disk that fails too, after the
+            # error that stopped the writer. What was synced is on disk either way.
+            if not str(exc).startswith("IO error"):
+                raise
+            log.warning("closing the store in %s: %s (what was synced is safe)", self.path, exc)
 
     def __enter__(self) -> Store:
         return self
@@ -220,14 +246,32 @@ class Store:
 
     def write(self, batch: WriteBatch, *, sync: bool) -> None:
         """Apply a WriteBatch atomically; with sync, it is on disk when this returns."""
-        with self._write_lock:
+        with self._write_lock, self.writing():
             self.db.write(batch, self._sync if sync else self._nosync)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Turn RocksDB's I/O errors (a full disk, a failing one) into a StoreError that says
+        what to do. Nothing of a failed write is acknowledged: the caller stops, and the next
+        start resumes after the last synced write."""
+        try:
+            yield
+        except Exception as exc:
+            text = str(exc)
+            if not (text.startswith("IO error") or "No space left" in text):
+                raise
+            raise StoreError(
+                f"cannot write the store in {self.path}: {text}{_disk_note(self.path)}",
+                hint=f"free space on the disk that holds {self.path} (or fix the disk), then "
+                "start viewstore again: it resumes after the last transaction it synced",
+            ) from None
 
     def ingest_mirror(self, paths: list[str]) -> None:
         """Move SST files (written with `sst_writer`, keys ascending) into the mirror: atomic
         and durable when this returns, like a synced write. The initial snapshot writes its
         chunks so (issue 14): a put into a file costs a third of a put into a memtable."""
-        self.mirror.ingest_external_file(paths, self._ingest)
+        with self.writing():
+            self.mirror.ingest_external_file(paths, self._ingest)
 
     def sst_writer(self) -> SstFileWriter:
         """A writer of table files the mirror can ingest: the mirror's own table options."""

@@ -208,6 +208,7 @@ def run(
         if bars is not None:
             bars.clear()
         log.error("unexpected error: %s", redact_text(repr(exc), *secrets_of(dsn)))
+        log.debug("where", exc_info=True)  # -v: the traceback, for a bug report
         raise SystemExit(2) from None
     if web is not None:
         web.stop()
