@@ -38,6 +38,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -219,7 +220,13 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.get("/views", response_model=list[ViewModel], dependencies=[Depends(auth)])
     async def views() -> list[ViewModel]:
-        store = config.source.read()
+        return await run_in_threadpool(list_views)
+
+    def list_views() -> list[ViewModel]:
+        with config.source.reading() as store:
+            return _view_models(store)
+
+    def _view_models(store: Any) -> list[ViewModel]:
         applied = store.applied_lsn()
         out = []
         for info in sorted(stored_views(store).values(), key=lambda i: i.name):
@@ -258,18 +265,20 @@ def create_app(config: ServerConfig) -> FastAPI:
     ) -> RowsModel:
         filters = {k: v for k, v in request.query_params.items() if k not in _RESERVED}
         lsn = Lsn.parse(as_of) if as_of is not None else None
-        store = config.source.read()
-        info = find_view(store, name)
         n = config.default_limit if limit is None else limit
-        found = query_rows(store, info, filters, order_by, desc, n + 1, lsn)
-        names = [c.name for c in info.columns]
-        return RowsModel(
-            view=info.name,
-            lsn=str(lsn if lsn is not None else store.applied_lsn()),
-            columns=names,
-            rows=[{c: json_value(v) for c, v in zip(names, r, strict=True)} for r in found[:n]],
-            truncated=len(found) > n,
-        )
+
+        def read() -> RowsModel:  # on a worker thread: a whole view as of an LSN takes a while
+            with config.source.reading() as store:
+                info = find_view(store, name)
+                found = query_rows(store, info, filters, order_by, desc, n + 1, lsn)
+                at = lsn if lsn is not None else store.applied_lsn()
+            names = [c.name for c in info.columns]
+            rows = [{c: json_value(v) for c, v in zip(names, r, strict=True)} for r in found[:n]]
+            return RowsModel(
+                view=info.name, lsn=str(at), columns=names, rows=rows, truncated=len(found) > n
+            )
+
+        return await run_in_threadpool(read)
 
     @app.get(
         "/views/{name}/changes",
@@ -297,7 +306,12 @@ def create_app(config: ServerConfig) -> FastAPI:
             snapshot=snapshot and resume is None,
             until=Lsn.parse(until) if until is not None else None,
         )
-        first = list(feed.start(config.source.read()))  # errors here are a 4xx, not a stream
+
+        def start() -> list[dict[str, Any]]:  # the snapshot of a large view takes a while
+            with config.source.reading() as store:
+                return list(feed.start(store))
+
+        first = await run_in_threadpool(start)  # errors here are a 4xx, not a stream
         body = _stream(state, feed, first, sse)
         media = "text/event-stream" if sse else "application/x-ndjson"
         return StreamingResponse(body, media_type=media, headers={"Cache-Control": "no-store"})

@@ -9,6 +9,14 @@
 
 Both report the applied LSN cheaply, so a server can poll it every few milliseconds and wake
 its subscribers when it moves.
+
+Reads that may take long (a whole view, a snapshot for a new subscriber) run on worker threads
+with `reading()`, so that the server's event loop keeps answering everyone else meanwhile. A
+live read is a RocksDB snapshot. A follower has none that holds across a catch-up (a secondary
+instance's snapshot sees what a later catch-up brings), so `refresh` does not catch up while a
+`reading()` is open: it tries again at its next tick, and readers that arrive after it asked
+wait for it (a few milliseconds) instead of starving it. `read()` is for the event loop's own
+short reads, which never overlap a `refresh` (both run on the loop).
 """
 
 from __future__ import annotations
@@ -16,6 +24,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -31,6 +42,10 @@ class Source(Protocol):
 
     def read(self) -> Store:
         """A consistent store to read from (valid until the next `refresh`)."""
+        ...
+
+    def reading(self) -> AbstractContextManager[Store]:
+        """A consistent store for a read on another thread, while the block runs."""
         ...
 
     def refresh(self) -> Lsn:
@@ -49,6 +64,10 @@ class LiveSource:
 
     def read(self) -> Store:
         return self.store.snapshot()
+
+    @contextmanager
+    def reading(self) -> Iterator[Store]:
+        yield self.read()  # a RocksDB snapshot: nothing written later shows
 
     def refresh(self) -> Lsn:
         return self.store.applied_lsn()
@@ -82,15 +101,37 @@ class FollowerSource:
             raise StoreError(f"cannot follow the store in {self.path}: {exc}") from None
         self.store = Store(db, self.path, readonly=True)
         self._signature = self._files()
+        self._readers = 0  # reads open on other threads (`reading`)
+        self._behind = False  # a catch-up waits for them; new readers wait for it
+        self._cond = threading.Condition()
 
     def read(self) -> Store:
         return self.store
 
+    @contextmanager
+    def reading(self) -> Iterator[Store]:
+        with self._cond:
+            while self._behind:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield self.store
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
     def refresh(self) -> Lsn:
         files = self._files()
         if files != self._signature:
-            self._signature = files
-            self.store.db.try_catch_up_with_primary()
+            with self._cond:
+                if self._readers:
+                    self._behind = True  # not under a read: at the next tick
+                else:
+                    self._signature = files
+                    self.store.db.try_catch_up_with_primary()
+                    self._behind = False
+                    self._cond.notify_all()
         return self.store.applied_lsn()
 
     def _files(self) -> tuple[tuple[str, int, int], ...]:
