@@ -157,9 +157,9 @@ class Reader(threading.Thread):
         with ThreadPoolExecutor(self.READERS) as pool:
             start, n = time.monotonic(), 0
             while not self.stop.is_set():
-                due = start + n / self.rate
-                if due > time.monotonic():
-                    time.sleep(due - time.monotonic())
+                delay = start + n / self.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
                 kind = kinds[n % len(kinds)]
                 n += 1
                 params: dict[str, Any]

@@ -22,6 +22,7 @@ RESULTS = [
     "recovery.json",
     "memory.json",
     "history.json",
+    "load.json",
 ]
 
 
