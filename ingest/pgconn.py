@@ -90,9 +90,20 @@ def _pin_settings(conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"SET {quote_ident(name)} = {quote_literal(value)}")
 
 
-# A server that accepts TCP but never answers (a half-dead network path, a proxy that stopped
-# forwarding) would hold a connection attempt forever: libpq waits without limit by default.
-CONNECT_TIMEOUT_S = 10
+# libpq options every connection gets unless its DSN sets them. libpq waits without limit by
+# default: for a connection to a server that accepts TCP but never answers, and for a reply on
+# a network path that died without a reset (a NAT entry or a firewall state dropped). TCP
+# keepalives find a dead path when the connection is idle; tcp_user_timeout when data sent is
+# never acknowledged. (Behind a proxy that still acknowledges, neither can: the replication
+# stream also pings the server itself, see store.pipeline's stream_silence.) libpq ignores the
+# TCP ones on a Unix-domain socket.
+CONNECT_OPTIONS: dict[str, int] = {
+    "connect_timeout": 10,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms
+}
 
 
 def connect_options(dsn: str) -> dict[str, Any]:
@@ -101,7 +112,7 @@ def connect_options(dsn: str) -> dict[str, Any]:
         given = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
         given = {}  # psycopg.connect reports a malformed DSN, in its own words
-    return {} if "connect_timeout" in given else {"connect_timeout": CONNECT_TIMEOUT_S}
+    return {k: v for k, v in CONNECT_OPTIONS.items() if k not in given}
 
 
 def connect(dsn: str, *, application_name: str = "viewstore") -> psycopg.Connection[Any]:

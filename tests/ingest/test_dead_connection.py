@@ -96,3 +96,25 @@ def test_slot_creation_waits_boundedly_and_names_the_open_transaction(
         pg_exec(dsn, "UPDATE t SET v = 0 WHERE id = 1")
         wait_caught_up(dsn, data, alive=p.check)
     assert assert_mirror_equals(dsn, data, "t") == 100
+
+
+def test_every_connection_bounds_its_waits(dsn: str) -> None:
+    # libpq waits without limit by default; viewstore's connections do not (unless the DSN
+    # says otherwise): connect_timeout, TCP keepalives, tcp_user_timeout.
+    from viewstore.ingest.pgconn import ReplicationConnection, connect
+
+    conn = connect(dsn)
+    repl = ReplicationConnection(dsn)
+    try:
+        for params in (conn.info.get_parameters(), repl.conn.info.get_parameters()):
+            assert params["connect_timeout"] == "10"
+            assert params["tcp_user_timeout"] == "30000"
+            assert params["keepalives_idle"] == "10"
+    finally:
+        conn.close()
+        repl.close()
+    own = connect(dsn + " connect_timeout=3")
+    try:
+        assert own.info.get_parameters()["connect_timeout"] == "3"
+    finally:
+        own.close()
