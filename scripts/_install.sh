@@ -5,6 +5,8 @@
 #                             (/usr/lib/postgresql/*/bin) or $VIEWSTORE_PG_BINDIR names some
 #   install_chromium          Debian's chromium package, unless /usr/bin/chromium is there (the
 #                             leaderboard page's browser test drives it headless)
+#   install_fiu               Debian's fiu-utils (libfiu's fiu-run and fiu-ctrl), unless fiu-run is
+#                             there: the I/O-error test injects EIO with it
 #   find_python               sets $python to .venv/bin/python, creating .venv with $PYTHON or
 #                             python3 when missing (always afresh under CI=true)
 #   install_project [SPEC]    pip install -e SPEC (default '.') with $python
@@ -34,6 +36,12 @@ install_chromium() {
     # Playwright's own browser download is not used (no network for it in CI): Debian's is.
     if [ ! -x /usr/bin/chromium ]; then
         apt_install chromium
+    fi
+}
+
+install_fiu() {
+    if ! command -v fiu-run >/dev/null 2>&1; then
+        apt_install fiu-utils
     fi
 }
 

@@ -260,10 +260,15 @@ class Store:
             text = str(exc)
             if not (text.startswith("IO error") or "No space left" in text):
                 raise
+            full = _disk_note(self.path)
+            if full or "No space left" in text:
+                fix = f"free space on the disk that holds {self.path}"
+            else:
+                fix = f"check the disk that holds {self.path} (the kernel's log: dmesg)"
             raise StoreError(
-                f"cannot write the store in {self.path}: {text}{_disk_note(self.path)}",
-                hint=f"free space on the disk that holds {self.path} (or fix the disk), then "
-                "start viewstore again: it resumes after the last transaction it synced",
+                f"cannot write the store in {self.path}: {text}{full}",
+                hint=f"{fix}, then start viewstore again: it resumes after the last "
+                "transaction it synced",
             ) from None
 
     def ingest_mirror(self, paths: list[str]) -> None:
