@@ -159,15 +159,29 @@ def sync_store(
     `views` (the store, opened read-only, and its views are the caller's)."""
     started = time.monotonic()
     applied = store.applied_lsn()
-    con = _connect(copy_path(data_dir), read_only=False, wait=wait)
+    path = copy_path(data_dir)
+    con = _connect(path, read_only=False, wait=wait)
     try:
         _create_sync_table(con)
         _drop_removed(con, views)
         result = SyncResult(applied)
         for name in sorted(views):
             result.appended[name] = _sync_view(con, store, views[name], applied, batch_rows)
+    except duckdb.Error as exc:
+        # A full or failing disk: the chunk being appended is rolled back with its sync LSN,
+        # so the next sync starts where the copy stands, and every change lands once.
+        text = str(exc)
+        if not ("No space left" in text or "Could not write" in text or "I/O" in text):
+            raise
+        fix = "free space on" if "No space left" in text else "check"
+        raise StoreError(
+            f"cannot write the history copy {path}: {text}",
+            hint=f"{fix} the disk that holds {Path(data_dir)}, then sync again (the copy is "
+            "consistent at its last synced LSN)",
+        ) from None
     finally:
-        con.close()
+        with suppress(duckdb.Error):  # closing after a failed write may fail the same way
+            con.close()
     result.seconds = time.monotonic() - started
     return result
 

@@ -21,6 +21,7 @@ from runner import (
     assert_view_equals,
     kill9,
     start_process,
+    view_rows,
     wait_caught_up,
 )
 
@@ -174,3 +175,97 @@ def test_disk_full_during_the_snapshot_stops_cleanly_and_starts_again(
         len(pg_query(dsn, "SELECT 1 FROM pg_replication_slots WHERE database = current_database()"))
         == 1
     )
+
+
+def test_disk_full_during_a_history_sync_says_so_and_the_next_sync_is_exact(
+    dsn: str, tmp_path: Path, small_disk: Path
+) -> None:
+    # The DuckDB copy of the history lives in the data directory: a sync that meets a full disk
+    # stops with the reason, and once space is freed the next sync gives every change once.
+    pg_exec(dsn, "CREATE TABLE t (id int PRIMARY KEY, g int, v int, pad text)")
+    views = tmp_path / "views.sql"
+    views.write_text(f"CREATE MATERIALIZED VIEW totals AS {VIEW};\n")
+    data = small_disk / "data"
+    log = tmp_path / "run.log"
+    proc = start_process(dsn, data, "--views", str(views), log=log)
+    try:
+        wait_caught_up(dsn, data, alive=lambda: proc.poll() is None or pytest.fail(log.read_text()))
+        assert view_rows(data, "totals") == []  # built (empty): the inserts below are history
+        for first in range(1, 60_001, 2_000):  # 30 transactions of 2,000 rows: 50 groups each
+            pg_exec(
+                dsn,
+                "INSERT INTO t SELECT i, i %% 50, i, '' FROM generate_series(%s::int, %s::int) i",
+                first,
+                first + 1_999,
+            )
+        wait_caught_up(dsn, data, alive=lambda: proc.poll() is None or pytest.fail(log.read_text()))
+        proc.terminate()
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            kill9(proc)
+    ballast = _fill(small_disk, leave=64 << 10)
+    query = "SELECT count(*) AS n, count(DISTINCT lsn) AS txns FROM totals"
+    full = _history(data, query)
+    assert full.returncode == 1, full.stdout + full.stderr
+    assert "No space left on device" in full.stderr, full.stderr
+    assert f"Try: free space on the disk that holds {data}" in full.stderr, full.stderr
+    assert "Traceback" not in full.stderr
+    ballast.unlink()
+    synced = _history(data, query)
+    assert synced.returncode == 0, synced.stderr
+    # Every transaction changed the 50 groups: each change once.
+    assert "1500 | 30" in synced.stdout, synced.stdout
+
+
+def _history(data: Path, sql: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "viewstore.cli", "history", "--data", str(data), sql],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_disk_full_during_a_view_build_stops_cleanly_and_builds_again(
+    dsn: str, tmp_path: Path, small_disk: Path
+) -> None:
+    # The mirror fits; the view (each row twice as wide, and its history) does not.
+    pg_exec(dsn, "CREATE TABLE t (id int PRIMARY KEY, g int, v int, pad text)")
+    pg_exec(
+        dsn,
+        "INSERT INTO t SELECT i, i % 50, i, repeat(md5(i::text), 16) FROM generate_series(1, 20000) i",
+    )
+    wide = "SELECT id, pad || '|' || pad AS wide FROM t"
+    views = tmp_path / "views.sql"
+    views.write_text(f"CREATE MATERIALIZED VIEW wide AS {wide};\n")
+    data = small_disk / "data"
+    log = tmp_path / "run.log"
+    ballast = _fill(small_disk, leave=28 << 20)
+    proc = start_process(dsn, data, "--views", str(views), log=log)
+    try:
+        code = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            kill9(proc)
+    output = log.read_text()
+    assert "snapshot complete" in output and "view wide: building" in output, output[-3000:]
+    assert code == 1, output[-3000:]
+    assert "No space left on device" in output and "unexpected error" not in output, output
+    assert f"Try: free space on the disk that holds {data}" in output, output[-3000:]
+    ballast.unlink()
+    proc = start_process(dsn, data, "--views", str(views), log=log)
+    try:
+        pg_exec(dsn, "UPDATE t SET pad = 'short' WHERE id % 97 = 0")
+        wait_caught_up(
+            dsn,
+            data,
+            timeout=180,
+            alive=lambda: proc.poll() is None or pytest.fail(log.read_text()),
+        )
+        proc.terminate()
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            kill9(proc)
+    assert assert_view_equals(dsn, data, "wide", wide) == 20_000
