@@ -34,6 +34,8 @@ from typing import Any
 
 from viewstore.codecs.key import prefix_end
 from viewstore.codecs.value import pack_change, unpack_fields
+from viewstore.codecs.valuecolumns import ValueChunk, python_rows
+from viewstore.history import checkpoint
 from viewstore.history.access import HistoryStore
 from viewstore.history.keys import (
     DELETED,
@@ -173,9 +175,95 @@ def row_as_of(store: HistoryStore, view_id: int, okey: bytes, lsn: int) -> tuple
 def rows_as_of(store: HistoryStore, view_id: int, lsn: int) -> dict[bytes, tuple[Any, ...]]:
     """Output key -> row of the view as of `lsn`.
 
-    One backward seek per row key the view has ever had (a skip scan of the `k` ordering):
-    the cost grows with the view's keys, not with the length of its history.
+    The newest checkpoint at or before `lsn` (`history.checkpoint`), with the view's changes
+    after it up to `lsn` folded over it: about as many changes as the view has rows at most,
+    whatever the length of the history. A view with no checkpoint by then is folded from the
+    start of its history, unless that is much longer than the view (a store whose history
+    predates checkpoints): then one seek per row key (`_rows_by_seeks`).
     """
+    base = checkpoint.latest(store, view_id, lsn)
+    if base is None:
+        raw: dict[bytes, bytes | None] | None = {}
+        raw = _fold(store, view_id, raw, 0, lsn, budget=True)  # type: ignore[arg-type]
+        if raw is None:
+            return _rows_by_seeks(store, view_id, lsn)
+    else:
+        raw = dict(checkpoint.rows(store, view_id, base))
+        _fold(store, view_id, raw, base + 1, lsn)
+    okeys = [k for k, v in raw.items() if v is not None]
+    values = [raw[k] for k in okeys]
+    decoded = python_rows(values) if len(values) >= _COLUMNAR else None
+    if decoded is None:
+        decoded = [_row(v) for v in values]  # type: ignore[arg-type]
+    return dict(zip(okeys, decoded, strict=True))
+
+
+# Below this many rows or changes, numpy's fixed cost outweighs decoding one by one.
+_COLUMNAR = 64
+# A fold from the start of a history with no checkpoint goes on while it has read fewer than
+# this many changes per distinct row (plus a floor): one seek per row key costs about as much.
+_FOLD_PER_ROW = 32
+_FOLD_FLOOR = 50_000
+
+
+def _fold(
+    store: HistoryStore,
+    view_id: int,
+    raw: dict[bytes, bytes | None],
+    since: int,
+    lsn: int,
+    *,
+    budget: bool = False,
+) -> dict[bytes, bytes | None] | None:
+    """Fold the view's changes with since <= commit LSN <= lsn over `raw` (output key -> row
+    bytes, None: deleted), in commit order. With `budget`, None once it has read more changes
+    than `_FOLD_PER_ROW` per distinct row (and `_FOLD_FLOOR`)."""
+    low = change_key(view_id, since, 0)
+    high = prefix_end(change_lsn_prefix(view_id, lsn))
+    end = prefix_end(change_prefix(view_id))
+    high = min(high, end)
+    large = store.large_txn_pending
+    chunk = 100_000 if budget or large else None
+    read = 0
+    while low < high:
+        if chunk is None:
+            values = store.history_range(low, high, values=True)
+            done = True
+        else:
+            keys = store.history_range(low, high, chunk)
+            if not keys:
+                break
+            done = len(keys) < chunk
+            last = keys[-1]
+            values = store.history_range(low, prefix_end(last), values=True)
+            if large:  # a large transaction still being written: its entries are not history
+                values = [v for k, v in zip(keys, values, strict=True) if not _pending(store, k)]
+            low = prefix_end(last)
+        _fold_values(raw, values)
+        read += len(values)
+        if budget and not done and read > len(raw) * _FOLD_PER_ROW + _FOLD_FLOOR:
+            return None
+        if done:
+            break
+    return raw
+
+
+def _fold_values(raw: dict[bytes, bytes | None], values: list[bytes]) -> None:
+    """Fold change-log values (`pack_change`) into `raw`: each row's image after it."""
+    if len(values) >= _COLUMNAR:
+        chunk = ValueChunk(values)
+        okey, _, after, _, _ = chunk.top_fields(5)
+        okeys, afters = chunk.binary(okey).to_pylist(), chunk.binary(after).to_pylist()
+        raw.update(zip(okeys, afters, strict=True))
+        return
+    for value in values:
+        fields = unpack_fields(value)
+        raw[fields[0]] = fields[2]
+
+
+def _rows_by_seeks(store: HistoryStore, view_id: int, lsn: int) -> dict[bytes, tuple[Any, ...]]:
+    """`rows_as_of` by one backward seek per row key the view has ever had (a skip scan of the
+    `k` ordering): what a history with no checkpoint before `lsn` is read with."""
     rows: dict[bytes, tuple[Any, ...]] = {}
     base = row_key_prefix(view_id)
     end = prefix_end(base)

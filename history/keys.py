@@ -2,8 +2,11 @@
 
     c  view id (2)  commit LSN (8)  sequence (4)  ->  [output key, before, after, time, xid]
     k  view id (2)  output key      commit LSN (8)  ->  the row after (DELETED: deleted)
+    p  view id (2)  checkpoint LSN (8)              ->  its number of rows (8)
+    s  view id (2)  checkpoint LSN (8)  output key  ->  the row as of the checkpoint LSN
 
-`c` is each view's log in commit order, `k` each view row's history (see `changelog`).
+`c` is each view's log in commit order, `k` each view row's history (see `changelog`), `p` and
+`s` its checkpoints: every row of the view as of an LSN (see `checkpoint`).
 """
 
 from __future__ import annotations
@@ -75,3 +78,29 @@ def row_key_lsn(key: bytes) -> int:
 def is_row_key_of(key: bytes, prefix: bytes) -> bool:
     """Whether `key` is a `k` key of exactly the row whose prefix is `prefix`."""
     return key.startswith(prefix) and len(key) == len(prefix) + 8
+
+
+def checkpoint_marker(view_id: int, lsn: int) -> bytes:
+    """The `p` key that says the view's checkpoint at `lsn` is complete."""
+    return b"p" + _U16.pack(view_id) + _U64.pack(lsn)
+
+
+def checkpoint_prefix(view_id: int, lsn: int) -> bytes:
+    """The prefix of the `s` keys of the view's rows in its checkpoint at `lsn`."""
+    return b"s" + _U16.pack(view_id) + _U64.pack(lsn)
+
+
+def checkpoint_row_key(view_id: int, lsn: int, okey: bytes) -> bytes:
+    """The `s` key of one row (output key `okey`) of the view's checkpoint at `lsn`."""
+    return checkpoint_prefix(view_id, lsn) + okey
+
+
+def checkpoint_lsn(key: bytes) -> int:
+    """The checkpoint LSN of a `p` or `s` key."""
+    return _U64.unpack_from(key, 3)[0]
+
+
+def view_prefixes(view_id: int) -> list[bytes]:
+    """Every key prefix of one view's history: its log, its rows' histories, its checkpoints."""
+    vid = _U16.pack(view_id)
+    return [b"c" + vid, b"k" + vid, b"p" + vid, b"s" + vid]

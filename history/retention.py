@@ -9,10 +9,11 @@ changes after it. So compacting a view to a cutoff deletes, in one WriteBatch:
 - every change of a row that a later change at or before the cutoff supersedes;
 - a row's last change at or before the cutoff too, when that change deleted it;
 
-from both orderings of the log (`k` per row, `c` in commit order), and records the cutoff as the
-view's `history_from`. What remains at or before the cutoff is one entry per row the view had
-then: the view as of the cutoff, whose answers (and every later one) are unchanged. As-of reads
-before `history_from` are refused.
+from both orderings of the log (`k` per row, `c` in commit order), and the view's checkpoints
+before the cutoff (`history.checkpoint`: they would be read with the changes after them), and
+records the cutoff as the view's `history_from`. What remains at or before the cutoff is one
+entry per row the view had then: the view as of the cutoff, whose answers (and every later one)
+are unchanged. As-of reads before `history_from` are refused.
 
 Each pass handles at most `max_entries` changes (cutting at a transaction boundary) so that the
 pipeline, which runs retention between groups, never stalls for long; passes repeat until the
@@ -30,6 +31,7 @@ from typing import Any
 from viewstore.codecs.key import prefix_end
 from viewstore.codecs.value import unpack_fields
 from viewstore.errors import ConfigError
+from viewstore.history import checkpoint
 from viewstore.history.access import HistoryStore, ViewCatalog, ViewRecord
 from viewstore.history.keys import (
     DELETED,
@@ -179,6 +181,8 @@ def compact(
             batch.delete(it.key(), cf)
         it.next()
     del it
+    # A checkpoint before the cutoff would be read with the changes after it, which are gone.
+    checkpoint.drop_before(batch, cf, vid, cutoff)
 
     info = info.model_copy(update={"history_from": str(Lsn(cutoff))})
     catalog.put(batch, store, info)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 
 from viewstore.codecs.row import decode_row, encode_row
 from viewstore.errors import UnsupportedError
+from viewstore.history import checkpoint
 from viewstore.history.changelog import entries
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgoutput import UNCHANGED, Value
@@ -46,7 +47,7 @@ from viewstore.store.db import (
     encode_undo,
     scan,
 )
-from viewstore.store.engine import ActiveView, ViewEngine
+from viewstore.store.engine import ActiveView, ViewEngine, count_key, view_prefix
 
 log = logging.getLogger("viewstore")
 
@@ -130,6 +131,7 @@ class Applier:
         on_chunk: Callable[[str], None] | None = None,
         views: Sequence[ActiveView] = (),
         history: bool = True,
+        checkpoint_interval: int = 10_000,
     ) -> None:
         self.store = store
         self.keep_history = history
@@ -166,6 +168,16 @@ class Applier:
         self.xid: int | None = None
         self.history_seq = 0
         self.view_tables = self.engine.tables if self.engine is not None else frozenset()
+        # History checkpoints (history.checkpoint): a view's next one is due once it has changed
+        # max(checkpoint_interval, its rows) times since its last one; 0 turns them off.
+        self.checkpoint_interval = checkpoint_interval if history else 0
+        self.since_checkpoint: dict[int, int] = {}
+        if self.checkpoint_interval:
+            for view in views:
+                due = max(self.checkpoint_interval, self._view_rows(view.view_id))
+                n = checkpoint.changes_after_latest(store, view.view_id, due)
+                self.since_checkpoint[view.view_id] = n
+        self.checkpoints_written = 0  # by this applier (tests and benchmarks read it)
         self._reset_group()
 
     def close(self) -> None:
@@ -189,6 +201,7 @@ class Applier:
         self.group_started = 0.0
         self.dirty_counts: set[int] = set()
         self.touched: set[bytes] = set()  # large transaction: undo keys written in this chunk
+        self.group_changes: dict[int, int] = {}  # view id -> history entries in the group
         if self.engine is not None:
             if written:
                 self.engine.written()
@@ -217,6 +230,11 @@ class Applier:
             batch.delete_range(*ALL_KEYS, self.undo_cf)
             batch.delete(meta.LARGE_TXN, self.store.cf["meta"])
             self.large = False
+        elif self.checkpoint_interval:
+            self._put_checkpoints()
+        for vid, n in self.group_changes.items():
+            if vid in self.since_checkpoint:
+                self.since_checkpoint[vid] += n
         self.store.write(batch, sync=True)
         if self.applied_time is not None:
             # Postgres's commit of the group's newest transaction to durable here (/metrics).
@@ -226,6 +244,26 @@ class Applier:
         self.committed_counts = dict(self.counts)
         self._reset_group(written=True)
         return self.synced_lsn
+
+    def _put_checkpoints(self) -> None:
+        """Put into the group's batch a checkpoint of each view that has changed enough since
+        its last one: its rows as RocksDB holds them now, as of the last synced group (the
+        group being written is not in RocksDB yet, and no large transaction is half written
+        when this runs), so one synced write holds all of it or none."""
+        for vid, n in self.since_checkpoint.items():
+            if n < self.checkpoint_interval or n < self._view_rows(vid):
+                continue
+            prefix = view_prefix(vid) + b"r"
+            cut = len(prefix)
+            rows = ((k[cut:], v) for k, v in scan(self.store.views, prefix))
+            checkpoint.put(self.batch, self.history_cf, vid, int(self.synced_lsn), rows)
+            self.since_checkpoint[vid] = 0
+            self.checkpoints_written += 1
+
+    def _view_rows(self, vid: int) -> int:
+        """A view's number of rows as of the last synced group."""
+        data = self.store.views.get(count_key(vid))
+        return 0 if data is None else int.from_bytes(data, "big")
 
     def _put_dirty_counts(self) -> None:
         for table_id in self.dirty_counts:
@@ -317,7 +355,9 @@ class Applier:
     def _end_views(self, commit_lsn: Lsn) -> None:
         """Write the view rows the transaction touched, and their changes to the history, keyed
         by the end of its commit record (history.changelog says why that one)."""
+        counts = self.group_changes
         for vid, okey, before, after in self.engine.end_transaction():  # type: ignore[union-attr]
+            counts[vid] = counts.get(vid, 0) + 1
             pairs = entries(
                 vid, commit_lsn, self.history_seq, okey, before, after,
                 self.commit_time_us, self.xid,

@@ -114,6 +114,9 @@ class RunConfig(BaseModel):
     # of it), compacting at most every `history_retention_interval` seconds (history.retention).
     history_retention: str | None = None
     history_retention_interval: float = 60.0
+    # A view's next history checkpoint (history.checkpoint) is due after max(this, its rows)
+    # changes; 0: none (as-of reads of a whole view then grow with the history).
+    history_checkpoint_interval: int = 10_000
     # Benchmarks only: keep the views without their history, to measure what it costs. As-of
     # reads and `verify` then have nothing to read.
     history: bool = True
@@ -229,6 +232,7 @@ class Pipeline:
                 on_chunk=self.crash,
                 views=views,
                 history=cfg.history,
+                checkpoint_interval=cfg.history_checkpoint_interval,
             )
             return self._stream_with_reconnect(repl, database)
         finally:

@@ -25,7 +25,8 @@ from rocksdict import WriteBatch
 from viewstore.codecs.key import encode_value, prefix_end
 from viewstore.codecs.row import decode_row
 from viewstore.errors import ConfigError
-from viewstore.history.changelog import change_key, entries, row_key_prefix
+from viewstore.history.changelog import entries
+from viewstore.history.keys import view_prefixes
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.pgconn import quote_ident
 from viewstore.ingest.values import converter
@@ -169,7 +170,7 @@ def _drop_view(store: Store, info: ViewInfo) -> None:
     batch = store.new_batch()
     prefix = view_prefix(info.view_id)
     batch.delete_range(prefix, prefix_end(prefix), store.cf["views"])
-    for h in (change_key(info.view_id, 0, 0)[:3], row_key_prefix(info.view_id)):
+    for h in view_prefixes(info.view_id):
         batch.delete_range(h, prefix_end(h), store.cf["history"])
     batch.delete(meta.VIEW_PREFIX + info.name.encode(), store.cf["meta"])
     store.write(batch, sync=True)

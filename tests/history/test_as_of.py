@@ -4,6 +4,7 @@ store's view as of each recorded LSN equals the recorded result."""
 
 from __future__ import annotations
 
+import bisect
 import random
 from pathlib import Path
 
@@ -20,7 +21,12 @@ from runner import (
 
 import viewstore
 from viewstore.errors import ConfigError
+from viewstore.history import checkpoint
+from viewstore.history.changelog import _rows_by_seeks, changes, rows_as_of
 from viewstore.ingest.lsn import Lsn
+from viewstore.store.db import Store
+from viewstore.store.viewcatalog import stored_views
+from viewstore.store.viewread import current_rows_as_of
 
 SCHEMA = """
 CREATE TABLE players (id int PRIMARY KEY, name text NOT NULL, team text);
@@ -111,3 +117,70 @@ def test_as_of_outside_the_history_is_an_error(dsn: str, tmp_path: Path) -> None
         vs.query("teams", as_of="0/10")
     with pytest.raises(ConfigError, match="invalid LSN"):
         vs.query("teams", as_of="yesterday")
+
+
+def _oracle(recorded: list[tuple[Lsn, dict[str, list]]], ends: list[int], at: int) -> dict:
+    """Postgres's answers as of `at`, from answers recorded at LSNs after each commit and the
+    commit LSNs (the end of each commit record) of the transactions: the last recorded LSN at
+    or before `at`, unless the next transaction's commit ends after it but by `at`."""
+    i = bisect.bisect_right([lsn for lsn, _ in recorded], at) - 1
+    assert i >= 0, f"{Lsn(at)} is before the first recorded answer"
+    if any(int(recorded[i][0]) < e <= at for e in ends):
+        i += 1
+    return recorded[i][1]
+
+
+def test_as_of_before_at_and_after_checkpoints_equals_postgres(dsn: str, tmp_path: Path) -> None:
+    """Checkpoints every few changes (history.checkpoint): reads as of every recorded LSN and
+    as of each checkpoint's LSN, one before and one after it, equal Postgres's answers; the
+    three ways to a past state (checkpoint and the changes after it, one seek per row key,
+    the current rows with later changes undone) agree at each of them."""
+    pg_exec(dsn, SCHEMA)
+    views = tmp_path / "views.sql"
+    views.write_text("".join(f"CREATE VIEW {n} AS {q};\n" for n, q in VIEWS.items()))
+    data = tmp_path / "data"
+    rng = random.Random(8)
+    recorded: list[tuple[Lsn, dict[str, list]]] = []
+
+    def record() -> None:
+        lsn = Lsn.parse(pg_query(dsn, "SELECT pg_current_wal_insert_lsn()::text")[0][0])
+        recorded.append((lsn, {n: postgres_view_rows(dsn, q) for n, q in VIEWS.items()}))
+
+    with PipelineThread(dsn, data, views_file=views, history_checkpoint_interval=3) as p:
+        wait_caught_up(dsn, data, alive=p.check)
+        for name in VIEWS:
+            view_rows(data, name)  # built
+        record()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for i in range(90):
+                _transaction(conn, rng)
+                record()
+                if i % 7 == 0:  # let groups end here and there, so that checkpoints follow
+                    wait_caught_up(dsn, data, alive=p.check)
+        wait_caught_up(dsn, data, alive=p.check)
+
+    with Store.open(data, readonly=True) as store:
+        infos = stored_views(store)
+        ends = sorted({int(c.lsn) for i in infos.values() for c in changes(store, i.view_id)})
+        marks = {name: checkpoint.lsns(store, i.view_id) for name, i in infos.items()}
+    for name, lsns in marks.items():
+        assert len(lsns) >= 3, f"{name}: checkpoints {lsns}"
+    first = int(recorded[0][0])
+    points = {int(lsn) for lsn, _ in recorded}
+    points |= {c + d for lsns in marks.values() for c in lsns for d in (-1, 0, 1) if c + d >= first}
+    points = {p for p in points if p <= int(recorded[-1][0])}
+    # Reads that land at a checkpoint, just before one and just after one all occur.
+    assert any(p in lsns for lsns in marks.values() for p in points)
+
+    vs = viewstore.open(data)
+    for at in sorted(points):
+        want = _oracle(recorded, ends, at)
+        for name in VIEWS:
+            got = normalise_rows(tuple(r.values()) for r in vs.query(name, as_of=Lsn(at)))
+            assert got == want[name], f"{name} as of {Lsn(at)}"
+    with Store.open(data, readonly=True) as store:
+        for info in stored_views(store).values():
+            for at in sorted(points):
+                got = rows_as_of(store, info.view_id, at)
+                assert got == _rows_by_seeks(store, info.view_id, at), (info.name, Lsn(at))
+                assert got == current_rows_as_of(store, info.view_id, at), (info.name, Lsn(at))

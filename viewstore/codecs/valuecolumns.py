@@ -168,3 +168,57 @@ def _bitmap(valid: Any) -> Any:
     if valid.all():
         return None
     return pa.py_buffer(np.packbits(valid, bitorder="little"))
+
+
+# Tags whose bodies `python_rows` turns into Python values a column at a time, as
+# `codecs.value.decode_value` would one at a time (text, integers, numerics).
+_TEXT_TAGS = {ord("s"): None, ord("i"): int, ord("d"): "decimal"}
+
+
+def python_rows(values: list[bytes]) -> list[tuple[Any, ...]] | None:
+    """`tuple(unpack_fields(v))` of every value, decoded a column at a time (an as-of read of a
+    whole view decodes every row it returns: issue 15); None when the values do not all hold
+    the same number of fields, or a column holds a tag other than text, integer, numeric,
+    boolean or NULL: the caller decodes those one by one."""
+    if not values:
+        return []
+    from decimal import Decimal
+
+    import pyarrow as pa
+
+    from viewstore.codecs.value import unpack_fields
+
+    width = len(unpack_fields(values[0]))
+    chunk = ValueChunk(values)
+    try:
+        fields = chunk.top_fields(width)
+    except StoreError:
+        return None
+    columns: list[list[Any]] = []
+    for f in fields:
+        tags = f.tags()
+        if not tags:
+            columns.append([None] * chunk.n)
+        elif tags <= {ord("T"), ord("F")}:
+            flags = (f.tag == ord("T")).tolist()
+            columns.append(flags if f.valid.all() else _nulls(flags, f.valid))
+        elif len(tags) == 1 and next(iter(tags)) in _TEXT_TAGS:
+            try:
+                text = chunk.binary(f, pa.string()).to_pylist()
+            except (UnicodeDecodeError, pa.ArrowException):
+                return None  # not UTF-8 (surrogatepass): the general path keeps it as it was
+            kind = _TEXT_TAGS[next(iter(tags))]
+            if kind is not None:
+                convert = Decimal if kind == "decimal" else int
+                if f.valid.all():
+                    text = list(map(convert, text))
+                else:
+                    text = [None if t is None else convert(t) for t in text]
+            columns.append(text)
+        else:
+            return None
+    return list(zip(*columns, strict=True))
+
+
+def _nulls(values: list[Any], valid: Any) -> list[Any]:
+    return [v if ok else None for v, ok in zip(values, valid.tolist(), strict=True)]
