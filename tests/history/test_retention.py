@@ -22,7 +22,9 @@ from test_as_of import SCHEMA, VIEWS, _transaction
 
 import viewstore
 from viewstore.errors import ConfigError
+from viewstore.history import checkpoint
 from viewstore.history.changelog import changes, rows_as_of
+from viewstore.history.keys import checkpoint_prefix
 from viewstore.history.retention import Retention, apply_retention, compact
 from viewstore.ingest.lsn import Lsn
 from viewstore.store import historycopy
@@ -39,13 +41,16 @@ def _history_store(dsn: str, tmp_path: Path, txns: int = 120) -> tuple[Path, lis
     data = tmp_path / "data"
     rng = random.Random(11)
     lsns = []
-    with PipelineThread(dsn, data, views_file=views) as p:
+    # Checkpoints every few changes (history.checkpoint), so that compaction has some to drop.
+    with PipelineThread(dsn, data, views_file=views, history_checkpoint_interval=4) as p:
         wait_caught_up(dsn, data, alive=p.check)
         for name in VIEWS:
             view_rows(data, name)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            for _ in range(txns):
+            for i in range(txns):
                 _transaction(conn, rng)
+                if i % 6 == 0:  # groups end here and there, and checkpoints follow them
+                    wait_caught_up(dsn, data, alive=p.check)
                 lsns.append(
                     Lsn.parse(pg_query(dsn, "SELECT pg_current_wal_insert_lsn()::text")[0][0])
                 )
@@ -92,11 +97,22 @@ def test_compaction_keeps_every_retained_answer(dsn: str, tmp_path: Path) -> Non
     cutoff = lsns[len(lsns) // 2]
 
     with Store.open(data) as store:
+        kept = {}
+        for info in stored_views(store).values():
+            marks = checkpoint.lsns(store, info.view_id)
+            assert any(c < cutoff for c in marks) and any(c > cutoff for c in marks), marks
+            kept[info.name] = [c for c in marks if c >= cutoff]
         # Several small passes, each one atomic, each cut at a transaction boundary.
         for info in stored_views(store).values():
             while info.history_start is None or info.history_start < cutoff:
                 info = compact(store, info, int(cutoff), max_entries=7, catalog=CATALOG)
         assert all(i.history_start == cutoff for i in stored_views(store).values())
+        # The checkpoints before the cutoff are gone, marker and rows; the others are kept.
+        for info in stored_views(store).values():
+            assert checkpoint.lsns(store, info.view_id) == kept[info.name]
+            low = checkpoint_prefix(info.view_id, 0)
+            rows = store.history_range(low, checkpoint_prefix(info.view_id, int(cutoff)))
+            assert rows == []
 
     assert _entries(data) < entries_before
     retained = [lsn for lsn in lsns if lsn >= cutoff]
