@@ -175,27 +175,33 @@ def row_as_of(store: HistoryStore, view_id: int, okey: bytes, lsn: int) -> tuple
 def rows_as_of(store: HistoryStore, view_id: int, lsn: int) -> dict[bytes, tuple[Any, ...]]:
     """Output key -> row of the view as of `lsn`.
 
-    The newest checkpoint at or before `lsn` (`history.checkpoint`), with the view's changes
-    after it up to `lsn` folded over it: about as many changes as the view has rows at most,
-    whatever the length of the history. A view with no checkpoint by then is folded from the
-    start of its history, unless that is much longer than the view (a store whose history
-    predates checkpoints): then one seek per row key (`_rows_by_seeks`).
+    The newest checkpoint at or before `lsn` (`history.checkpoint`) with the view's changes
+    after it up to `lsn` applied: about as many changes as the view has rows at most, whatever
+    the length of the history, decoded a column at a time. A view with no checkpoint by then is
+    folded from the start of its history, unless that is much longer than the view (a store
+    whose history predates checkpoints): then one seek per row key (`_rows_by_seeks`).
     """
     base = checkpoint.latest(store, view_id, lsn)
-    if base is None:
-        raw: dict[bytes, bytes | None] | None = {}
-        raw = _fold(store, view_id, raw, 0, lsn, budget=True)  # type: ignore[arg-type]
-        if raw is None:
-            return _rows_by_seeks(store, view_id, lsn)
-    else:
-        raw = dict(checkpoint.rows(store, view_id, base))
-        _fold(store, view_id, raw, base + 1, lsn)
+    if base is not None:
+        keys, rows = checkpoint.arrays(store, view_id, base)
+        values = _log_values(store, view_id, base + 1, lsn)
+        if values:
+            chunk = ValueChunk(values)
+            okey, _, after, _, _ = chunk.top_fields(5)
+            keys, rows = checkpoint.apply(keys, rows, chunk.binary(okey), chunk.binary(after))
+        decoded = python_rows(rows)
+        if decoded is None:
+            decoded = [_row(v) for v in rows.to_pylist()]
+        return dict(zip(keys.to_pylist(), decoded, strict=True))
+    raw: dict[bytes, bytes | None] | None = _fold(store, view_id, {}, 0, lsn)
+    if raw is None:
+        return _rows_by_seeks(store, view_id, lsn)
     okeys = [k for k, v in raw.items() if v is not None]
     values = [raw[k] for k in okeys]
-    decoded = python_rows(values) if len(values) >= _COLUMNAR else None
-    if decoded is None:
-        decoded = [_row(v) for v in values]  # type: ignore[arg-type]
-    return dict(zip(okeys, decoded, strict=True))
+    found = python_rows(values) if len(values) >= _COLUMNAR else None
+    if found is None:
+        found = [_row(v) for v in values]  # type: ignore[arg-type]
+    return dict(zip(okeys, found, strict=True))
 
 
 # Below this many rows or changes, numpy's fixed cost outweighs decoding one by one.
@@ -204,47 +210,47 @@ _COLUMNAR = 64
 # this many changes per distinct row (plus a floor): one seek per row key costs about as much.
 _FOLD_PER_ROW = 32
 _FOLD_FLOOR = 50_000
+_CHUNK = 100_000
+
+
+def _log_values(store: HistoryStore, view_id: int, since: int, lsn: int) -> list[bytes]:
+    """The values of the view's log entries with since <= commit LSN <= lsn, in commit order
+    (a large transaction's entries still being written left out)."""
+    low = change_key(view_id, since, 0)
+    high = min(prefix_end(change_lsn_prefix(view_id, lsn)), prefix_end(change_prefix(view_id)))
+    if low >= high:
+        return []
+    if not store.large_txn_pending:
+        return store.history_range(low, high, values=True)
+    keys = store.history_range(low, high)
+    values = store.history_range(low, high, values=True)
+    return [v for k, v in zip(keys, values, strict=True) if not _pending(store, k)]
 
 
 def _fold(
-    store: HistoryStore,
-    view_id: int,
-    raw: dict[bytes, bytes | None],
-    since: int,
-    lsn: int,
-    *,
-    budget: bool = False,
+    store: HistoryStore, view_id: int, raw: dict[bytes, bytes | None], since: int, lsn: int
 ) -> dict[bytes, bytes | None] | None:
     """Fold the view's changes with since <= commit LSN <= lsn over `raw` (output key -> row
-    bytes, None: deleted), in commit order. With `budget`, None once it has read more changes
-    than `_FOLD_PER_ROW` per distinct row (and `_FOLD_FLOOR`)."""
+    bytes, None: deleted), in commit order; None once it has read more changes than
+    `_FOLD_PER_ROW` per distinct row (and `_FOLD_FLOOR`): seeks are cheaper then."""
     low = change_key(view_id, since, 0)
-    high = prefix_end(change_lsn_prefix(view_id, lsn))
-    end = prefix_end(change_prefix(view_id))
-    high = min(high, end)
-    large = store.large_txn_pending
-    chunk = 100_000 if budget or large else None
+    high = min(prefix_end(change_lsn_prefix(view_id, lsn)), prefix_end(change_prefix(view_id)))
     read = 0
     while low < high:
-        if chunk is None:
-            values = store.history_range(low, high, values=True)
-            done = True
-        else:
-            keys = store.history_range(low, high, chunk)
-            if not keys:
-                break
-            done = len(keys) < chunk
-            last = keys[-1]
-            values = store.history_range(low, prefix_end(last), values=True)
-            if large:  # a large transaction still being written: its entries are not history
-                values = [v for k, v in zip(keys, values, strict=True) if not _pending(store, k)]
-            low = prefix_end(last)
+        keys = store.history_range(low, high, _CHUNK)
+        if not keys:
+            break
+        last = keys[-1]
+        values = store.history_range(low, prefix_end(last), values=True)
+        if store.large_txn_pending:  # a large transaction being written: not history yet
+            values = [v for k, v in zip(keys, values, strict=True) if not _pending(store, k)]
         _fold_values(raw, values)
         read += len(values)
-        if budget and not done and read > len(raw) * _FOLD_PER_ROW + _FOLD_FLOOR:
-            return None
-        if done:
+        if len(keys) < _CHUNK:
             break
+        if read > len(raw) * _FOLD_PER_ROW + _FOLD_FLOOR:
+            return None
+        low = prefix_end(last)
     return raw
 
 

@@ -98,8 +98,8 @@ from bench_views import (
 import viewstore
 from viewstore.codecs.key import encode_key, prefix_end
 from viewstore.codecs.value import pack_fields
-from viewstore.history import duckdb_copy
-from viewstore.history.changelog import change_key, entries, row_as_of, rows_as_of
+from viewstore.history import checkpoint, duckdb_copy
+from viewstore.history.changelog import _rows_by_seeks, change_key, entries, row_as_of, rows_as_of
 from viewstore.ingest.lsn import Lsn
 from viewstore.pgcluster import ThrowawayPostgres
 from viewstore.store import db as meta
@@ -402,8 +402,13 @@ class History:
     BUILT_AT = Lsn((1 << 32) | 0x1000)  # 1/1000
     T0 = 1_798_761_600_000_000  # 2027-01-01 UTC, µs: the first update's commit time
 
-    def __init__(self, keys: int, versions: int) -> None:
+    def __init__(self, keys: int, versions: int, checkpoint_interval: int = 10_000) -> None:
         self.keys = keys
+        # A checkpoint after max(interval, keys) changes, as the applier writes them (0: none).
+        self.checkpoint_every = max(checkpoint_interval, keys) if checkpoint_interval else 0
+        self.since_checkpoint = 0
+        self.checkpoints: list[int] = []
+        self.checkpoint_bytes = 0
         self.versions = versions
         self.lsns = array("Q", bytes(8 * keys * versions))  # [k * versions + v]
         self.okeys = [encode_key([k + 1]) for k in range(keys)]
@@ -493,7 +498,16 @@ class History:
                     self.entries += 1
                     done += 1
                     in_batch += 1
-                    if in_batch == WRITE_BATCH:
+                    self.since_checkpoint += 1
+                    if self.checkpoint_every and self.since_checkpoint >= self.checkpoint_every:
+                        # The view as of this transaction, by the applier's own writer.
+                        rows = [(self.okeys[i], r) for i, r in enumerate(self.last_row) if r]
+                        checkpoint.put(batch, hcf, self.VIEW_ID, lsn, rows)
+                        self.checkpoints.append(lsn)
+                        self.checkpoint_bytes += sum(len(k) + 11 + len(r) for k, r in rows)
+                        self.since_checkpoint = 0
+                        in_batch += len(rows)
+                    if in_batch >= WRITE_BATCH:
                         store.write(batch, sync=False)
                         batch, in_batch = store.new_batch(), 0
                 first = False
@@ -603,9 +617,10 @@ def as_of_reads(data: Path, hist: History, args: argparse.Namespace) -> dict[str
             f"{out['query_rows_open_store_thread_cpu']} (the process had {share:.0%} of a core)"
         )
 
-        whole = []
+        whole, whole_lsns = [], []
         for _ in range(3):
             lsn = rng.randint(lo, hi)
+            whole_lsns.append(lsn)
             t = time.perf_counter()
             rows = rows_as_of(store, vid, lsn)
             whole.append(time.perf_counter() - t)
@@ -618,8 +633,18 @@ def as_of_reads(data: Path, hist: History, args: argparse.Namespace) -> dict[str
             "seconds": [round(x, 3) for x in whole],
             "median_ms": round(statistics.median(whole) * 1000, 1),
             "us_per_row": round(statistics.median(whole) / hist.keys * 1e6, 2),
+            "lsns": [str(Lsn(x)) for x in whole_lsns],
         }
         log(f"rows_as_of whole view: {out['rows_as_of_whole_view']}")
+        # The same read by one seek per row key (what rows_as_of did before checkpoints), once.
+        lsn = rng.randint(lo, hi)
+        t = time.perf_counter()
+        rows = _rows_by_seeks(store, vid, lsn)
+        seconds = time.perf_counter() - t
+        if rows != rows_as_of(store, vid, lsn):
+            raise SystemExit(f"as of {Lsn(lsn)}: the seek path and rows_as_of differ")
+        out["rows_by_seeks_whole_view_ms"] = round(seconds * 1000, 1)
+        log(f"the same by one seek per row key: {out['rows_by_seeks_whole_view_ms']} ms")
 
     reader = viewstore.open(data)
     times = []
@@ -823,7 +848,7 @@ def duckdb_sync_and_queries(data: Path, hist: History, args: argparse.Namespace)
 
 def synthetic(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     data = work / "synthetic"
-    hist = History(args.keys, args.versions)
+    hist = History(args.keys, args.versions, args.checkpoint_interval)
     total = args.keys * args.versions
     log(f"writing {total:,} history entries with changelog.entries (not ingested)")
     seconds = hist.write(data, args.versions)
@@ -847,6 +872,9 @@ def synthetic(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         "history_sst_bytes": sst,
         "data_dir_bytes": dir_bytes(data),
         "history_levelstats": levels.splitlines(),
+        "checkpoint_interval": hist.checkpoint_every,
+        "checkpoints": len(hist.checkpoints),
+        "checkpoint_rows_bytes": hist.checkpoint_bytes,
     }
     log(f"written in {seconds:.1f} s ({out['write_entries_per_s']:,} entries/s)")
     if args.part != "sync":
@@ -912,7 +940,12 @@ def print_table(result: dict[str, Any]) -> None:
         w = a["rows_as_of_whole_view"]
         print(
             f"   rows_as_of, whole view ({w['rows']:,} rows): {w['median_ms']:,} ms (median of 3); "
-            f"through the API: {a['api_query_whole_view_ms']:,} ms"
+            f"through the API: {a['api_query_whole_view_ms']:,} ms; by one seek per row key "
+            f"(no checkpoints): {a['rows_by_seeks_whole_view_ms']:,} ms"
+        )
+        print(
+            f"   checkpoints: {syn['checkpoints']} (one per {syn['checkpoint_interval']:,} "
+            f"changes), {syn['checkpoint_rows_bytes'] / 1e6:.1f} MB of rows"
         )
     if syn:
         f, i = syn["full_sync"], syn["incremental_sync"]
@@ -962,6 +995,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--lookups", type=int, default=20_000)
     ap.add_argument("--api-calls", type=int, default=300)
     ap.add_argument("--add-entries", type=int, default=100_000)
+    ap.add_argument(
+        "--checkpoint-interval",
+        type=int,
+        default=10_000,
+        help="a checkpoint after max(this, --keys) changes, as `run` writes them; 0: none",
+    )
     args = ap.parse_args()
     if args.quick:
         args.initial_scores, args.single_txns, args.multi_txns = 1_000, 2_000, 10

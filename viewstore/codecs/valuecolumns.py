@@ -45,12 +45,36 @@ class ValueChunk:
     def __init__(self, values: list[bytes]) -> None:
         import numpy as np
 
-        self.n = len(values)
+        lengths = np.fromiter(map(len, values), np.int64, len(values))
+        self._setup(b"".join(values), lengths)
+
+    @classmethod
+    def from_arrow(cls, array: Any) -> ValueChunk:
+        """The values of an Arrow binary array without nulls, read from its buffers (no Python
+        object per value)."""
+        import numpy as np
+
+        n = len(array)
+        import pyarrow as pa
+
+        large = pa.types.is_large_binary(array.type) or pa.types.is_large_string(array.type)
+        width = np.int64 if large else np.int32
+        offsets = np.frombuffer(array.buffers()[1], width)[array.offset : array.offset + n + 1]
+        data = array.buffers()[2]
+        first, last = (int(offsets[0]), int(offsets[-1])) if n else (0, 0)
+        body = b"" if data is None else data.to_pybytes()[first:last]
+        chunk = cls.__new__(cls)
+        chunk._setup(body, np.diff(offsets).astype(np.int64))
+        return chunk
+
+    def _setup(self, body: bytes, lengths: Any) -> None:
+        import numpy as np
+
+        self.n = len(lengths)
         # Five bytes past the end, so that the head of an absent field (read at 0) or of the
         # last one never reads outside the buffer.
-        self._padded = np.frombuffer(b"".join([*values, bytes(5)]), np.uint8)
+        self._padded = np.frombuffer(body + bytes(5), np.uint8)
         self.buf = self._padded[:-5]
-        lengths = np.fromiter(map(len, values), np.int64, self.n)
         self.starts = np.zeros(self.n, np.int64)
         np.cumsum(lengths[:-1], out=self.starts[1:])
         self.ends = self.starts + lengths
@@ -175,12 +199,13 @@ def _bitmap(valid: Any) -> Any:
 _TEXT_TAGS = {ord("s"): None, ord("i"): int, ord("d"): "decimal"}
 
 
-def python_rows(values: list[bytes]) -> list[tuple[Any, ...]] | None:
-    """`tuple(unpack_fields(v))` of every value, decoded a column at a time (an as-of read of a
-    whole view decodes every row it returns: issue 15); None when the values do not all hold
-    the same number of fields, or a column holds a tag other than text, integer, numeric,
-    boolean or NULL: the caller decodes those one by one."""
-    if not values:
+def python_rows(values: Any) -> list[tuple[Any, ...]] | None:
+    """`tuple(unpack_fields(v))` of every value (a list of bytes, or an Arrow binary array
+    without nulls), decoded a column at a time (an as-of read of a whole view decodes every
+    row it returns: issue 15); None when the values do not all hold the same number of fields,
+    or a column holds a tag other than text, integer, numeric, boolean or NULL: the caller
+    decodes those one by one."""
+    if not len(values):
         return []
     from decimal import Decimal
 
@@ -188,8 +213,12 @@ def python_rows(values: list[bytes]) -> list[tuple[Any, ...]] | None:
 
     from viewstore.codecs.value import unpack_fields
 
-    width = len(unpack_fields(values[0]))
-    chunk = ValueChunk(values)
+    if isinstance(values, list):
+        width = len(unpack_fields(values[0]))
+        chunk = ValueChunk(values)
+    else:
+        width = len(unpack_fields(values[0].as_py()))
+        chunk = ValueChunk.from_arrow(values)
     try:
         fields = chunk.top_fields(width)
     except StoreError:
@@ -203,11 +232,18 @@ def python_rows(values: list[bytes]) -> list[tuple[Any, ...]] | None:
             flags = (f.tag == ord("T")).tolist()
             columns.append(flags if f.valid.all() else _nulls(flags, f.valid))
         elif len(tags) == 1 and next(iter(tags)) in _TEXT_TAGS:
+            strings = chunk.binary(f, pa.string())
+            kind = _TEXT_TAGS[next(iter(tags))]
+            if kind is int:
+                try:  # Arrow parses digits 4x faster than int() does; beyond 64 bits, int()
+                    columns.append(strings.cast(pa.int64()).to_pylist())
+                    continue
+                except pa.ArrowException:
+                    pass
             try:
-                text = chunk.binary(f, pa.string()).to_pylist()
+                text = strings.to_pylist()
             except (UnicodeDecodeError, pa.ArrowException):
                 return None  # not UTF-8 (surrogatepass): the general path keeps it as it was
-            kind = _TEXT_TAGS[next(iter(tags))]
             if kind is not None:
                 convert = Decimal if kind == "decimal" else int
                 if f.valid.all():
