@@ -133,6 +133,22 @@ def _columnar(lsn: Any, seq: Any, values: list[bytes], wires: Sequence[Wire]) ->
     return pa.table(columns, names=_names(wires))
 
 
+def row_columns(rows: Any, wires: Sequence[Wire]) -> list[Any]:
+    """Arrow arrays, one per wire, of view rows (`codecs.value` field lists) given as an Arrow
+    binary array without nulls: a checkpoint's rows (`history.checkpoint`) for the copy."""
+    chunk = ValueChunk.from_arrow(rows)
+    if chunk.n:
+        fields = chunk.top_fields(len(wires))
+        if all(f.tags() <= set(w.tags) for w, f in zip(wires, fields, strict=True)):
+            return [_column(chunk, w, f) for w, f in zip(wires, fields, strict=True)]
+    convert = [_CONVERT[w.form] for w in wires]
+    cols: list[list[Any]] = [[] for _ in wires]
+    for row in rows.to_pylist():
+        for i, v in enumerate(unpack_fields(row)):
+            cols[i].append(None if v is None else convert[i](v))
+    return [pa.array(v, w.arrow) for v, w in zip(cols, wires, strict=True)]
+
+
 def _column(chunk: ValueChunk, wire: Wire, f: Field) -> Any:
     if wire.form == "float":
         return chunk.float64(f)
