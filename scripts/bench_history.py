@@ -104,7 +104,8 @@ from viewstore.ingest.lsn import Lsn
 from viewstore.pgcluster import ThrowawayPostgres
 from viewstore.store import db as meta
 from viewstore.store import historycopy
-from viewstore.store.db import Store
+from viewstore.store.db import Store, scan
+from viewstore.store.engine import view_prefix
 from viewstore.store.viewcatalog import ViewInfo, put_info, stored_views
 from viewstore.store.viewread import find_view, query_rows
 from viewstore.views.schema import ColumnInfo
@@ -617,13 +618,14 @@ def as_of_reads(data: Path, hist: History, args: argparse.Namespace) -> dict[str
             f"{out['query_rows_open_store_thread_cpu']} (the process had {share:.0%} of a core)"
         )
 
-        whole, whole_lsns = [], []
-        for _ in range(3):
+        whole, whole_cpu, whole_lsns = [], [], []
+        for _ in range(5):
             lsn = rng.randint(lo, hi)
             whole_lsns.append(lsn)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             rows = rows_as_of(store, vid, lsn)
             whole.append(time.perf_counter() - t)
+            whole_cpu.append(time.thread_time() - c)
             if len(rows) != hist.keys:
                 raise SystemExit(f"rows_as_of: {len(rows)} rows, expected {hist.keys}")
             for k in rng.sample(range(hist.keys), min(200, hist.keys)):
@@ -632,18 +634,21 @@ def as_of_reads(data: Path, hist: History, args: argparse.Namespace) -> dict[str
             "rows": hist.keys,
             "seconds": [round(x, 3) for x in whole],
             "median_ms": round(statistics.median(whole) * 1000, 1),
+            "thread_cpu_seconds": [round(x, 3) for x in whole_cpu],
+            "thread_cpu_median_ms": round(statistics.median(whole_cpu) * 1000, 1),
             "us_per_row": round(statistics.median(whole) / hist.keys * 1e6, 2),
             "lsns": [str(Lsn(x)) for x in whole_lsns],
         }
         log(f"rows_as_of whole view: {out['rows_as_of_whole_view']}")
         # The same read by one seek per row key (what rows_as_of did before checkpoints), once.
         lsn = rng.randint(lo, hi)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         rows = _rows_by_seeks(store, vid, lsn)
-        seconds = time.perf_counter() - t
+        seconds, cpu_seconds = time.perf_counter() - t, time.thread_time() - c
         if rows != rows_as_of(store, vid, lsn):
             raise SystemExit(f"as of {Lsn(lsn)}: the seek path and rows_as_of differ")
         out["rows_by_seeks_whole_view_ms"] = round(seconds * 1000, 1)
+        out["rows_by_seeks_whole_view_thread_cpu_ms"] = round(cpu_seconds * 1000, 1)
         log(f"the same by one seek per row key: {out['rows_by_seeks_whole_view_ms']} ms")
 
     reader = viewstore.open(data)
@@ -846,6 +851,41 @@ def duckdb_sync_and_queries(data: Path, hist: History, args: argparse.Namespace)
     return out
 
 
+def checkpoint_write(work: Path, hist: History) -> dict[str, Any]:
+    """What writing one checkpoint of a `hist.keys`-row view costs the applier: its rows read
+    from the views column family as it reads them (Applier._put_checkpoints: a scan of the
+    view's output rows, checkpoint.put into the group's batch), and the synced write of that
+    batch; median of 3, on a store that holds the view's rows and nothing else."""
+    data = work / "checkpoint_write"
+    prefix = view_prefix(History.VIEW_ID) + b"r"
+    with Store.open(data) as store:
+        batch = store.new_batch()
+        for k in range(hist.keys):
+            row = pack_fields(hist.row(k, hist.cents[k]))
+            batch.put(prefix + hist.okeys[k], row, store.cf["views"])
+        store.write(batch, sync=True)
+        store.views.flush(True)
+        build, write, sizes = [], [], []
+        for i in range(3):
+            t = time.perf_counter()
+            batch = store.new_batch()
+            rows = ((k[len(prefix) :], v) for k, v in scan(store.views, prefix))
+            checkpoint.put(batch, store.cf["history"], History.VIEW_ID, 1000 + i, rows)
+            t2 = time.perf_counter()
+            sizes.append(batch.size_in_bytes())
+            store.write(batch, sync=True)
+            build.append(t2 - t)
+            write.append(time.perf_counter() - t2)
+    out = {
+        "rows": hist.keys,
+        "scan_and_put_ms": round(statistics.median(build) * 1000, 1),
+        "synced_write_ms": round(statistics.median(write) * 1000, 1),
+        "batch_bytes": sizes[0],
+    }
+    log(f"one checkpoint of {hist.keys:,} rows: {out}")
+    return out
+
+
 def synthetic(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     data = work / "synthetic"
     hist = History(args.keys, args.versions, args.checkpoint_interval)
@@ -877,6 +917,7 @@ def synthetic(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         "checkpoint_rows_bytes": hist.checkpoint_bytes,
     }
     log(f"written in {seconds:.1f} s ({out['write_entries_per_s']:,} entries/s)")
+    out["checkpoint_write"] = checkpoint_write(work, hist)
     if args.part != "sync":
         out["as_of"] = as_of_reads(data, hist, args)
     out.update(duckdb_sync_and_queries(data, hist, args))
@@ -939,13 +980,18 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"   (the lookup loop had {a['lookup_loop_cpu_share']:.0%} of a core)")
         w = a["rows_as_of_whole_view"]
         print(
-            f"   rows_as_of, whole view ({w['rows']:,} rows): {w['median_ms']:,} ms (median of 3); "
+            f"   rows_as_of, whole view ({w['rows']:,} rows): {w['median_ms']:,} ms (median of 5; "
+            f"CPU {w['thread_cpu_median_ms']:,} ms); "
             f"through the API: {a['api_query_whole_view_ms']:,} ms; by one seek per row key "
-            f"(no checkpoints): {a['rows_by_seeks_whole_view_ms']:,} ms"
+            f"(no checkpoints): {a['rows_by_seeks_whole_view_ms']:,} ms "
+            f"(CPU {a['rows_by_seeks_whole_view_thread_cpu_ms']:,} ms)"
         )
+        cw = syn["checkpoint_write"]
         print(
             f"   checkpoints: {syn['checkpoints']} (one per {syn['checkpoint_interval']:,} "
-            f"changes), {syn['checkpoint_rows_bytes'] / 1e6:.1f} MB of rows"
+            f"changes), {syn['checkpoint_rows_bytes'] / 1e6:.1f} MB of rows; writing one of "
+            f"{cw['rows']:,} rows: {cw['scan_and_put_ms']} ms into the batch, "
+            f"{cw['synced_write_ms']} ms synced write"
         )
     if syn:
         f, i = syn["full_sync"], syn["incremental_sync"]
