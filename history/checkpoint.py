@@ -169,4 +169,12 @@ def changes_after_latest(store: HistoryStore, view_id: int, limit: int) -> int:
     it has none), counting up to `limit`: where a restarted store's count picks up."""
     base = latest(store, view_id, (1 << 64) - 1)
     low = change_key(view_id, 0 if base is None else base + 1, 0)
-    return len(store.history_range(low, prefix_end(change_prefix(view_id)), limit))
+    high = prefix_end(change_prefix(view_id))
+    n = 0
+    while n < limit:  # a chunk of keys at a time: a big view's limit is millions
+        keys = store.history_range(low, high, min(limit - n, 100_000))
+        n += len(keys)
+        if not keys:
+            break
+        low = prefix_end(keys[-1])
+    return n

@@ -402,6 +402,12 @@ class _SnapshotFamily:
     def iter(self) -> Any:
         return self._snapshot.iter()
 
+    def keys(self, from_key: bytes | None = None, read_opt: ReadOptions | None = None) -> Any:
+        return self._snapshot.keys(from_key=from_key, read_opt=read_opt)
+
+    def values(self, from_key: bytes | None = None, read_opt: ReadOptions | None = None) -> Any:
+        return self._snapshot.values(from_key=from_key, read_opt=read_opt)
+
 
 def _open_read_only(path: Path, cfs: dict[str, Options]) -> Rdict:
     # A read-only open reads the MANIFEST, then opens the table files it lists; a compaction in

@@ -18,6 +18,7 @@ from viewstore.codecs.key import encode_key
 from viewstore.codecs.value import pack_fields, unpack_fields
 from viewstore.codecs.valuecolumns import python_rows
 from viewstore.history import checkpoint
+from viewstore.history.changelog import entries
 from viewstore.store.db import Store
 
 VALUES = st.one_of(
@@ -97,3 +98,21 @@ def test_checkpoint_with_changes_equals_folding_them(
         else:
             want[key] = after
     assert dict(zip(keys.to_pylist(), values.to_pylist(), strict=True)) == want
+
+
+def test_a_restarted_store_counts_the_changes_after_its_newest_checkpoint(store: Store) -> None:
+    cf = store.cf["history"]
+    batch = store.new_batch()
+    for lsn in range(10, 20):
+        for seq in range(3):
+            for key, value in entries(9, lsn, seq, encode_key([seq]), None, b"\x01", 1, 1):
+                batch.put(key, value, cf)
+    store.write(batch, sync=False)
+    assert checkpoint.changes_after_latest(store, 9, 1000) == 30  # none yet: from the start
+    assert checkpoint.changes_after_latest(store, 9, 7) == 7  # counts up to the limit
+    batch = store.new_batch()
+    checkpoint.put(batch, cf, 9, 14, [(encode_key([0]), b"\x01")])
+    store.write(batch, sync=False)
+    assert checkpoint.changes_after_latest(store, 9, 1000) == 15  # LSNs 15-19
+    assert checkpoint.lsns(store, 9) == [14]
+    assert checkpoint.latest(store, 9, 13) is None and checkpoint.latest(store, 9, 99) == 14
