@@ -48,7 +48,16 @@ from viewstore.history.keys import (
     checkpoint_prefix,
 )
 
-__all__ = ["apply", "arrays", "changes_after_latest", "drop_before", "latest", "lsns", "put"]
+__all__ = [
+    "apply",
+    "arrays",
+    "changes_after_latest",
+    "drop_before",
+    "latest",
+    "lsns",
+    "put",
+    "row_count",
+]
 
 BLOCK_ROWS = 1024
 _BLOCK_BYTES = 64 << 20  # a block ends sooner if its rows are this large (offsets are i32)
@@ -99,6 +108,12 @@ def latest(store: HistoryStore, view_id: int, lsn: int) -> int | None:
     if it.valid() and it.key()[:3] == marker[:3]:
         return checkpoint_lsn(it.key())
     return None
+
+
+def row_count(store: HistoryStore, view_id: int, lsn: int) -> int:
+    """The number of rows of the view's checkpoint at `lsn` (its marker says)."""
+    data = store.history.get(checkpoint_marker(view_id, lsn))
+    return 0 if data is None else _U64.unpack(data)[0]
 
 
 def lsns(store: HistoryStore, view_id: int) -> list[int]:

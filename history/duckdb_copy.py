@@ -24,7 +24,8 @@ order gives the view.
 
 Checkpoints (issue 15): the store's checkpoints of each view (`history.checkpoint`: every row as
 of an LSN) are copied too, into `viewstore_checkpoints.<view>` (checkpoint_lsn, row_key and the
-view's columns), so that `<view>_as_of` reads the newest checkpoint at or before its LSN and
+view's columns), one each time the copy has `_COPY_SPACING` times its rows in changes since the
+last one it took, so that `<view>_as_of` reads the newest checkpoint at or before its LSN and
 the changes after it, not every change before it (top 10 as of an LSN of a 10M-entry history:
 8.9 s before). A copy made before them holds none for the LSNs it had synced; as-of reads
 there read the changes from the start, as before.
@@ -84,6 +85,10 @@ log = logging.getLogger("viewstore")
 FILE_NAME = "history.duckdb"
 SYNC_TABLE = "viewstore_sync"
 CHECKPOINTS = "viewstore_checkpoints"  # the schema of the checkpoint tables, one per view
+# The copy takes a store checkpoint once it holds this many times the checkpoint's rows in
+# changes since the last one it took: an as-of read then windows at most about as many
+# changes, and the checkpoint table stays a fraction of the change table.
+_COPY_SPACING = 4
 _LOCK_WAIT = 30.0  # seconds to wait for another process to close the copy
 
 # DuckDB type, wire form (history.changecolumns) and the value tags the columnar decode takes,
@@ -362,18 +367,20 @@ def _create_macros(con: Any, info: ViewRecord) -> None:
         f"ELSE true END FROM {SYNC_TABLE} WHERE view = {view})"
     )
     # The newest checkpoint at or before the LSN, then each row's last change after it: the
-    # rows changed are taken from the log (a delete removes one), the others from the checkpoint.
+    # rows changed are taken from the log (a delete removes one), the others from the
+    # checkpoint. Both read `base`, whose `ok` raises the range error, so that it is raised
+    # even where no row of the table falls in the range.
     checkpoints = f"{CHECKPOINTS}.{_ident(info.name)}"
     con.execute(
         f"CREATE OR REPLACE MACRO {_ident(info.name + '_as_of')}(at_lsn) AS TABLE "
-        f"WITH base AS (SELECT max(checkpoint_lsn) AS c FROM {checkpoints} "
-        f"WHERE checkpoint_lsn <= at_lsn), "
+        f"WITH base AS (SELECT (SELECT max(checkpoint_lsn) FROM {checkpoints} "
+        f"WHERE checkpoint_lsn <= at_lsn) AS c, {check} AS ok), "
         f"changed AS (SELECT * FROM {table} WHERE lsn <= at_lsn "
-        f"AND lsn > coalesce((SELECT c FROM base), 0) AND {check} "
+        f"AND lsn > coalesce((SELECT c FROM base WHERE ok), 0) "
         f"QUALIFY row_number() OVER (PARTITION BY row_key ORDER BY lsn DESC, seq DESC) = 1) "
         f"SELECT {names} FROM changed WHERE op <> 'delete' "
         f"UNION ALL SELECT {names} FROM {checkpoints} "
-        f"WHERE checkpoint_lsn = (SELECT c FROM base) "
+        f"WHERE checkpoint_lsn = (SELECT c FROM base WHERE ok) "
         f"AND row_key NOT IN (SELECT row_key FROM changed)"
     )
     con.execute(
@@ -475,13 +482,21 @@ def _copy_checkpoints(
     con: Any, store: HistoryStore, info: ViewRecord, marks: list[int], upto: int
 ) -> list[int]:
     """Insert the view's checkpoints in `marks` at or before `upto` (in the caller's DuckDB
-    transaction); returns the rest."""
+    transaction), each one that has `_COPY_SPACING` times its rows in changes since the last
+    one the copy holds (the copy would otherwise hold about one checkpoint row per change);
+    returns the rest."""
     cols = _layout(info)
     names = ["checkpoint_lsn", "row_key", *(c.wire.name for c in cols)]
     select = ", ".join(["checkpoint_lsn", "row_key", *(e for c in cols for e in c.select())])
     target = f"{CHECKPOINTS}.{_ident(info.name)}"
     while marks and marks[0] <= upto:
         lsn = marks.pop(0)
+        [(held,)] = con.execute(f"SELECT coalesce(max(checkpoint_lsn), 0) FROM {target}").fetchall()
+        [(since,)] = con.execute(
+            f"SELECT count(*) FROM {_ident(info.name)} WHERE lsn > ? AND lsn <= ?", [held, lsn]
+        ).fetchall()
+        if since < _COPY_SPACING * max(1, checkpoint.row_count(store, info.view_id, lsn)):
+            continue
         keys, rows = checkpoint.arrays(store, info.view_id, lsn)
         columns = changecolumns.row_columns(rows, [c.wire for c in cols])
         lsns = pa.array([lsn] * len(keys), pa.uint64())

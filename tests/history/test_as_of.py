@@ -197,7 +197,9 @@ def test_as_of_before_at_and_after_checkpoints_equals_postgres(dsn: str, tmp_pat
             copied = con.execute(
                 f"SELECT DISTINCT checkpoint_lsn FROM viewstore_checkpoints.{name} ORDER BY 1"
             ).fetchall()
-            assert [c for (c,) in copied] == marks[name]
+            # Some of them: one each time the copy has 4 times its rows in changes since.
+            assert {c for (c,) in copied} <= set(marks[name]), (copied, marks[name])
+            assert copied or name != "player_total_scores"  # the busiest view: some
             for at in sorted(points):
                 result = con.execute(f"SELECT * FROM {name}_as_of(?)", [at])
                 names = [d[0] for d in result.description]
