@@ -29,9 +29,8 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-from viewstore.dsn import SECRET_KEYS, redact_text, secrets_of
+# psycopg's DSN parsing through viewstore.dsn: only ingest/pgconn.py imports psycopg here.
+from viewstore.dsn import SECRET_KEYS, conninfo_to_dict, make_conninfo, redact_text, secrets_of
 from viewstore.errors import SourceError
 from viewstore.ingest.pgconn import SESSION_SETTINGS, connect_options, quote_ident, quote_literal
 
