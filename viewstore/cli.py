@@ -54,6 +54,13 @@ def _crash_hook_from_env() -> Any:
     return hook
 
 
+def _checkpoint_interval_from_env() -> dict[str, int]:
+    """VIEWSTORE_CHECKPOINT_INTERVAL=n writes a view's history checkpoints every max(n, rows)
+    changes instead of max(10,000, rows) (tests use it to write many while killed -9)."""
+    spec = os.environ.get("VIEWSTORE_CHECKPOINT_INTERVAL")
+    return {"history_checkpoint_interval": int(spec)} if spec else {}
+
+
 @click.group()
 @click.version_option(package_name="viewstore")
 def main() -> None:
@@ -175,6 +182,7 @@ def run(
         large_txn_rows=large_txn_rows,
         chunk_rows=chunk_rows,
         history_retention=history_retention,
+        **_checkpoint_interval_from_env(),
     )
     hook = _crash_hook_from_env()
     pipeline = Pipeline(config, hook) if hook else Pipeline(config)

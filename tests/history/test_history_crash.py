@@ -50,9 +50,10 @@ from runner import (
 )
 
 from viewstore.codecs.key import encode_key
+from viewstore.codecs.value import unpack_fields
 from viewstore.demo import SEED_SQL, VIEW, VIEW_SQL
-from viewstore.history import duckdb_copy
-from viewstore.history.changelog import Change, changes
+from viewstore.history import checkpoint, duckdb_copy
+from viewstore.history.changelog import Change, _rows_by_seeks, changes, rows_as_of
 from viewstore.ingest.lsn import Lsn
 from viewstore.store import historycopy
 from viewstore.store.db import Store
@@ -78,6 +79,8 @@ SELECT 1 + g % 30, (1 + g % 997) / 100.0 FROM generate_series(1, 300) g;
 """
 XID_MOD = 1 << 32  # pgoutput carries the 32-bit xid; txid_current() adds the epoch
 KILLS = 5
+# History checkpoints every few changes (not 10,000), so that kills land among their writes.
+CHECKPOINTS = {"VIEWSTORE_CHECKPOINT_INTERVAL": "40"}
 
 
 def _canon(row: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
@@ -318,7 +321,7 @@ def _load(dsn: str, tmp: Path) -> Loaded:
     views.write_text(VIEWS_FILE)
     data = tmp / "data"
     rng = random.Random(23)
-    proc = start_process(dsn, data, "--views", str(views))
+    proc = start_process(dsn, data, "--views", str(views), env=CHECKPOINTS)
     wait_caught_up(dsn, data, alive=_alive(proc))
     for view in (VIEW, STATS):
         view_rows(data, view)  # built: the load starts after the views' build LSNs
@@ -338,7 +341,7 @@ def _load(dsn: str, tmp: Path) -> Loaded:
             assert now >= high, f"applied LSN went back from {high} to {now} across a kill"
             high = now
             restarts.append(now)
-            proc = start_process(dsn, data, "--views", str(views))
+            proc = start_process(dsn, data, "--views", str(views), env=CHECKPOINTS)
         time.sleep(1.0)
     end = current_lsn(dsn)
     wait_applied(data, end, timeout=120, alive=_alive(proc))
@@ -352,6 +355,25 @@ def _load(dsn: str, tmp: Path) -> Loaded:
 
 
 # --------------------------------------------------------------------------- test 1
+
+
+def test_checkpoints_written_across_kills_are_the_view_then(loaded: Loaded) -> None:
+    """Each checkpoint written while `run` was killed -9 and restarted holds exactly the
+    view's rows as of its LSN (by one seek per row key), and a whole-view read from it agrees
+    with the seeks at the transactions' LSNs around it."""
+    with Store.open(loaded.data, readonly=True) as store:
+        for name, info in stored_views(store).items():
+            marks = checkpoint.lsns(store, info.view_id)
+            assert len(marks) >= 5, (name, marks)
+            for c in marks:
+                rows = {k: tuple(unpack_fields(v)) for k, v in checkpoint.rows(store, info.view_id, c).items()}
+                assert rows == _rows_by_seeks(store, info.view_id, c), (name, Lsn(c))
+            lsns = sorted({int(t.lower) for t in loaded.committed[::7]} | {c + 1 for c in marks})
+            for at in lsns:
+                if at >= int(info.history_start or 0):
+                    want = _rows_by_seeks(store, info.view_id, at)
+                    assert rows_as_of(store, info.view_id, at) == want, (name, Lsn(at))
+
 
 
 def test_kill9_under_load_history_holds_each_committed_transaction_once(loaded: Loaded) -> None:
