@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -368,3 +369,34 @@ def test_float_edge_cases_match_postgres(dsn: str) -> None:
         )
         want = pg_query(dsn, query, values)[0][0]
         assert to_text(result_type(name, t))(state.result()) == want, (name, values)
+
+
+def test_cached_multisets_count_towards_the_cache_limit(
+    dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A MIN/MAX group read back from the store brings every distinct value of its multiset into
+    # memory (~600 bytes each, per aggregate): those count towards the engine's CACHE_LIMIT, so
+    # a store whose groups hold millions of values no longer keeps them all (issue 19.6: the
+    # soak's RSS grew to 420 MiB with 240k scores under MIN and MAX).
+    from runner import PipelineThread, assert_view_equals, wait_caught_up
+
+    from viewstore.store import engine
+
+    sql = "SELECT g, MIN(v) AS low, MAX(v) AS high, COUNT(*) AS n FROM mm GROUP BY g"
+    pg_exec(dsn, "CREATE TABLE mm (id int PRIMARY KEY, g int, v int)")
+    pg_exec(dsn, "INSERT INTO mm SELECT i, i % 2, i FROM generate_series(1, 3000) i")
+    views = tmp_path / "views.sql"
+    views.write_text(f"CREATE MATERIALIZED VIEW mm_stats AS {sql};\n")
+    data = tmp_path / "data"
+    with PipelineThread(dsn, data, views_file=views) as p:
+        wait_caught_up(dsn, data, alive=p.check)
+    monkeypatch.setattr(engine, "CACHE_LIMIT", 1000)  # rows and groups stay far below it
+    with PipelineThread(dsn, data, views_file=views) as p:  # a restart: nothing cached
+        pg_exec(dsn, "UPDATE mm SET v = -v WHERE id IN (1, 2)")  # both groups read back
+        wait_caught_up(dsn, data, alive=p.check)
+        eng = p.pipeline.applier.engine
+        assert eng is not None
+        assert eng.groups == {} and eng.spilled_values == 0  # 6,000 values: the cache let go
+        pg_exec(dsn, "DELETE FROM mm WHERE id IN (1, 2, 3000)")  # read back again, exactly
+        wait_caught_up(dsn, data, alive=p.check)
+    assert_view_equals(dsn, data, "mm_stats", sql)
