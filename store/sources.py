@@ -12,11 +12,12 @@ its subscribers when it moves.
 
 Reads that may take long (a whole view, a snapshot for a new subscriber) run on worker threads
 with `reading()`, so that the server's event loop keeps answering everyone else meanwhile. A
-live read is a RocksDB snapshot. A follower has none that holds across a catch-up (a secondary
-instance's snapshot sees what a later catch-up brings), so `refresh` does not catch up while a
-`reading()` is open: it tries again at its next tick, and readers that arrive after it asked
-wait for it (a few milliseconds) instead of starving it. `read()` is for the event loop's own
-short reads, which never overlap a `refresh` (both run on the loop).
+live read takes a RocksDB snapshot (its gets are as of it; rocksdict's iterators over one see
+later writes, a limitation README lists). A follower has none that holds across a catch-up (a
+secondary instance's snapshot sees what a later catch-up brings), so `refresh` does not catch
+up while a `reading()` is open: it tries again at its next tick, and readers that arrive
+after it asked wait for it (a few milliseconds) instead of starving it. `read()` is for the
+event loop's own short reads, which never overlap a `refresh` (both run on the loop).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class LiveSource:
 
     @contextmanager
     def reading(self) -> Iterator[Store]:
-        yield self.read()  # a RocksDB snapshot: nothing written later shows
+        yield self.read()  # a RocksDB snapshot, as the event loop's reads take
 
     def refresh(self) -> Lsn:
         return self.store.applied_lsn()
