@@ -1,6 +1,7 @@
 """Key and schema changes that the column names and type OIDs do not show (issue 18, items 4
-and 5): a new primary key, a typmod change, a column dropped and added again under its name, an
-`ALTER COLUMN ... TYPE ... USING` rewrite. None of them is replicated as row changes, so each
+and 5): a new primary key, another replica identity index, REPLICA IDENTITY NOTHING, a typmod
+change, a column dropped and added again under its name, an `ALTER COLUMN ... TYPE ... USING`
+rewrite. None of them is replicated as row changes, so each
 leaves the mirror and the views silently wrong unless it stops the store; the hint, followed
 literally, rebuilds a store equal to Postgres. A change between REPLICA IDENTITY DEFAULT and
 FULL keeps the key and is followed."""
@@ -29,6 +30,9 @@ SCHEMA = (
 CHANGES = {
     "new-primary-key": "ALTER TABLE t DROP CONSTRAINT t_pkey, ADD PRIMARY KEY (v);"
     "UPDATE t SET w = 0 WHERE id = 3",
+    "identity-index": "CREATE UNIQUE INDEX t_v ON t (v); ALTER TABLE t REPLICA IDENTITY USING "
+    "INDEX t_v; DELETE FROM t WHERE id = 4",
+    "identity-nothing": "ALTER TABLE t REPLICA IDENTITY NOTHING; INSERT INTO t VALUES (99, 99)",
     "typmod": "ALTER TABLE t ALTER COLUMN n TYPE numeric(10,1); UPDATE t SET w = 0 WHERE id = 3",
     "drop-and-re-add": "ALTER TABLE t DROP COLUMN w; ALTER TABLE t ADD COLUMN w int;"
     "UPDATE t SET v = v WHERE id = 3",
