@@ -115,6 +115,26 @@ def connect_options(dsn: str) -> dict[str, Any]:
     return {k: v for k, v in CONNECT_OPTIONS.items() if k not in given}
 
 
+def server_encoding(conn: psycopg.Connection[Any]) -> str:
+    """The database's encoding as Postgres names it (UTF8, LATIN1, SQL_ASCII...)."""
+    return conn.info.parameter_status("server_encoding") or ""
+
+
+def read_raw_text(conn: psycopg.Connection[Any]) -> None:
+    """From now on the server sends text as stored, unconverted and unchecked: for a SQL_ASCII
+    database, whose bytes viewstore decodes itself (ingest.sourcetext). psycopg then returns
+    text columns as bytes: only for connections that COPY or stream."""
+    with translated_errors(conn.info.dsn, "cannot set client_encoding"):
+        conn.execute("SET client_encoding = 'SQL_ASCII'")
+
+
+def read_text_as(conn: psycopg.Connection[Any], encoding: str) -> None:
+    """Read a SQL_ASCII database's text as `encoding` (a Postgres name): the server passes it
+    on unconverted and psycopg decodes it in that encoding, as ingest.sourcetext does."""
+    with translated_errors(conn.info.dsn, "cannot set client_encoding"):
+        conn.execute(f"SET client_encoding = {quote_literal(encoding)}")
+
+
 def connect(dsn: str, *, application_name: str = "viewstore") -> psycopg.Connection[Any]:
     """An autocommit connection with the value-printing settings pinned."""
     with translated_errors(dsn, "cannot connect to Postgres"):
@@ -250,8 +270,11 @@ class ReplicationConnection:
         with suppress(Exception):
             self.conn.cancel_safe()
 
-    def start(self, slot: str, lsn: Lsn, publication: str) -> None:
-        """START_REPLICATION at `lsn` (the server starts at max(lsn, confirmed_flush_lsn))."""
+    def start(self, slot: str, lsn: Lsn, publication: str, *, raw_text: bool = False) -> None:
+        """START_REPLICATION at `lsn` (the server starts at max(lsn, confirmed_flush_lsn)).
+        `raw_text`: values as stored, for a SQL_ASCII database (see `read_raw_text`)."""
+        if raw_text:
+            read_raw_text(self.conn)
         options = f"proto_version '1', publication_names {quote_literal(quote_ident(publication))}"
         with translated_errors(self.dsn, f"cannot start replication from slot {slot}"):
             self.conn.execute(

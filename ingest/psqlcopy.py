@@ -100,12 +100,18 @@ class PsqlCopy:
             return f"{self.psql} failed: {self._detail(done.stderr)}"
         return None
 
-    def chunks(self, snapshot_name: str, copy_sql: str, chunk_bytes: int) -> Iterator[bytearray]:
+    def chunks(
+        self, snapshot_name: str, copy_sql: str, chunk_bytes: int, *, raw_text: bool = False
+    ) -> Iterator[bytearray]:
         """The COPY's output in chunks of whole rows of about `chunk_bytes` (within one pipe
-        read), the bytes `pgconn.copy_chunks` gives. Closing the generator early ends psql."""
+        read), the bytes `pgconn.copy_chunks` gives. Closing the generator early ends psql.
+        `raw_text`: text as stored, for a SQL_ASCII database (`pgconn.read_raw_text`)."""
+        settings = dict(SESSION_SETTINGS)
+        if raw_text:
+            settings["client_encoding"] = "SQL_ASCII"
         script = "".join(
             f"SET {quote_ident(name)} = {quote_literal(value)};\n"
-            for name, value in SESSION_SETTINGS
+            for name, value in settings.items()
         )
         script += (
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"

@@ -34,6 +34,7 @@ from viewstore.ingest.pgconn import (
     query,
     quote_ident,
     quote_literal,
+    read_raw_text,
 )
 from viewstore.ingest.psqlcopy import PsqlCopy
 from viewstore.ingest.setup import PublishedTable
@@ -100,14 +101,25 @@ def plan_parts(
 class SnapshotReader:
     """A connection that has imported an exported snapshot and COPYs tables inside it."""
 
-    def __init__(self, dsn: str, snapshot_name: str, psql: PsqlCopy | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        snapshot_name: str,
+        psql: PsqlCopy | None = None,
+        *,
+        raw_text: bool = False,
+    ) -> None:
+        """`raw_text`: COPY text as stored, for a SQL_ASCII database (ingest.sourcetext)."""
         self.snapshot_name = snapshot_name
         self.psql = psql  # reads the COPYs through psql when set (ingest.psqlcopy)
+        self.raw_text = raw_text
         self.conn: Any = connect(dsn, application_name=APPLICATION_NAME)
         # Must run before the replication connection issues its next command: the exported
         # snapshot disappears then.
         query(self.conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         query(self.conn, f"SET TRANSACTION SNAPSHOT {quote_literal(snapshot_name)}")
+        if raw_text:
+            read_raw_text(self.conn)
 
     @property
     def server_version(self) -> int:
@@ -144,7 +156,9 @@ class SnapshotReader:
         """The part's rows as COPY text, in chunks of whole rows of `chunk_bytes` or more.
         Stopping before the end leaves the connection unusable: `abort` it."""
         if self.psql is not None:
-            yield from self.psql.chunks(self.snapshot_name, part.sql(), chunk_bytes)
+            yield from self.psql.chunks(
+                self.snapshot_name, part.sql(), chunk_bytes, raw_text=self.raw_text
+            )
         else:
             yield from copy_chunks(self.conn, part.sql(), chunk_bytes)
 

@@ -49,6 +49,7 @@ class Assembler:
         self.in_txn = False
         self.skip = False  # the current transaction's rows are not to be applied
         self.final_lsn = Lsn(0)  # where the commit record of the transaction being received starts
+        self.xid = 0  # ... and its transaction id
         self.received = received
         self.idle_pos: Lsn | None = None
         self.large: dict[Lsn, Lsn] = {} if large is None else large
@@ -76,6 +77,7 @@ class Assembler:
         self.skip = msg.final_lsn < applied_lsn
         self.skipped += self.skip
         self.final_lsn = msg.final_lsn
+        self.xid = msg.xid
         self.in_txn = True
         return None if self.skip else self.large.get(msg.final_lsn)
 

@@ -89,6 +89,8 @@ class SourceInfo(BaseModel):
     database: str
     publication: str
     slot: str
+    # A SQL_ASCII database's text was read in this encoding (ingest.sourcetext); None for others.
+    text_encoding: str | None = None
 
 
 # Readers in other processes (`status`, the Python API) open the store read-only, which replays

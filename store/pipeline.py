@@ -35,11 +35,11 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from viewstore.dsn import redact
-from viewstore.errors import SlotError, SourceError, UnsupportedError, ViewstoreError
+from viewstore.errors import ConfigError, SlotError, SourceError, UnsupportedError, ViewstoreError
 from viewstore.history.retention import Retention, apply_retention
 from viewstore.ingest import setup
 from viewstore.ingest.lsn import Lsn
-from viewstore.ingest.pgconn import ReplicationConnection, connect
+from viewstore.ingest.pgconn import ReplicationConnection, connect, server_encoding
 from viewstore.ingest.pgoutput import (
     Begin,
     Commit,
@@ -50,6 +50,7 @@ from viewstore.ingest.pgoutput import (
     Update,
     decode,
 )
+from viewstore.ingest.sourcetext import BadText, SourceText, bad_text, normalise
 from viewstore.ingest.transactions import XLOGDATA_HEADER, Assembler
 from viewstore.ingest.walproto import PG_EPOCH_US
 from viewstore.progress import Board, RunProgress
@@ -87,6 +88,9 @@ class RunConfig(BaseModel):
     tables: list[str] = Field(default_factory=list)
     views_file: Path | None = None  # CREATE MATERIALIZED VIEW statements to keep current
     resnapshot: bool = False
+    # A SQL_ASCII database's text is read in this encoding (ingest.sourcetext); None: what the
+    # store read it in before, UTF8 at first.
+    source_encoding: str | None = None
     # Connections that copy the snapshot at once (None: one per core, store.snapshotload).
     snapshot_workers: int | None = None
     commit_interval: float = 0.05  # seconds a group may stay open under load
@@ -167,6 +171,7 @@ class Pipeline:
         # Transactions to apply in chunks: the start of their commit record (Begin's final LSN)
         # -> its end (the Commit's end LSN), learned on a first pass.
         self.large_txns: dict[Lsn, Lsn] = {}
+        self.text: SourceText | None = None  # a SQL_ASCII database's text, decoded here
         self.assembler: Assembler | None = None  # the current stream's transaction state
         self.reconnects = 0  # connections lost and reopened (tests and status read it)
         # The walsender of a connection found dead: it may hold the slot until its
@@ -256,6 +261,7 @@ class Pipeline:
             setup.check_server(conn)
             state = store.snapshot_state()
             resume = state is not None and state.state == "complete" and not cfg.resnapshot
+            self.text = self._source_text(conn, store, resume)
             if setup.ensure_publication(conn, cfg.publication_name, cfg.tables, resume=resume):
                 log.info("created publication %s", cfg.publication_name)
             tables = setup.published_tables(conn, cfg.publication_name)
@@ -281,6 +287,52 @@ class Pipeline:
             raise
         finally:
             conn.close()
+
+    def _source_text(self, conn: object, store: Store, resume: bool) -> SourceText | None:
+        """How to read a SQL_ASCII database's text (None for any other encoding: Postgres
+        converts it to UTF8). The store keeps the encoding it read the text in: a resumed store
+        goes on in it, and reading on in another would mix two readings of the same bytes."""
+        cfg = self.config
+        encoding = server_encoding(conn)  # type: ignore[arg-type]
+        if encoding != "SQL_ASCII":
+            if cfg.source_encoding is not None:
+                raise ConfigError(
+                    f"--source-encoding is for SQL_ASCII databases; this one's encoding is "
+                    f"{encoding}, which Postgres converts to UTF8 itself",
+                    hint="run without --source-encoding",
+                )
+            return None
+        source = store.source()
+        stored = (source.text_encoding if source is not None else None) or "UTF8"
+        wanted = normalise(cfg.source_encoding) if cfg.source_encoding is not None else None
+        if resume and wanted is not None and wanted != stored:
+            raise ConfigError(
+                f"the store read this SQL_ASCII database's text as {stored}; reading on as "
+                f"{wanted} would mix two readings of the same bytes",
+                hint=f"viewstore run --resnapshot --source-encoding {wanted} ...",
+            )
+        text = SourceText(wanted or stored)
+        log.info("database encoding SQL_ASCII: its text is read as %s", text.encoding)
+        return text
+
+    def _transcoder(self, asm: Assembler) -> Callable[[TableState, tuple], tuple]:  # type: ignore[type-arg]
+        """A row's values in UTF-8, for a SQL_ASCII database (see `_source_text`)."""
+        text = self.text
+        assert text is not None
+        values = text.values
+
+        def decode_row(state: TableState, row: tuple) -> tuple:  # type: ignore[type-arg]
+            try:
+                return values(row)
+            except BadText as exc:
+                info = state.info
+                where = (
+                    f"in the transaction with xid {asm.xid}, whose commit record starts at "
+                    f"{asm.final_lsn}"
+                )
+                raise bad_text(info.qualified, info.columns[exc.column].name, where, exc) from None
+
+        return decode_row
 
     # -- snapshot --------------------------------------------------------------------------
 
@@ -330,6 +382,7 @@ class Pipeline:
                 database=database,
                 publication=cfg.publication_name,
                 slot=slot,
+                text_encoding=self.text.encoding if self.text is not None else None,
             ),
         )
         infos = [
@@ -371,6 +424,8 @@ class Pipeline:
             stop=self.stop,
             crash=self.crash,
             board=self.board,
+            text=self.text,
+            as_of=consistent_point,
         )
         counts = load.run()
 
@@ -489,7 +544,9 @@ class Pipeline:
             # visibly (Assembler.skipped), and a server that resent wrongly could not double
             # an aggregate. The walsender never starts before confirmed_flush anyway.
             resend_from = min(start, confirmed) if confirmed is not None else start
-            repl.start(cfg.slot_name, resend_from, cfg.publication_name)
+            repl.start(
+                cfg.slot_name, resend_from, cfg.publication_name, raw_text=self.text is not None
+            )
             # Check again now that we hold the slot: nothing can move it under us any more.
             info = setup.slot_info(conn, cfg.slot_name)
             if info is not None:
@@ -603,6 +660,21 @@ class Pipeline:
         last_message, pinged = last_status, None  # when a message last came; when we pinged
         commit_interval, group_max = cfg.commit_interval, cfg.group_max_rows
         apply_insert, apply_update, apply_delete = applier.insert, applier.update, applier.delete
+        if self.text is not None:  # a SQL_ASCII database: every row decoded first
+            decode_row = self._transcoder(asm)
+            insert, update, delete = apply_insert, apply_update, apply_delete
+
+            def apply_insert(state: TableState, new: tuple) -> None:  # type: ignore[type-arg]
+                insert(state, decode_row(state, new))
+
+            def apply_update(
+                state: TableState, kind: str | None, old: tuple | None, new: tuple
+            ) -> None:  # type: ignore[type-arg]
+                old = None if old is None else decode_row(state, old)
+                update(state, kind, old, decode_row(state, new))
+
+            def apply_delete(state: TableState, old: tuple) -> None:  # type: ignore[type-arg]
+                delete(state, decode_row(state, old))
 
         def group_interval() -> float:
             """How long the open group may stay open: longer while catching up."""

@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from viewstore.codecs.rowcolumns import encode_rows
 from viewstore.errors import StoreError
 from viewstore.ingest.copychunks import parse_chunk
+from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.psqlcopy import PsqlCopy, find_psql
 from viewstore.ingest.setup import PublishedTable
 from viewstore.ingest.snapshot import (
@@ -47,6 +48,7 @@ from viewstore.ingest.snapshot import (
     SnapshotReader,
     plan_parts,
 )
+from viewstore.ingest.sourcetext import BadText, SourceText, bad_text
 from viewstore.progress import Board, Progress
 from viewstore.store import db as meta
 from viewstore.store.db import Store
@@ -140,7 +142,13 @@ class SnapshotLoad:
         crash: Callable[[str], None] = lambda _: None,
         chunk_bytes: int = CHUNK_BYTES,
         board: Board | None = None,
+        text: SourceText | None = None,
+        as_of: Lsn | None = None,
     ) -> None:
+        # `text`: a SQL_ASCII database's, read raw and decoded here; `as_of`: the slot's
+        # consistent point, which errors name.
+        self.text, self.as_of = text, as_of
+        raw = text is not None
         self.store = store
         self.stop = stop
         self.crash = crash
@@ -148,7 +156,9 @@ class SnapshotLoad:
         self.failed = threading.Event()
         self.errors: list[BaseException] = []
         psql = _psql_copy(dsn)
-        self.readers: list[SnapshotReader] = [SnapshotReader(dsn, snapshot_name, psql)]
+        self.readers: list[SnapshotReader] = [
+            SnapshotReader(dsn, snapshot_name, psql, raw_text=raw)
+        ]
         try:
             first = self.readers[0]
             pages = {t.qualified: first.pages(t) for t in tables}
@@ -160,7 +170,7 @@ class SnapshotLoad:
                 for t, info in zip(tables, infos, strict=True)
             }
             for _ in range(min(workers, len(self.parts)) - 1):
-                self.readers.append(SnapshotReader(dsn, snapshot_name, psql))
+                self.readers.append(SnapshotReader(dsn, snapshot_name, psql, raw_text=raw))
         except BaseException:
             for reader in self.readers:
                 reader.abort()
@@ -222,8 +232,10 @@ class SnapshotLoad:
 
         table = self.tables[part.table.qualified]
         table.start()
-        for chunk in reader.chunks(part, self.chunk_bytes):
+        for raw in reader.chunks(part, self.chunk_bytes):
             self._check()
+            chunk = raw if self.text is None else self._decode(part, raw)
+            del raw
             columns = parse_chunk(chunk, table.ncols)
             del chunk
             keys = encode_rows([columns[i] for i in table.key_positions], table.prefix)
@@ -237,6 +249,15 @@ class SnapshotLoad:
                 table, keys.to_numpy(zero_copy_only=False), rows.to_numpy(zero_copy_only=False)
             )
         table.part_done()
+
+    def _decode(self, part: CopyPart, raw: bytearray) -> bytes | bytearray:
+        assert self.text is not None
+        try:
+            return self.text.chunk(raw)
+        except BadText as exc:
+            column = part.table.columns[exc.column][0]
+            where = f"in the snapshot as of {self.as_of}"
+            raise bad_text(part.table.qualified, column, where, exc) from None
 
     def _write(self, table: _Table, keys: Sequence[bytes], rows: Sequence[bytes]) -> None:
         if not len(keys):

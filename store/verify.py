@@ -30,6 +30,7 @@ from viewstore.ingest.pgconn import (
     connect,
     qualified,
     quote_literal,
+    read_text_as,
     translated_errors,
 )
 from viewstore.store.db import Store
@@ -71,7 +72,7 @@ def _norm_row(row: Sequence[Any]) -> tuple[Any, ...]:
 
 
 def _postgres_rows(
-    dsn: str, views: list[ViewInfo], tables: list[str]
+    dsn: str, views: list[ViewInfo], tables: list[str], text_encoding: str | None = None
 ) -> tuple[Lsn, dict[str, list[tuple]]] | None:
     """Each view's SELECT in Postgres, all in one exported snapshot, and that snapshot's LSN;
     None when a TRUNCATE may have slipped in (try again).
@@ -81,6 +82,9 @@ def _postgres_rows(
     in the snapshot's transaction, and their file nodes, which TRUNCATE replaces, compared with
     those read before the slot existed: if one changed, a TRUNCATE committed in between and
     this snapshot may not show the tables as of its LSN.
+
+    `text_encoding`: the encoding the store read a SQL_ASCII database's text in; Postgres
+    passes such text on unconverted, and it is decoded in that encoding here too.
     """
     quoted = [qualified(*t.split(".", 1)) for t in tables]
     names = ", ".join(quoted)
@@ -89,6 +93,8 @@ def _postgres_rows(
     )
     conn = connect(dsn, application_name="viewstore verify")
     try:
+        if text_encoding is not None:
+            read_text_as(conn, text_encoding)
         with translated_errors(dsn, "verify: cannot read the tables"):
             before = conn.execute(nodes_sql, (quoted,)).fetchone()
         repl = ReplicationConnection(dsn)
@@ -157,8 +163,10 @@ def verify(
         )
     with Store.open(data_dir, readonly=True) as store:
         tables = sorted(store.tables())
+        source = store.source()
+    encoding = source.text_encoding if source is not None else None
     for _ in range(_ATTEMPTS):
-        got = _postgres_rows(dsn, infos, tables)
+        got = _postgres_rows(dsn, infos, tables, encoding)
         if got is not None:
             break
         progress("a TRUNCATE raced the snapshot; taking another")

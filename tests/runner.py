@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -280,7 +281,8 @@ def run_following_hints(
     """Run the pipeline until caught up; when it refuses, do what its `Try:` hint says,
     literally, and run again. Then `check()` (the store equals Postgres) must pass. A hint is
     SQL to run on the source (up to its first `;`), `viewstore run --resnapshot ...`, or both
-    (`SQL; then viewstore run --resnapshot ...`). Returns the hints followed."""
+    (`SQL; then viewstore run --resnapshot ...`), with the options it names before the `...`
+    (`--source-encoding X`). Returns the hints followed."""
     from viewstore.errors import ViewstoreError
 
     followed: list[str] = []
@@ -304,6 +306,11 @@ def run_following_hints(
                 pg_exec(dsn, hint.split(";")[0])
             if "viewstore run --resnapshot" in hint:
                 config["resnapshot"] = True
+                # Options the hint names before its `...`: `--source-encoding LATIN1`.
+                options = hint.split("viewstore run --resnapshot", 1)[1].split("...", 1)[0]
+                encoding = re.search(r"--source-encoding (\S+)", options)
+                if encoding:
+                    config["source_encoding"] = encoding.group(1)
             continue
         try:
             check()

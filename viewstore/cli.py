@@ -107,6 +107,14 @@ def main() -> None:
     help="Drop the store's contents and the slot, and take a new snapshot.",
 )
 @click.option(
+    "--source-encoding",
+    metavar="ENCODING",
+    help="A SQL_ASCII database only, whose text Postgres does not check: the encoding its "
+    "clients write (LATIN1: every byte one character, as Postgres counts SQL_ASCII text; "
+    "WIN1252, ...). Default: what the store read before, UTF8 at first. A change needs "
+    "--resnapshot.",
+)
+@click.option(
     "--snapshot-workers",
     type=click.IntRange(min=1),
     metavar="N",
@@ -157,6 +165,7 @@ def run(
     tables: tuple[str, ...],
     views_file: Path | None,
     resnapshot: bool,
+    source_encoding: str | None,
     snapshot_workers: int | None,
     large_txn_rows: int,
     chunk_rows: int,
@@ -178,6 +187,7 @@ def run(
         tables=list(tables),
         views_file=views_file,
         resnapshot=resnapshot,
+        source_encoding=source_encoding,
         snapshot_workers=snapshot_workers,
         large_txn_rows=large_txn_rows,
         chunk_rows=chunk_rows,
