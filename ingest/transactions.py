@@ -51,6 +51,7 @@ class Assembler:
         self.final_lsn = Lsn(0)  # where the commit record of the transaction being received starts
         self.xid = 0  # ... and its transaction id
         self.received = received
+        self.keepalive_pos = Lsn(0)  # the last keepalive's position
         self.idle_pos: Lsn | None = None
         self.large: dict[Lsn, Lsn] = {} if large is None else large
         self.skipped = 0  # transactions resent and skipped (tests read it)
@@ -64,6 +65,7 @@ class Assembler:
             raise DecodeError(f"empty XLogData message at {frame.wal_end}")
         if frame.wal_end > self.received:
             self.received = frame.wal_end
+        self.keepalive_pos = frame.wal_end
         if not self.in_txn:
             self.idle_pos = frame.wal_end
         return frame.reply_requested

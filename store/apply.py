@@ -154,6 +154,8 @@ class Applier:
         self.applied_lsn = store.applied_lsn()  # of the last transaction ended, synced or not
         self.synced_lsn = self.applied_lsn  # durable in RocksDB
         self.applied_time = store.applied_time()
+        # (commit LSN, xid, commit time) of the last transaction ended, and of the last synced
+        self.last_commit = self.synced_last_commit = store.last_commit()
         self.stats = store.stats() or {"transactions": 0, "rows": 0}
         self.large = False  # writing a large transaction in chunks
         self.group_writes = 0  # synced group writes by this applier (tests read it)
@@ -220,6 +222,8 @@ class Applier:
         batch = self.batch
         self._put_dirty_counts()
         meta.put_applied(batch, self.store, self.applied_lsn, self.applied_time)
+        if self.last_commit is not None:
+            meta.put_last_commit(batch, self.store, self.last_commit)
         self.stats["transactions"] += self.group_txns
         self.stats["rows"] += self.group_rows
         self.group_writes += 1
@@ -241,6 +245,7 @@ class Applier:
             latency = max(0.0, time.time() - self.applied_time / 1e6)
             self.latency = (self.latency[0] + 1, self.latency[1] + latency, latency)
         self.synced_lsn = self.applied_lsn
+        self.synced_last_commit = self.last_commit
         self.committed_counts = dict(self.counts)
         self._reset_group(written=True)
         return self.synced_lsn
@@ -276,6 +281,7 @@ class Applier:
             rollback_large_transaction(self.store)
             self.large = False
         self.applied_lsn = self.synced_lsn
+        self.last_commit = self.synced_last_commit
         self.counts = dict(self.committed_counts)
         self.txn_rows = 0
         self._next_check = self.large_txn_rows
@@ -379,6 +385,7 @@ class Applier:
             self.group_started = time.monotonic()  # the group's age: its oldest commit
         self.applied_lsn = commit_lsn
         self.applied_time = commit_time
+        self.last_commit = (commit_lsn, self.xid or 0, commit_time)
         self.group_txns += 1
         self.txn_rows = 0
         if not self.large:

@@ -55,6 +55,9 @@ COLUMN_FAMILIES = ("meta", "mirror", "views", "history", "undo")
 # meta keys
 APPLIED_LSN = b"applied_lsn"  # 8 bytes: end LSN of the last applied commit (or idle progress)
 APPLIED_TIME = b"applied_time"  # 8 bytes: commit time of that transaction, unix µs
+# 8 + 4 + 8 bytes: commit LSN, xid and commit time (unix µs) of the last transaction applied
+# (store.sourcecheck.ResumeCheck)
+LAST_COMMIT = b"last_commit"
 SNAPSHOT = b"snapshot"  # JSON SnapshotState
 SOURCE = b"source"  # JSON SourceInfo
 STATS = b"stats"  # JSON counters
@@ -63,6 +66,7 @@ TABLE_PREFIX = b"table/"  # + qualified name -> JSON TableInfo
 ROWCOUNT_PREFIX = b"rowcount/"  # + 4-byte table id -> 8-byte count
 
 _I64 = struct.Struct(">q")
+_LAST_COMMIT = struct.Struct(">QIq")
 
 ALL_KEYS = (b"", b"\xff" * 9)  # delete_range bounds covering every key of a column family
 UNDO_MIRROR = b"m"  # undo keys: a tag for the column family (the mirror), then its key
@@ -294,6 +298,15 @@ class Store:
         raw = self.meta.get(APPLIED_TIME)
         return None if raw is None else _I64.unpack(raw)[0]
 
+    def last_commit(self) -> tuple[Lsn, int, int] | None:
+        """Commit LSN, xid and commit time (unix µs) of the last transaction applied since the
+        snapshot (None: none yet)."""
+        raw = self.meta.get(LAST_COMMIT)
+        if raw is None:
+            return None
+        lsn, xid, commit_time = _LAST_COMMIT.unpack(raw)
+        return Lsn(lsn), xid, commit_time
+
     def snapshot_state(self) -> SnapshotState | None:
         raw = self.meta.get(SNAPSHOT)
         return None if raw is None else SnapshotState.model_validate_json(raw)
@@ -470,6 +483,11 @@ def put_applied(batch: WriteBatch, store: Store, lsn: Lsn, commit_time: int | No
     batch.put(APPLIED_LSN, lsn.to_bytes8(), store.cf["meta"])
     if commit_time is not None:
         batch.put(APPLIED_TIME, _I64.pack(commit_time), store.cf["meta"])
+
+
+def put_last_commit(batch: WriteBatch, store: Store, commit: tuple[Lsn, int, int]) -> None:
+    lsn, xid, commit_time = commit
+    batch.put(LAST_COMMIT, _LAST_COMMIT.pack(int(lsn), xid, commit_time), store.cf["meta"])
 
 
 def put_row_count(batch: WriteBatch, store: Store, table_id: int, count: int) -> None:

@@ -63,7 +63,13 @@ from viewstore.store.apply import (
 )
 from viewstore.store.db import SnapshotState, SourceInfo, Store
 from viewstore.store.snapshotload import SnapshotLoad, default_workers
-from viewstore.store.sourcecheck import RESNAPSHOT, check_history, check_relation, check_tables
+from viewstore.store.sourcecheck import (
+    RESNAPSHOT,
+    ResumeCheck,
+    check_history,
+    check_relation,
+    check_tables,
+)
 from viewstore.store.viewcatalog import (
     CATALOG,
     prepare_views,
@@ -172,6 +178,7 @@ class Pipeline:
         # -> its end (the Commit's end LSN), learned on a first pass.
         self.large_txns: dict[Lsn, Lsn] = {}
         self.text: SourceText | None = None  # a SQL_ASCII database's text, decoded here
+        self.slot_confirmed: Lsn | None = None  # the slot's position when streaming started
         self.assembler: Assembler | None = None  # the current stream's transaction state
         self.reconnects = 0  # connections lost and reopened (tests and status read it)
         # The walsender of a connection found dead: it may hold the slot until its
@@ -537,7 +544,7 @@ class Pipeline:
         conn = connect(cfg.dsn)
         try:
             setup.check_publication_exists(conn, cfg.publication_name)
-            confirmed = self._wait_slot_usable(conn, database, start)
+            confirmed = self.slot_confirmed = self._wait_slot_usable(conn, database, start)
             # From where the slot stands, not from the applied LSN: Postgres would skip the
             # transactions in between itself, but then the store's own skip rule (the one
             # that counts: Assembler.begin) would never run. Resent, they are skipped here,
@@ -656,6 +663,12 @@ class Pipeline:
         # Begin/Commit, the skip rule, keepalive positions, the large-transaction read-ahead.
         asm = self.assembler = Assembler(applier.synced_lsn, self.large_txns)
         skip = False  # asm.skip, as a local: it is read once per row
+        # A server restored to an earlier point whose WAL passed the applied LSN again: the
+        # stream shows it (ResumeCheck), until the first transaction after the store's last.
+        last = applier.synced_last_commit
+        resume = (
+            None if last is None else ResumeCheck(*last, applier.synced_lsn, self.slot_confirmed)
+        )
         last_status = last_progress = next_retention = next_catalog = time.monotonic()
         last_message, pinged = last_status, None  # when a message last came; when we pinged
         commit_interval, group_max = cfg.commit_interval, cfg.group_max_rows
@@ -723,7 +736,11 @@ class Pipeline:
                     # Commit), so no frame object is built for it: this runs once per row.
                     msg = decode(data[XLOGDATA_HEADER:])
                 else:  # a keepalive; DecodeError if malformed
-                    if asm.keepalive(data):  # the server asks for a reply now
+                    reply = asm.keepalive(data)
+                    if resume is not None:
+                        resume.keepalive(asm.keepalive_pos)
+                        resume = None if resume.done else resume
+                    if reply:  # the server asks for a reply now
                         sync_and_ack()  # the pending group first: progress needs an empty one
                         idle_progress(time.monotonic(), force=True)
                         sync_and_ack()
@@ -757,6 +774,9 @@ class Pipeline:
                     skip = True
                     continue
                 if cls is Begin:
+                    if resume is not None:
+                        resume.begin(msg.final_lsn)
+                        resume = None if resume.done else resume
                     large_end = asm.begin(msg, applier.applied_lsn)  # skipped if applied before
                     skip = asm.skip
                     if large_end is not None:
@@ -764,6 +784,8 @@ class Pipeline:
                         applier.begin_large(large_end)
                     applier.begin_transaction(msg.commit_time + PG_EPOCH_US, msg.xid)
                 elif cls is Commit:
+                    if resume is not None:
+                        resume.commit(asm.xid, msg.end_lsn, msg.commit_time + PG_EPOCH_US)
                     if asm.commit(msg):  # raises after a read-ahead: replay it in chunks
                         large = applier.large
                         applier.end_transaction(msg.end_lsn, msg.commit_time + PG_EPOCH_US)

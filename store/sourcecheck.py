@@ -17,7 +17,9 @@ And before any of that, `check_history`: the server must be the one the store fo
 hold everything the store applied. A server restored from a backup, recovered to an earlier
 point in time or failed over to a replica that had not received everything has lost the
 transactions between; new ones then take their LSNs, and a resume would skip them (their
-commit LSNs are not after the applied LSN).
+commit LSNs are not after the applied LSN). `check_history` sees that while the server's WAL
+is still behind the applied LSN; once new writes have carried it past, `ResumeCheck` sees it
+in the stream: the store's last transaction is not resent where it was.
 
 Any difference stops the pipeline before anything past the last good transaction is
 acknowledged. The way out is a new snapshot; where the publication no longer includes a table
@@ -231,5 +233,78 @@ def check_history(
         raise SlotError(
             f"Postgres is behind the store: its WAL ends at {server_lsn}, but the store in "
             f"{data_dir} applied up to {applied}" + behind,
+            hint=RESNAPSHOT,
+        )
+
+
+_BEHIND = (
+    "; the server was restored from a backup or recovered to an earlier point, and has taken "
+    "new writes since: the transactions the store applied after that point are not in its "
+    "history, and new ones took their LSNs"
+)
+
+
+class ResumeCheck:
+    """The resumed stream must agree with the store's last transaction (commit LSN `last`, xid
+    `xid`, commit time `commit_time` in µs since the Unix epoch; `applied` may be later: an idle
+    position). Postgres resends from the slot's `confirmed` position; transactions whose commit
+    record starts before it are not resent.
+
+    In the server's history as the store followed it, the last transaction is resent, with its
+    xid and commit time, before anything that commits later, if its commit record starts at or after
+    `confirmed` (commit records hold no other record boundary, so that is `confirmed < last`);
+    nothing committed between `last` and `applied` (idle positions pass no published
+    transaction); and no keepalive reports a position past `last` before it is resent. A server
+    restored to an earlier point whose new writes passed the applied LSN breaks one of these;
+    `SlotError` then stops the pipeline before anything after `last` is applied. The commit time
+    tells the transaction from one that a replay of the same statements put at the same LSN
+    with the same xid (a deterministic workload after a restore does). Begin, Commit and
+    keepalives only: not per row.
+    """
+
+    def __init__(
+        self, last: Lsn, xid: int, commit_time: int, applied: Lsn, confirmed: Lsn | None
+    ) -> None:
+        self.last, self.xid, self.commit_time, self.applied = last, xid, commit_time, applied
+        self.pending = confirmed is not None and confirmed < last  # to be resent, not yet seen
+        self.done = False
+
+    def begin(self, final_lsn: Lsn) -> None:
+        """A Begin; `final_lsn` is where the transaction's commit record starts."""
+        if final_lsn < self.last:
+            return
+        if self.pending:
+            self._missing(f"a transaction whose commit record starts at {final_lsn} came first")
+        if final_lsn < self.applied:
+            raise SlotError(
+                f"Postgres is behind the store: it sent a transaction whose commit record "
+                f"starts at {final_lsn}, between the store's last transaction ({self.last}) "
+                f"and its applied LSN ({self.applied}), where there was none" + _BEHIND,
+                hint=RESNAPSHOT,
+            )
+        self.done = True
+
+    def commit(self, xid: int, end_lsn: Lsn, commit_time: int) -> None:
+        """A Commit of transaction `xid` ending at `end_lsn`, committed at `commit_time`."""
+        if not self.pending or end_lsn < self.last:
+            return
+        if end_lsn == self.last and xid == self.xid and commit_time == self.commit_time:
+            self.pending = False
+            return
+        if end_lsn == self.last and xid == self.xid:
+            self._missing(f"transaction {xid} committed at {end_lsn} at another time instead")
+        self._missing(f"transaction {xid} committed at {end_lsn} instead")
+
+    def keepalive(self, wal_end: Lsn) -> None:
+        """A keepalive: the server has sent everything that committed before `wal_end`."""
+        if self.pending and wal_end >= self.last:
+            self._missing(f"the server reports {wal_end} as sent")
+        if not self.pending and wal_end >= self.applied:
+            self.done = True
+
+    def _missing(self, what: str) -> None:
+        raise SlotError(
+            f"Postgres is behind the store: the store's last transaction ({self.xid}, "
+            f"committed at {self.last}) was not resent; {what}" + _BEHIND,
             hint=RESNAPSHOT,
         )

@@ -17,6 +17,7 @@ from runner import (
     PipelineThread,
     assert_mirror_equals,
     assert_view_equals,
+    current_lsn,
     run_following_hints,
     wait_caught_up,
 )
@@ -113,6 +114,37 @@ def test_server_restored_behind_the_store_is_refused(
     with pytest.raises(SlotError) as err:
         Pipeline(RunConfig(dsn=pg.dsn, data_dir=data, **config)).run()  # type: ignore[arg-type]
     assert "Postgres is behind the store" in str(err.value), err.value
+    hints = run_following_hints(pg.dsn, data, lambda: _equal(pg.dsn, data), **config)
+    assert len(hints) == 1 and "viewstore run --resnapshot" in hints[0], hints
+
+
+def test_restored_server_whose_wal_passed_the_store_is_refused(
+    pg: ThrowawayPostgres, tmp_path: Path
+) -> None:
+    """Restored on the same timeline, then written to until its WAL is past the applied LSN:
+    the start checks cannot tell, the stream can (the store's last transaction is not resent
+    where it was, sourcecheck.ResumeCheck)."""
+    data, config = tmp_path / "data", _views(tmp_path)
+    _insert(pg.dsn, 1, 5)
+    _run_until_caught_up(pg.dsn, data, config)
+    copy = _backup(pg)
+    _insert(pg.dsn, 100, 20)  # applied by the store, lost by the restore
+    _run_until_caught_up(pg.dsn, data, config)
+    with Store.open(data, readonly=True) as store:
+        applied = store.applied_lsn()
+    _restore(pg, copy, new_timeline=False)
+    _insert(pg.dsn, 200, 60)  # new transactions, at LSNs the store passed, and beyond
+    assert current_lsn(pg.dsn) > applied
+    p = PipelineThread(pg.dsn, data, **config).start()  # type: ignore[arg-type]
+    p.thread.join(60)
+    if p.thread.is_alive():
+        p.stop()
+        raise AssertionError("the store followed a server restored behind it")
+    assert isinstance(p.error, SlotError), p.error
+    assert "Postgres is behind the store" in str(p.error), p.error
+    assert "was not resent" in str(p.error), p.error
+    with Store.open(data, readonly=True) as store:
+        assert store.applied_lsn() == applied, "the stream applied something before stopping"
     hints = run_following_hints(pg.dsn, data, lambda: _equal(pg.dsn, data), **config)
     assert len(hints) == 1 and "viewstore run --resnapshot" in hints[0], hints
 
