@@ -221,9 +221,9 @@ class Applier:
             return self.synced_lsn
         batch = self.batch
         self._put_dirty_counts()
-        meta.put_applied(batch, self.store, self.applied_lsn, self.applied_time)
         if self.last_commit is not None:
             meta.put_last_commit(batch, self.store, self.last_commit)
+        meta.put_applied(batch, self.store, self.applied_lsn, self.applied_time)
         self.stats["transactions"] += self.group_txns
         self.stats["rows"] += self.group_rows
         self.group_writes += 1
