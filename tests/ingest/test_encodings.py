@@ -25,6 +25,7 @@ from runner import (
 )
 
 from viewstore.errors import ConfigError, UnsupportedError
+from viewstore.ingest.psqlcopy import find_psql
 from viewstore.store.db import Store
 from viewstore.store.verify import verify
 
@@ -133,7 +134,17 @@ def _refused(db: Db, data: Path, config: dict[str, object]) -> UnsupportedError:
     return p.error
 
 
-def test_sql_ascii_bytes_not_utf8_in_the_snapshot(make_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("copy_with", ["psql", "psycopg"])
+def test_sql_ascii_bytes_not_utf8_in_the_snapshot(
+    make_db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy_with: str
+) -> None:  # type: ignore[no-untyped-def]
+    # The snapshot's COPYs go through psql when one is installed (ingest.psqlcopy), else
+    # psycopg: both must read the database's bytes unconverted.
+    if copy_with == "psycopg":
+        monkeypatch.setenv("VIEWSTORE_PSQL", "")
+    else:
+        assert find_psql() is not None, "the suite runs where Postgres's psql is installed"
+        monkeypatch.delenv("VIEWSTORE_PSQL", raising=False)
     db = make_db("SQL_ASCII")
     pg_exec(db.dsn, SCHEMA)
     _insert(db.dsn, [(1, "ok", "a", 1), (2, "plain", "b", 2)])
