@@ -23,6 +23,7 @@ from runner import (
 )
 
 from viewstore.errors import SlotError
+from viewstore.ingest.lsn import Lsn
 from viewstore.pgcluster import ThrowawayPostgres
 from viewstore.store.db import Store
 from viewstore.store.pipeline import Pipeline, RunConfig
@@ -135,6 +136,12 @@ def test_restored_server_whose_wal_passed_the_store_is_refused(
     _restore(pg, copy, new_timeline=False)
     _insert(pg.dsn, 200, 60)  # new transactions, at LSNs the store passed, and beyond
     assert current_lsn(pg.dsn) > applied
+    # The start check compares the WAL *flush* position, which lags the commits here
+    # (synchronous_commit is off): wait until it too has passed the applied LSN.
+    deadline = time.monotonic() + 30
+    while Lsn.parse(pg_query(pg.dsn, "SELECT pg_current_wal_flush_lsn()::text")[0][0]) <= applied:
+        assert time.monotonic() < deadline, "the server's WAL was not flushed past the store"
+        time.sleep(0.05)
     p = PipelineThread(pg.dsn, data, **config).start()  # type: ignore[arg-type]
     p.thread.join(60)
     if p.thread.is_alive():
