@@ -58,7 +58,7 @@ from viewstore.codecs.value import CORRUPT_HINT, decode_value, pack_fields, unpa
 from viewstore.errors import StoreError
 from viewstore.views.codegen import SKIP, make_typer
 from viewstore.views.expr import EvalError
-from viewstore.views.plan import IndexSpec, Lookup, Position, ViewPlan
+from viewstore.views.plan import ALL_ROWS, IndexSpec, Lookup, Position, RangeLookup, ViewPlan
 from viewstore.views.schema import TableInfo
 
 _U16 = struct.Struct(">H")
@@ -107,6 +107,59 @@ def sort_entry_key(sort_key: bytes, prefix_len: int) -> bytes:
 
 
 _SKIP = SKIP  # an aggregate's FILTER rejected the row (the generated code says so)
+
+
+_EVERY = encode_value(True)  # the one value of the ALL_ROWS index: every row under it
+
+
+def _compares(op: str, a: Any, b: Any) -> bool:
+    """`a <op> b` in SQL order (both not NULL): by the key encoding, which is the order of
+    the join indexes a range join scans (so a row found by a scan passes this test), and in
+    which NaN sorts after every number as in Postgres, where Python's < says nothing."""
+    x, y = encode_value(a), encode_value(b)
+    if op == "<":
+        return x < y
+    if op == "<=":
+        return x <= y
+    if op == ">":
+        return x > y
+    return x >= y
+
+
+def _bounds(lk: RangeLookup, src: Typed) -> tuple[bytes | None, bool, bytes | None, bool] | None:
+    """The encoded (lower, inclusive, upper, inclusive) bounds `lk` takes from the row `src`
+    (None: unbounded), the tightest of each; None when nothing can lie within them (a bound
+    is NULL, which compares true with nothing, or they cross)."""
+    lo = hi = None
+    lo_incl = hi_incl = True
+    for i, incl in lk.lower:
+        if src[i] is None:
+            return None
+        e = encode_value(src[i])
+        if lo is None or e > lo or (e == lo and not incl):
+            lo, lo_incl = e, incl
+    for i, incl in lk.upper:
+        if src[i] is None:
+            return None
+        e = encode_value(src[i])
+        if hi is None or e < hi or (e == hi and not incl):
+            hi, hi_incl = e, incl
+    if lo is not None and hi is not None and (lo > hi or (lo == hi and not (lo_incl and hi_incl))):
+        return None
+    return lo, lo_incl, hi, hi_incl
+
+
+def matches(pos: Position, prefix: Typed, row: Typed) -> bool:
+    """Whether `row` (a row of the FROM item at `pos`) meets the join condition with the
+    joined row `prefix` of the items before it."""
+    for a, b in pos.on:
+        if prefix[a] is None or not _joins(prefix[a], row[b]):
+            return False
+    for a, op, b in pos.ranges:
+        x, y = prefix[a], row[b]
+        if x is None or y is None or not _compares(op, x, y):
+            return False
+    return True
 
 
 def _joins(a: Any, b: Any) -> bool:
@@ -211,6 +264,7 @@ class ViewEngine:
         self.rows: dict[bytes, Typed | None] = {}  # mirror key -> typed row (read cache)
         self.vover: dict[bytes, bytes | None] = {}  # views CF: written by us, or read before
         self.iover: dict[bytes, dict[bytes, bool]] = {}  # index prefix -> {mirror key: present}
+        self.icols: dict[bytes, set[bytes]] = {}  # index column prefix -> its prefixes in iover
         self.groups: dict[tuple[int, bytes], _Group] = {}
         self.dirty: set[tuple[int, bytes]] = set()  # groups whose state is not in the batch
         self.pending: dict[tuple[int, bytes], Typed | None] = {}  # non-grouped output rows
@@ -243,6 +297,7 @@ class ViewEngine:
             self.reset()
         else:
             self.iover.clear()  # index scans read RocksDB again: nothing to merge
+            self.icols.clear()
             self._iter = None
 
     def flush(self) -> None:
@@ -406,6 +461,119 @@ class ViewEngine:
             out.append(change.row)  # type: ignore[union-attr]
         return out
 
+    def candidates(
+        self, pos: Position, lk: Lookup | RangeLookup, src: Typed, change: _Change | None
+    ) -> list[Typed]:
+        """Rows of the FROM item at `pos` that `lk` finds from the row `src`: those equal on
+        its column, or within the bounds a range join takes from `src` (every row for a cross
+        join). The callers test the rest of the join condition (`matches`)."""
+        if isinstance(lk, RangeLookup):
+            return self.range_lookup(pos, lk, src, change)
+        return self.lookup(pos, lk, src[lk.source], change)
+
+    def range_lookup(
+        self, pos: Position, lk: RangeLookup, src: Typed, change: _Change | None
+    ) -> list[Typed]:
+        """Rows of the FROM item at `pos` whose column `lk.column` lies within the bounds
+        `src` gives (a range scan of its join index, which is in SQL order), as the change
+        being processed lets that position see them."""
+        bounds = _bounds(lk, src)
+        if bounds is None:
+            return []
+        lo, lo_incl, hi, hi_incl = bounds
+        table = pos.table
+        prefix = index_prefix(IndexSpec(table.table_id, lk.column))
+        mine = change is not None and change.table_id == table.table_id
+        out = []
+        for suffix in self.index_range(prefix, lo, lo_incl, hi, hi_incl):
+            key = table.prefix + suffix
+            if mine and key == change.key:  # type: ignore[union-attr]
+                continue
+            row = self.fetch(table, key)
+            if row is None:
+                raise StoreError(
+                    f"join index of {table.qualified} names a row the mirror lacks", CORRUPT_HINT
+                )
+            out.append(row)
+        if mine and pos.index in change.visible:  # type: ignore[union-attr]
+            row = change.row  # type: ignore[union-attr]
+            if lk.everything:
+                out.append(row)
+            elif row[lk.column] is not None:
+                e = encode_value(row[lk.column])
+                above = lo is None or e > lo or (e == lo and lo_incl)
+                below = hi is None or e < hi or (e == hi and hi_incl)
+                if above and below:
+                    out.append(row)
+        return out
+
+    def range_any(self, pos: Position, lk: RangeLookup, src: Typed, change: _Change | None) -> bool:
+        """Whether `range_lookup` would find a row (other than the changed one, unless the
+        change lets `pos` see it), without reading rows: the first index entry decides."""
+        bounds = _bounds(lk, src)
+        if bounds is None:
+            return False
+        table = pos.table
+        mine = change is not None and change.table_id == table.table_id
+        exclude = change.key[4:] if mine else None  # type: ignore[union-attr]
+        prefix = index_prefix(IndexSpec(table.table_id, lk.column))
+        if any(s != exclude for s in self.index_range(prefix, *bounds, limit=2)):
+            return True
+        return bool(
+            mine and pos.index in change.visible and self.range_lookup(pos, lk, src, change)
+        )  # type: ignore[union-attr]
+
+    def index_range(
+        self,
+        prefix: bytes,
+        lo: bytes | None,
+        lo_incl: bool,
+        hi: bytes | None,
+        hi_incl: bool,
+        limit: int | None = None,
+    ) -> list[bytes]:
+        """Mirror keys (without the table prefix) in the join index under `prefix` (one table
+        and column) whose value's encoding lies between `lo` and `hi` (None: unbounded), in
+        index order, with this batch's index writes merged in; with `limit`, at least the
+        first `limit` of them when there are that many (and maybe more)."""
+        n = len(prefix)
+
+        def inside(v: bytes) -> bool:
+            if lo is not None and (v < lo or (v == lo and not lo_incl)):
+                return False
+            return hi is None or v < hi or (v == hi and hi_incl)
+
+        # This batch's writes to the index within the range: (value, mirror key) -> present.
+        over: dict[tuple[bytes, bytes], bool] = {}
+        for vprefix in self.icols.get(prefix, ()):
+            v = vprefix[n:]
+            if inside(v):
+                for suffix, present in self.iover[vprefix].items():
+                    over[(v, suffix)] = present
+        it = self._iterator()
+        found = []  # (value encoding, mirror key suffix), in index order
+        it.seek(prefix if lo is None else prefix + lo)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
+                break
+            end = n + value_length(key, n)
+            v = key[n:end]
+            if hi is not None and (v > hi or (v == hi and not hi_incl)):
+                break
+            if inside(v):
+                entry = (v, key[end:])
+                if not over or over.get(entry, True):
+                    found.append(entry)
+                    if limit is not None and len(found) >= limit:
+                        break
+            it.next()
+        if over:
+            have = set(found)
+            found += [e for e, present in over.items() if present and e not in have]
+            found.sort()  # index order, as if the batch were in RocksDB (see index_scan)
+        return [suffix for _, suffix in found]
+
     # ---- the delta join ------------------------------------------------------------------
 
     def extend(
@@ -415,19 +583,24 @@ class ViewEngine:
         for pos in plan.positions[start:]:
             lk = pos.forward
             assert lk is not None
-            others = [(a, b) for a, b in pos.on if (a, b) != (lk.source, lk.column)]
+            if isinstance(lk, RangeLookup):
+                others = list(pos.on)
+            else:
+                others = [(a, b) for a, b in pos.on if (a, b) != (lk.source, lk.column)]
             grown: list[Typed] = []
             for row in rows:
-                matches = self.lookup(pos, lk, row[lk.source], change)
-                if others:
-                    matches = [
+                found = self.candidates(pos, lk, row, change)
+                if pos.ranges:
+                    found = [m for m in found if matches(pos, row, m)]
+                elif others:
+                    found = [
                         m
-                        for m in matches
+                        for m in found
                         if all(row[a] is not None and _joins(row[a], m[b]) for a, b in others)
                     ]
-                if matches:
-                    grown += [row + m for m in matches]
-                elif pos.kind == "left":
+                if found:
+                    grown += [row + m for m in found]
+                elif pos.outer:
                     grown.append(row + pos.nulls)
             rows = grown
             if not rows:
@@ -440,9 +613,9 @@ class ViewEngine:
         assert pos.backward is not None
         j, lk = pos.backward
         out = []
-        for y in self.lookup(plan.positions[j], lk, r[lk.source], change):
+        for y in self.candidates(plan.positions[j], lk, r, change):
             for prefix in self.through(plan, j, y, p, change):
-                if all(prefix[a] is not None and _joins(prefix[a], r[b]) for a, b in pos.on):
+                if matches(pos, prefix, r):
                     out.append(prefix)
         return out
 
@@ -460,31 +633,57 @@ class ViewEngine:
         plan = view.plan
         if p == 0:
             self.emit(view, sign, self.extend(plan, [r], 1, change))
+            if len(plan.positions) == 2 and plan.positions[1].kind == "full":
+                self.full_left(view, r, sign, change)
             return
         pos = plan.positions[p]
-        for m in self.prefixes(plan, p, r, change):
+        found = self.prefixes(plan, p, r, change)
+        for m in found:
             self.emit(view, sign, self.extend(plan, [m + r], p + 1, change))
-            if pos.kind == "left" and not self.has_other(pos, m, change):
+            if pos.outer and not self.has_other(pos, m, change):
                 self.emit(view, -sign, self.extend(plan, [m + pos.nulls], p + 1, change))
+        if pos.kind == "full" and not found:
+            # A FULL JOIN is a view's only join (views.sql): `r` with no left row shows alone.
+            self.emit(view, sign, [plan.positions[0].nulls + r])
+
+    def full_left(self, view: ActiveView, r: Typed, sign: int, change: _Change) -> None:
+        """`r` enters (leaves) the left side of `a FULL JOIN b`: each right row it matches
+        that had no other left match stops (starts) showing null-extended."""
+        plan = view.plan
+        pos = plan.positions[1]
+        lk = pos.forward
+        assert lk is not None
+        for m in self.candidates(pos, lk, r, change):
+            if matches(pos, r, m) and not self.prefixes(plan, 1, m, change):
+                self.emit(view, -sign, [plan.positions[0].nulls + m])
 
     def has_other(self, pos: Position, m: Typed, change: _Change) -> bool:
         """Whether the prefix `m` has a match at `pos` other than the changed row."""
         lk = pos.forward
         assert lk is not None
+        if isinstance(lk, RangeLookup):
+            if lk.everything:  # a cross join: any other row of the table
+                table = pos.table
+                mine = change.table_id == table.table_id
+                prefix = index_prefix(IndexSpec(table.table_id, ALL_ROWS)) + _EVERY
+                return self.index_any(prefix, change.key[4:] if mine else None)
+            if not pos.on and len(pos.ranges) == len(lk.lower) + len(lk.upper):
+                # The scan's bounds are the whole condition: stop at its first other row, as
+                # the equality path does (a row of b leaving `a LEFT JOIN b ON a.i > b.i` asks
+                # this of every a row above it).
+                return self.range_any(pos, lk, m, change)
+            return any(matches(pos, m, row) for row in self.candidates(pos, lk, m, change))
         value = m[lk.source]
         if value is None:
             return False
-        if lk.by_key is None and len(pos.on) == 1:
+        if lk.by_key is None and len(pos.on) == 1 and not pos.ranges:
             # The index entry alone says the row matches: stop at the first one, without
             # reading rows (a player with thousands of scores costs one seek, not thousands).
             table = pos.table
             prefix = index_value_prefix(table, lk.column, value)
             mine = change.table_id == table.table_id
             return self.index_any(prefix, change.key[4:] if mine else None)
-        for row in self.lookup(pos, lk, value, change):
-            if all(m[a] is not None and _joins(m[a], row[b]) for a, b in pos.on):
-                return True
-        return False
+        return any(matches(pos, m, row) for row in self.lookup(pos, lk, value, change))
 
     # ---- source row changes (called by the applier) --------------------------------------
 
@@ -621,11 +820,12 @@ class ViewEngine:
     def _index(self, table: TableInfo, key: bytes, row: Typed, present: bool) -> None:
         suffix = key[4:]
         for spec in self.indexes.get(table.table_id, ()):
-            value = row[spec.column]
+            value = True if spec.column == ALL_ROWS else row[spec.column]
             if value is None:
                 continue  # NULL joins nothing
             prefix = index_value_prefix(table, spec.column, value)
             self.iover.setdefault(prefix, {})[suffix] = present
+            self.icols.setdefault(prefix[:7], set()).add(prefix)
             self.writer.view_write(prefix + suffix, b"" if present else None)
 
     # ---- grouping and output -------------------------------------------------------------
@@ -808,6 +1008,28 @@ class ViewEngine:
         for _, raw in base_rows:
             row = self.typed(tid, decode_row(raw))
             self.emit(view, 1, self.extend(plan, [row], 1, None))
+            n += 1
+            if n % 2000 == 0:
+                self.end_transaction()
+                self.flush()
+                yield n
+        self.end_transaction()
+        self.flush()
+        yield n
+
+    def backfill_unmatched(
+        self, view: ActiveView, rows: Iterator[tuple[bytes, bytes]]
+    ) -> Iterator[int]:
+        """`a FULL JOIN b`: after `backfill_rows` over a, add every row of b that no row of a
+        matches, null-extended; yields like `backfill_rows`."""
+        plan = view.plan
+        pos = plan.positions[1]
+        nulls = plan.positions[0].nulls
+        n = 0
+        for _, raw in rows:
+            row = self.typed(pos.table.table_id, decode_row(raw))
+            if not self.prefixes(plan, 1, row, None):
+                self.emit(view, 1, [nulls + row])
             n += 1
             if n % 2000 == 0:
                 self.end_transaction()

@@ -35,7 +35,7 @@ from viewstore.store import db as meta
 from viewstore.store.db import Store
 from viewstore.store.engine import ActiveView, ViewEngine, index_prefix, view_prefix
 from viewstore.store.viewbuild import build_pushed
-from viewstore.views.plan import IndexSpec, ViewPlan, compile_view
+from viewstore.views.plan import ALL_ROWS, IndexSpec, ViewPlan, compile_view
 from viewstore.views.schema import ColumnInfo
 from viewstore.views.sql import parse_views
 from viewstore.views.tree import NUMERIC, ViewDef
@@ -190,19 +190,21 @@ def _reconcile_indexes(store: Store, wanted: set[IndexSpec]) -> None:
 
 def _build_index(store: Store, spec: IndexSpec) -> None:
     table = next(t for t in store.tables().values() if t.table_id == spec.table_id)
-    column = table.columns[spec.column]
-    conv = converter(column.type_oid)
+    every = spec.column == ALL_ROWS  # a cross join's index of every row, under one value
+    column = None if every else table.columns[spec.column]
+    conv = converter(column.type_oid) if column is not None else None
     prefix = index_prefix(spec)
     views_cf = store.cf["views"]
     batch = store.new_batch()
     batch.delete_range(prefix, prefix_end(prefix), views_cf)  # leftovers of a crashed build
-    progress = Progress(
-        f"{table.qualified}.{column.name}", store.row_count(table), task="join index"
-    )
+    name = "(every row)" if column is None else column.name
+    progress = Progress(f"{table.qualified}.{name}", store.row_count(table), task="join index")
     n = 0
+    every_value = encode_value(True)
     for key, data in store.rows(table):
-        raw = decode_row(data)[spec.column]
-        if raw is not None:
+        if conv is None:
+            batch.put(prefix + every_value + key[4:], b"", views_cf)
+        elif (raw := decode_row(data)[spec.column]) is not None:
             batch.put(prefix + encode_value(conv(raw)) + key[4:], b"", views_cf)
         n += 1
         if n % _CHUNK == 0:
@@ -274,6 +276,11 @@ def _backfill(store: Store, plan: ViewPlan, view_id: int) -> ViewInfo:
             engine.reset()
             progress.add(n - done)
             done = n
+        if len(plan.positions) == 2 and plan.positions[1].kind == "full":
+            right = plan.positions[1].table
+            for _ in engine.backfill_unmatched(view, store.rows(right)):
+                writer.flush()
+                engine.reset()
         progress.done()
         _record_initial_rows(store, view_id, lsn)
     info = info.model_copy(update={"state": "ready", "built_at": str(lsn)})

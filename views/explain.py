@@ -12,7 +12,21 @@ from __future__ import annotations
 from typing import Any
 
 from viewstore.views.codegen import describe
+from viewstore.views.plan import RangeLookup
 from viewstore.views.resolve import type_sql
+
+
+def _how(table: Any, lk: Any) -> str:
+    """How a lookup finds rows of `table`: a key get, a join index, a range or full scan."""
+    if lk.by_key:
+        return "get by primary key"
+    if isinstance(lk, RangeLookup):
+        if lk.everything:
+            return "scan of every row (cross join: cost grows with the table)"
+        col = table.columns[lk.column].name
+        sides = [s for s, b in (("lower", lk.lower), ("upper", lk.upper)) if b]
+        return f"range scan of the join index on {col}, in SQL order ({' and '.join(sides)} bound)"
+    return f"join index on {table.columns[lk.column].name}"
 
 
 def explain(plan: Any) -> str:
@@ -32,7 +46,9 @@ def explain(plan: Any) -> str:
         if p.kind == "base":
             out.append(f"  FROM {where}  (converts {cols})")
             continue
-        kind = "LEFT JOIN" if p.kind == "left" else "JOIN"
+        kind = {"left": "LEFT JOIN", "full": "FULL JOIN"}.get(p.kind, "JOIN")
+        if not p.on and not p.ranges:
+            kind = "CROSS JOIN"
         out.append(f"  {kind} {where}  (converts {cols})")
         if pd is not None:
             child, base = plan.positions[pd.child_pos], plan.positions[pd.base_pos]
@@ -49,13 +65,15 @@ def explain(plan: Any) -> str:
             if direction is None:
                 j, lk = lk
                 target = plan.positions[j]
-                col = target.table.columns[lk.column].name
-                how = "get by primary key" if lk.by_key else f"join index on {col}"
+                how = _how(target.table, lk)
                 out.append(f"    a change here finds its {target.alias} rows: {how}")
             else:
-                col = p.table.columns[lk.column].name
-                how = "get by primary key" if lk.by_key else f"join index on {col}"
-                out.append(f"    rows before find their {p.alias} rows: {how}")
+                out.append(f"    rows before find their {p.alias} rows: {_how(p.table, lk)}")
+        if p.kind == "full":
+            out.append(
+                "    a row of either side with no match shows null-extended; a change on one side "
+                "looks up its matches on the other to flip them"
+            )
     if plan.where_expr is not None:
         out.append(f"  WHERE {describe(plan.where_expr)}")
     if plan.aggregate:

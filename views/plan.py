@@ -89,6 +89,27 @@ class Lookup:
     by_key: Callable[[Any], bytes] | None  # the value's text, when `column` is the whole key
 
 
+# The column number of the "every row" index a cross join scans (no table has 65535 columns).
+ALL_ROWS = 0xFFFF
+
+
+@dataclass(frozen=True)
+class RangeLookup:
+    """How to find the rows of one FROM item whose column `column` lies within bounds taken
+    from another row: a range scan of the join index on `column`, whose keys are in SQL order
+    (`codecs.key`). `lower` and `upper` list (index into the other row, inclusive); with
+    neither, and `column` ALL_ROWS, it is a scan of every row (a cross join)."""
+
+    column: int
+    lower: tuple[tuple[int, bool], ...]
+    upper: tuple[tuple[int, bool], ...]
+    by_key: None = None  # never a get by primary key
+
+    @property
+    def everything(self) -> bool:
+        return self.column == ALL_ROWS
+
+
 @dataclass(frozen=True)
 class Position:
     """One FROM item, in FROM order."""
@@ -97,11 +118,19 @@ class Position:
     alias: str
     table: TableInfo
     offset: int  # first column in the joined row
-    kind: str  # "base", "inner" or "left"
+    kind: str  # "base", "inner", "left" or "full"
     on: tuple[tuple[int, int], ...]  # (joined-row index of an earlier column, own column)
-    forward: Lookup | None  # find this item's rows from the joined row before it
-    backward: tuple[int, Lookup] | None  # (earlier position, lookup of its rows from ours)
+    forward: Lookup | RangeLookup | None  # find this item's rows from the joined row before it
+    # (earlier position, lookup of its rows from ours)
+    backward: tuple[int, Lookup | RangeLookup] | None
     converters: tuple[Callable[[bytes], Any], ...]
+    # (joined-row index of an earlier column, operator, own column): `earlier <op> own`
+    ranges: tuple[tuple[int, str, int], ...] = ()
+
+    @property
+    def outer(self) -> bool:
+        """Whether a joined row with no match here is kept null-extended (LEFT, FULL)."""
+        return self.kind in ("left", "full")
 
     @property
     def width(self) -> int:
@@ -275,6 +304,7 @@ class _Compiler:
             for p, lk in self.lookups(positions)
             if lk.by_key is None and pushdown is None
         )
+        self.check_ranges(positions)
         return ViewPlan(
             name=self.view.name,
             sql=self.view.sql,
@@ -342,6 +372,7 @@ class _Compiler:
         joined = {c.index for r in self.roots() for c in walk(r) if isinstance(c, Col)}
         for p in positions:
             joined |= {a for a, _ in p.on} | {p.offset + b for _, b in p.on}
+            joined |= {a for a, _, _ in p.ranges} | {p.offset + b for _, _, b in p.ranges}
         out: dict[int, set[int]] = {}
         for p in positions:
             own = {j - p.offset for j in joined if j is not None and 0 <= j - p.offset < p.width}
@@ -358,6 +389,8 @@ class _Compiler:
         if len(positions) != 2 or len(rv.group_by) != 1 or len(positions[1].on) != 1:
             return None
         first, second = positions
+        if second.kind == "full" or second.ranges:
+            return None
         group = rv.group_by[0]
         if first.table.table_id == second.table.table_id or not isinstance(group, Col):
             return None
@@ -410,9 +443,20 @@ class _Compiler:
         for i, t in enumerate(rv.tables):
             info = self.infos[i]
             join = rv.joins[i - 1] if i else None
-            on = ()
+            on: tuple[tuple[int, int], ...] = ()
+            ranges: tuple[tuple[int, str, int], ...] = ()
+            forward: Lookup | RangeLookup | None = None
+            backward: tuple[int, Lookup | RangeLookup] | None = None
             if join is not None:
                 on = tuple((a.index, b.index - t.offset) for a, b in join.on)  # type: ignore[operator]
+                ranges = tuple((a.index, op, b.index - t.offset) for a, op, b in join.ranges)  # type: ignore[operator]
+                if on:
+                    forward, backward = self.forward(i, on), self.backward(i, on)
+                elif ranges:
+                    forward, backward = self.range_forward(ranges), self.range_backward(ranges)
+                else:  # a cross join: every row of this item, every row before it
+                    forward = RangeLookup(ALL_ROWS, (), ())
+                    backward = (i - 1, RangeLookup(ALL_ROWS, (), ()))
             out.append(
                 Position(
                     index=i,
@@ -421,12 +465,57 @@ class _Compiler:
                     offset=t.offset,
                     kind="base" if join is None else join.kind,
                     on=on,
-                    forward=self.forward(i, on) if on else None,
-                    backward=self.backward(i, on) if on else None,
+                    forward=forward,
+                    backward=backward,
                     converters=tuple(converter(c.type_oid) for c in info.columns),
+                    ranges=ranges,
                 )
             )
         return tuple(out)
+
+    def range_forward(self, ranges: Sequence[tuple[int, str, int]]) -> RangeLookup:
+        """Find this item's rows from the row before: a range scan of its column with the most
+        bounds (`earlier < own` bounds own from below, `earlier > own` from above)."""
+        by_col: dict[int, RangeLookup] = {}
+        for a, op, b in ranges:
+            lk = by_col.get(b, RangeLookup(b, (), ()))
+            if op in ("<", "<="):
+                lk = RangeLookup(b, (*lk.lower, (a, op == "<=")), lk.upper)
+            else:
+                lk = RangeLookup(b, lk.lower, (*lk.upper, (a, op == ">=")))
+            by_col[b] = lk
+        return max(by_col.values(), key=lambda lk: (bool(lk.lower) + bool(lk.upper), -lk.column))
+
+    def range_backward(self, ranges: Sequence[tuple[int, str, int]]) -> tuple[int, RangeLookup]:
+        """Find the earlier rows from a row of this item: a range scan of an earlier item's
+        column, the one with the most bounds (`earlier < own`: own bounds it from above)."""
+        by_col: dict[int, RangeLookup] = {}
+        for a, op, b in ranges:
+            j = self.owner(a)
+            col = a - self.rv.tables[j].offset
+            lk = by_col.get(a, RangeLookup(col, (), ()))
+            if op in ("<", "<="):
+                lk = RangeLookup(col, lk.lower, (*lk.upper, (b, op == "<=")))
+            else:
+                lk = RangeLookup(col, (*lk.lower, (b, op == ">=")), lk.upper)
+            by_col[a] = lk
+        a = max(by_col, key=lambda a: (bool(by_col[a].lower) + bool(by_col[a].upper), -a))
+        return self.owner(a), by_col[a]
+
+    def check_ranges(self, positions: Sequence[Position]) -> None:
+        """A range join's columns must be kept in SQL order by the key encoding."""
+        join_pos = {
+            p.index: j for p, j in zip(positions[1:], self.rv.view.select.joins, strict=True)
+        }
+        for p in positions:
+            for a, _, b in p.ranges:
+                for t in (self.type_at(a), p.table.columns[b].type_oid):
+                    if t not in ORDERABLE:
+                        raise self.fail(
+                            join_pos[p.index].table.pos,
+                            f"a range join on a column of type {type_sql(t)} is not supported",
+                            "compare columns of number, text, date, time or uuid type",
+                        )
 
     def owner(self, joined_index: int) -> int:
         """The FROM item a joined-row column belongs to."""

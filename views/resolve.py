@@ -124,6 +124,7 @@ class _Resolver:
         # USING/NATURAL columns by name: an unqualified reference is the earlier table's
         # column (Postgres's merged column; under a LEFT JOIN it equals COALESCE of the two).
         self.merged: dict[str, Col] = {}
+        self.full_merged: dict[str, tuple[Col, Col]] = {}  # FULL JOIN USING: COALESCE(a, b)
 
     def fail(self, pos: int, what: str, hint: str = SUPPORTED_HINT) -> ConfigError:
         at = where(self.view.file_text, self.view.source, pos)
@@ -151,13 +152,33 @@ class _Resolver:
         for i, j in enumerate(sel.joins, start=1):
             self.scope = resolved[: i + 1]
             right = resolved[i]
+            ranges: tuple[tuple[Col, str, Col], ...] = ()
             if j.using or j.natural:
                 on = self.using(j, right)
             elif j.from_where:
-                on, where = self.where_equalities(where, right, j.table.pos)
+                on, ranges, where = self.where_equalities(where, right)
             else:
                 on = tuple(self.join_pair(a, b, right) for a, b in j.on)
-            joins.append(Join(j.kind, j.table, on))
+                ranges = tuple(r for c in j.cond for r in self.range_terms(c, right, refuse=True))
+            if j.kind == "full" and len(sel.joins) > 1:
+                raise self.fail(
+                    j.table.pos,
+                    f"FULL JOIN {right.alias} is supported as the only join of a view "
+                    "(a FULL JOIN b)",
+                    "join the other tables in a view of their own, or use LEFT JOINs",
+                )
+            if j.kind == "full" and ranges:
+                raise self.fail(
+                    j.table.pos,
+                    "FULL JOIN is only supported with merge-joinable or hash-joinable join "
+                    "conditions (as in Postgres): equalities, not comparisons",
+                    "join on column equalities: FULL JOIN ... ON a.x = b.y",
+                )
+            if j.kind == "full" and (j.using or j.natural):
+                # Postgres's merged column of a FULL JOIN is COALESCE(left, right).
+                for a, b in on:
+                    self.full_merged[a.name] = (a, b)
+            joins.append(Join(j.kind, j.table, on, ranges=ranges))
         self.scope = resolved
         columns = []
         for c in sel.columns:
@@ -178,6 +199,7 @@ class _Resolver:
     # ---- columns and joins
 
     def column(self, c: Col) -> Col:
+        """`c` bound to its table (an unqualified USING column to the left table's)."""
         merged = self.merged.get(c.name) if c.table is None else None
         if merged is not None:
             return Col(merged.table, c.name, merged.index, pos=c.pos, type=merged.type)
@@ -268,10 +290,14 @@ class _Resolver:
         return tuple(pairs)
 
     def where_equalities(
-        self, where: Expr | None, right: ResolvedTable, pos: int
-    ) -> tuple[tuple[tuple[Col, Col], ...], Expr | None]:
+        self, where: Expr | None, right: ResolvedTable
+    ) -> tuple[tuple[tuple[Col, Col], ...], tuple[tuple[Col, str, Col], ...], Expr | None]:
         """A comma join of `right`: the AND-ed `col = col` terms of WHERE that compare one of
-        its columns with an earlier table's become its join condition; WHERE keeps the rest."""
+        its columns with an earlier table's become its join condition, and so do comparisons
+        (`<`, `<=`, `>`, `>=`, BETWEEN) a sort index can bound when there is no equality;
+        WHERE keeps the rest. With neither, it is a cross join filtered by WHERE."""
+        if where is None:
+            return (), (), None
         terms = list(where.args) if isinstance(where, BoolOp) and where.op == "and" else [where]
         pairs, rest = [], []
         for term in terms:
@@ -284,16 +310,72 @@ class _Resolver:
                 rest.append(term)
             else:
                 pairs.append(pair)
+        ranges: list[tuple[Col, str, Col]] = []
         if not pairs:
-            raise self.fail(
-                pos,
-                f"FROM ..., {right.alias}: no equality in WHERE joins {right.alias} to an earlier "
-                "table (a cross join pairs every row with every row)",
-                f"add WHERE {right.alias}.<column> = <earlier table>.<column>, or JOIN ... ON",
-            )
+            kept = []
+            for term in rest:
+                found = self.range_terms(term, right, refuse=False)
+                if found:
+                    ranges += found
+                else:
+                    kept.append(term)
+            rest = kept
         if not rest:
-            return tuple(pairs), None
-        return tuple(pairs), rest[0] if len(rest) == 1 else BoolOp("and", tuple(rest))
+            return tuple(pairs), tuple(ranges), None
+        left = rest[0] if len(rest) == 1 else BoolOp("and", tuple(rest))
+        return tuple(pairs), tuple(ranges), left
+
+    def range_terms(
+        self, e: Expr, right: ResolvedTable, *, refuse: bool
+    ) -> list[tuple[Col, str, Col]]:
+        """A join condition term other than an equality, as `earlier <op> own` comparisons
+        between a column of an earlier table and one of `right`, which a range scan of a sort
+        index bounds: `x < y` (and <=, >, >=) and `x BETWEEN lo AND hi`. Anything else is
+        refused with its position (`refuse`), or gives [] (a WHERE term of a comma join)."""
+        flip = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+        out: list[tuple[Col, str, Col]] = []
+
+        def term(x: Expr, op: str, y: Expr) -> bool:
+            if not (isinstance(x, Col) and isinstance(y, Col)):
+                return False
+            try:
+                rx, ry = self.column(x), self.column(y)
+            except ConfigError:
+                if refuse:
+                    raise
+                return False
+            if (rx.table == right.alias) == (ry.table == right.alias):
+                return False
+            if rx.table == right.alias:
+                rx, ry, op = ry, rx, flip[op]
+            self.comparable(rx, ry, e.pos)
+            if BPCHAR in (rx.type, ry.type) or _join_class(rx.type) != _join_class(ry.type):  # type: ignore[arg-type]
+                raise self.fail(
+                    e.pos,
+                    f"join condition {x.name} {op} {y.name} compares {type_sql(rx.type)} with "  # type: ignore[arg-type]
+                    f"{type_sql(ry.type)}: a range join needs columns of one type (integer "  # type: ignore[arg-type]
+                    "types and numeric may mix, and so may text and varchar)",
+                    "compare columns of the same type",
+                )
+            out.append((rx, op, ry))
+            return True
+
+        ok = False
+        if isinstance(e, Op) and e.op in flip and len(e.args) == 2:
+            ok = term(e.args[0], e.op, e.args[1])
+        elif isinstance(e, Between) and not e.negated:
+            ok = term(e.arg, ">=", e.low) and term(e.arg, "<=", e.high)
+        if ok:
+            return out
+        if refuse:
+            raise self.fail(
+                e.pos,
+                "this join condition cannot be bounded by a sort index: a join condition is "
+                "AND-ed column equalities, or comparisons (<, <=, >, >=, BETWEEN) between a "
+                f"column of {right.alias} and a column of an earlier table",
+                "compute the expression in a view of its own, or move the term to WHERE",
+            )
+        return []
 
     def try_pair(self, a: Col, b: Col, right: ResolvedTable) -> tuple[Col, Col] | None:
         """`a = b` as a join pair of `right`, or None when it is not one (a column of a later
@@ -403,6 +485,10 @@ class _Resolver:
         return method(e)
 
     def r_Col(self, e: Col) -> Expr:
+        pair = self.full_merged.get(e.name) if e.table is None else None
+        if pair is not None:
+            a, b = (Col(x.table, x.name, pos=e.pos) for x in pair)
+            return self.r_Func(Func("coalesce", (a, b), pos=e.pos))
         return self.column(e)
 
     def r_Const(self, e: Const) -> Expr:

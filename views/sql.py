@@ -68,7 +68,8 @@ SUPPORTED_HINT = (
     "views support SELECT with column references, constants, arithmetic, ||, comparisons, "
     "AND/OR/NOT, IS [NOT] NULL, IN (list), BETWEEN, [I]LIKE, CASE, COALESCE, NULLIF, "
     "GREATEST/LEAST, casts, lower/upper/length/date_trunc; FROM a table or a chain of INNER/LEFT "
-    "JOINs on equalities; WHERE; GROUP BY; HAVING; COUNT/SUM/AVG/MIN/MAX/BOOL_AND/BOOL_OR with "
+    "JOINs on equalities or comparisons, CROSS JOIN, one FULL JOIN; WHERE; GROUP BY; HAVING; "
+    "COUNT/SUM/AVG/MIN/MAX/BOOL_AND/BOOL_OR with "
     "optional DISTINCT (COUNT) and FILTER"
 )
 
@@ -221,10 +222,16 @@ class _Parser:
                     "RIGHT JOIN is supported as the first join only (a RIGHT JOIN b ...)",
                     "write it as a LEFT JOIN from the other side",
                 )
-            kind = {JoinType.JOIN_INNER: "inner", JoinType.JOIN_LEFT: "left"}.get(node.jointype)
+            kind = {
+                JoinType.JOIN_INNER: "inner",
+                JoinType.JOIN_LEFT: "left",
+                JoinType.JOIN_FULL: "full",
+            }.get(node.jointype)
             if kind is None:
                 name = node.jointype.name.removeprefix("JOIN_")
-                raise self.fail(jpos, f"{name} JOIN is not supported (INNER, LEFT and RIGHT are)")
+                raise self.fail(
+                    jpos, f"{name} JOIN is not supported (INNER, LEFT, RIGHT and FULL are)"
+                )
             if not isinstance(node.rarg, ast.RangeVar):
                 if isinstance(node.rarg, ast.RangeSubselect):
                     raise self.fail(rpos, "subqueries in FROM are not supported")
@@ -253,13 +260,10 @@ class _Parser:
             return Join(kind, right, (), using=tuple(n.sval for n in node.usingClause))
         if node.isNatural:
             return Join(kind, right, (), natural=True)
-        if node.quals is None:
-            raise self.fail(
-                jpos,
-                "CROSS JOIN is not supported: it pairs every row with every row",
-                "join on an equality: JOIN ... ON a.x = b.y",
-            )
-        return Join(kind, right, tuple(self.join_condition(node.quals, right, rpos)))
+        if node.quals is None:  # CROSS JOIN: every row with every row
+            return Join(kind, right, ())
+        pairs, cond = self.join_condition(node.quals, right, rpos)
+        return Join(kind, right, tuple(pairs), cond=tuple(cond))
 
     def table_ref(self, rv: Any) -> TableRef:
         name = rv.relname if rv.schemaname in (None, "public") else f"{rv.schemaname}.{rv.relname}"
@@ -268,13 +272,18 @@ class _Parser:
             raise self.fail(rv.location, "column aliases on a table are not supported")
         return TableRef(name, alias, rv.location)
 
-    def join_condition(self, quals: Any, right: TableRef, pos: int) -> list[tuple[Col, Col]]:
+    def join_condition(
+        self, quals: Any, right: TableRef, pos: int
+    ) -> tuple[list[tuple[Col, Col]], list[Expr]]:
+        """The AND-ed terms of an ON clause: column equalities as pairs, and the other terms
+        as expressions (the resolver keeps those a sort index can bound, and refuses the rest
+        with their position)."""
         conds = (
             quals.args
             if isinstance(quals, ast.BoolExpr) and quals.boolop == BoolExprType.AND_EXPR
             else (quals,)
         )
-        out = []
+        out, other = [], []
         for c in conds:
             cpos = self.first_pos(c, pos)
             if not (
@@ -284,17 +293,14 @@ class _Parser:
                 and isinstance(c.lexpr, ast.ColumnRef)
                 and isinstance(c.rexpr, ast.ColumnRef)
             ):
-                raise self.fail(
-                    cpos,
-                    f"join conditions must be equalities between columns, AND-ed "
-                    f"({self.snippet(c)} is not)",
-                )
+                other.append(self.expr(c, cpos, where="JOIN conditions"))
+                continue
             a, b = self.column(c.lexpr), self.column(c.rexpr)
             # Put the joined table's column on the right when the qualifiers say which it is.
             if a.table == right.alias and b.table != right.alias:
                 a, b = b, a
             out.append((a, b))
-        return out
+        return out, other
 
     # ---- expressions
 

@@ -169,8 +169,9 @@ class TableRef:
 
 @dataclass(frozen=True)
 class Join:
-    """`kind` is "inner" or "left"; `on` pairs (column of an earlier table, column of `table`)
-    once resolved; before resolution an unqualified pair keeps its written order."""
+    """`kind` is "inner", "left" or "full"; `on` pairs (column of an earlier table, column of
+    `table`) once resolved; before resolution an unqualified pair keeps its written order. An
+    inner join with neither `on` nor `ranges` is a cross join."""
 
     kind: str
     table: TableRef
@@ -181,6 +182,12 @@ class Join:
     using: tuple[str, ...] = ()
     natural: bool = False
     from_where: bool = False
+    # The ON terms that are not column equalities, as written (the resolver turns the ones a
+    # sort index can bound into `ranges` and refuses the rest).
+    cond: tuple[Expr, ...] = ()
+    # Once resolved: (column of an earlier table, operator, column of `table`), each meaning
+    # `earlier <op> own` with op one of < <= > >=.
+    ranges: tuple[tuple[Col, str, Col], ...] = ()
 
 
 @dataclass(frozen=True)

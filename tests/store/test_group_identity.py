@@ -7,7 +7,8 @@ group instead of the transaction, a before-image taken from the batch's start, a
 twice), the stores would differ. The workload is random and in process (the Applier fed row
 changes directly, as the pipeline feeds it decoded pgoutput): joins with a LEFT JOIN's NULL
 extension, MIN/MAX losing their extreme, COUNT(DISTINCT), FILTER, HAVING, TRUNCATE, primary key
-updates, and transactions that are never delivered (what a rollback is to logical decoding).
+updates, and transactions that are never delivered (what a rollback is to logical decoding);
+FULL, range (scans of a join index in value order) and cross joins.
 Postgres as the oracle for the same views is tests/views/test_differential.py.
 """
 
@@ -59,6 +60,17 @@ SELECT s.id, s.score, p.name FROM player_scores s JOIN players p ON p.id = s.pla
 WHERE s.score > 0;
 
 CREATE INDEX ON scored (name);
+
+CREATE MATERIALIZED VIEW both_sides AS
+SELECT p.id AS pid, s.id AS sid, s.score FROM players p FULL JOIN player_scores s
+ON p.id = s.player_id;
+
+CREATE MATERIALIZED VIEW below AS
+SELECT p.id AS pid, s.id AS sid FROM players p LEFT JOIN player_scores s ON s.player_id < p.id;
+
+CREATE MATERIALIZED VIEW every_pair AS
+SELECT p.team, COUNT(*) AS n, SUM(s.score) AS total FROM players p CROSS JOIN player_scores s
+GROUP BY p.team;
 """
 
 Row = tuple[bytes | None, ...]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from viewstore.errors import ConfigError
+from viewstore.views.codegen import describe
 from viewstore.views.resolve import TableShape, resolve
 from viewstore.views.sql import parse_views
 from viewstore.views.tree import INT4, INT8, NUMERIC, TEXT, VARCHAR, Agg, Col, Func
@@ -62,6 +63,46 @@ def test_three_table_chain() -> None:
     assert [(a.table, b.table) for a, b in r.joins[0].on] == [("t", "p")]
     assert [(a.index, b.index) for a, b in r.joins[1].on] == [(2, 6), (4, 7)]
     assert [t.offset for t in r.tables] == [0, 2, 5]
+
+
+def test_range_cross_and_full_joins() -> None:
+    """Comparisons become range terms `earlier <op> own` (BETWEEN two of them, a comma join's
+    WHERE comparisons too when it has no equality); no condition is a cross join; the merged
+    USING column of a FULL JOIN is COALESCE of both sides."""
+
+    def joins(sql: str) -> list[tuple[str, list[tuple[str, str]], list[tuple[str, str, str]]]]:
+        (v,) = parse_views(f"CREATE VIEW v AS {sql};")
+        r = resolve(v, TABLES)
+        return [
+            (
+                j.kind,
+                [(f"{a.table}.{a.name}", f"{b.table}.{b.name}") for a, b in j.on],
+                [(f"{a.table}.{a.name}", op, f"{b.table}.{b.name}") for a, op, b in j.ranges],
+            )
+            for j in r.joins
+        ]
+
+    assert joins("SELECT 1 FROM players p JOIN teams t ON t.id < p.team_id") == [
+        ("inner", [], [("p.team_id", ">", "t.id")])
+    ]
+    assert joins(
+        "SELECT 1 FROM players p LEFT JOIN player_scores s ON s.score BETWEEN p.id AND p.team_id"
+    ) == [("left", [], [("p.id", "<=", "s.score"), ("p.team_id", ">=", "s.score")])]
+    assert joins("SELECT 1 FROM players p, teams t WHERE p.id >= t.id AND p.name = 'x'") == [
+        ("inner", [], [("p.id", ">=", "t.id")])
+    ]
+    assert joins("SELECT 1 FROM players p CROSS JOIN teams t") == [("inner", [], [])]
+    assert joins("SELECT 1 FROM players p, teams t WHERE p.name = t.title") == [
+        ("inner", [("p.name", "t.title")], [])
+    ]
+    (v,) = parse_views(
+        "CREATE VIEW v AS SELECT id, count(*) FROM players p FULL JOIN teams t USING (id) "
+        "GROUP BY id;"
+    )
+    r = resolve(v, TABLES)
+    assert r.joins[0].kind == "full"
+    assert describe(r.columns[0].expr) == "coalesce(p.id, t.id)"
+    assert r.group_by[0] == r.columns[0].expr
 
 
 def test_self_join() -> None:
@@ -149,14 +190,42 @@ def test_min_max_of_varchar_is_text_as_in_postgres() -> None:
             'views.sql:2:51: view v: invalid input syntax for type integer: "abc"',
         ),
         (
-            "SELECT 1 FROM players p, teams t",
-            "views.sql:2:43: view v: FROM ..., t: no equality in WHERE joins t to an earlier "
-            "table (a cross join pairs every row with every row)",
+            "SELECT 1 FROM players p JOIN teams t ON p.id < t.id + 1",
+            "views.sql:2:58: view v: this join condition cannot be bounded by a sort index: a "
+            "join condition is AND-ed column equalities, or comparisons (<, <=, >, >=, BETWEEN) "
+            "between a column of t and a column of an earlier table",
         ),
         (
-            "SELECT 1 FROM players p, teams t WHERE p.id > t.id",
-            "views.sql:2:43: view v: FROM ..., t: no equality in WHERE joins t to an earlier "
-            "table (a cross join pairs every row with every row)",
+            "SELECT 1 FROM players p JOIN teams t ON p.id = t.id AND t.id > 3",
+            "views.sql:2:74: view v: this join condition cannot be bounded by a sort index: a "
+            "join condition is AND-ed column equalities, or comparisons (<, <=, >, >=, BETWEEN) "
+            "between a column of t and a column of an earlier table",
+        ),
+        (
+            "SELECT 1 FROM players p JOIN teams t ON p.id < t.id OR p.id > t.id",
+            "views.sql:2:58: view v: this join condition cannot be bounded by a sort index: a "
+            "join condition is AND-ed column equalities, or comparisons (<, <=, >, >=, BETWEEN) "
+            "between a column of t and a column of an earlier table",
+        ),
+        (
+            "SELECT 1 FROM players p JOIN teams t ON p.id NOT BETWEEN t.id AND t.id",
+            "views.sql:2:58: view v: this join condition cannot be bounded by a sort index: a "
+            "join condition is AND-ed column equalities, or comparisons (<, <=, >, >=, BETWEEN) "
+            "between a column of t and a column of an earlier table",
+        ),
+        (
+            "SELECT 1 FROM players p JOIN teams t ON p.name < t.id",
+            "views.sql:2:58: view v: operator does not exist: text = integer",
+        ),
+        (
+            "SELECT 1 FROM players p FULL JOIN teams t ON p.id < t.id",
+            "views.sql:2:52: view v: FULL JOIN is only supported with merge-joinable or "
+            "hash-joinable join conditions (as in Postgres): equalities, not comparisons",
+        ),
+        (
+            "SELECT 1 FROM players p FULL JOIN teams t ON p.id = t.id JOIN teams u ON u.id = p.id",
+            "views.sql:2:52: view v: FULL JOIN t is supported as the only join of a view "
+            "(a FULL JOIN b)",
         ),
         (
             "SELECT 1 FROM players p JOIN teams t USING (title)",
@@ -243,24 +312,8 @@ REJECTED = [
         "1:70: view v: RIGHT JOIN is supported as the first join only (a RIGHT JOIN b ...)",
     ),
     (
-        "SELECT 1 FROM players p FULL JOIN teams t ON p.id = t.id",
-        "1:42: view v: FULL JOIN is not supported (INNER, LEFT and RIGHT are)",
-    ),
-    (
-        "SELECT 1 FROM players p CROSS JOIN teams t",
-        "1:42: view v: CROSS JOIN is not supported: it pairs every row with every row",
-    ),
-    (
         "SELECT 1 FROM players p, teams t JOIN players q ON q.id = t.id",
         "1:43: view v: after a comma, FROM takes a table; write a JOIN chain instead",
-    ),
-    (
-        "SELECT 1 FROM players p JOIN teams t ON p.id < t.id",
-        "1:58: view v: join conditions must be equalities between columns, AND-ed (p.id < t.id is not)",
-    ),
-    (
-        "SELECT 1 FROM players p JOIN teams t ON p.id = t.id AND t.id > 3",
-        "1:74: view v: join conditions must be equalities between columns, AND-ed (t.id > 3 is not)",
     ),
     ("SELECT md5(name) FROM players", "1:25: view v: function md5() is not supported"),
     ("SELECT ARRAY[1] FROM players", "1:25: view v: arrays (ARRAY[1]) is not supported"),

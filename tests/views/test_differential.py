@@ -482,6 +482,12 @@ SYNTAX_VIEWS = [
         "SELECT a.i, COUNT(*) AS n, SUM(b.k) AS total FROM mv_base_a a, mv_base_b b "
         "WHERE a.i = b.i AND b.k > 0 GROUP BY a.i",
     ),
+    View("range_left", "SELECT a.i, b.i AS bi FROM mv_base_a a LEFT JOIN mv_base_b b ON a.i > b.i"),
+    View(
+        "range_left_grouped",
+        "SELECT a.i, COUNT(*) AS n, SUM(b.k) AS total, COUNT(b.id) AS matched "
+        "FROM mv_base_a a LEFT JOIN mv_base_b b ON a.i > b.i GROUP BY a.i",
+    ),
     View("natural_join", "SELECT id, i, j, k FROM mv_base_a NATURAL JOIN mv_base_b"),
     View(
         "right_join",
@@ -505,10 +511,133 @@ def test_join_syntax_equals_postgres(dsn: str, tmp_path: Path) -> None:
         SYNTAX_VIEWS,
         seed_value=seed(17),
         transactions=360,
+        as_of=True,
     )
     assert_mix(stats)
+    assert stats["as-of reads"] >= 40, stats
     rows = {k: v for k, v in stats.items() if k.startswith("rows")}
     assert all(n > 0 for n in rows.values()), str(rows)  # NATURAL matches id and i: few
+
+
+# FULL OUTER JOIN (issue 17): a row of either side that loses its last match shows
+# null-extended, and stops when it gains one; the merged USING column is COALESCE(a.i, b.i).
+FULL_VIEWS = [
+    View(
+        "full_on",
+        "SELECT a.id AS aid, b.id AS bid, a.j, b.k "
+        "FROM mv_base_a a FULL OUTER JOIN mv_base_b b ON a.i = b.i",
+    ),
+    View("full_using", "SELECT i, j, k FROM mv_base_a a FULL JOIN mv_base_b b USING (i)"),
+    View(
+        "full_grouped",
+        "SELECT i, COUNT(*) AS n, COUNT(a.id) AS na, COUNT(b.id) AS nb, SUM(k) AS total "
+        "FROM mv_base_a a FULL JOIN mv_base_b b USING (i) GROUP BY i",
+    ),
+    View(
+        "full_two_columns",
+        "SELECT a.id AS aid, b.id AS bid FROM mv_base_a a FULL JOIN mv_base_b b "
+        "ON a.i = b.i AND a.j = b.k",
+    ),
+    View(
+        "full_filtered",
+        "SELECT a.j, b.k FROM mv_base_a a FULL JOIN mv_base_b b ON a.i = b.i WHERE b.k > 0 "
+        "OR a.j IS NULL",
+    ),
+]
+
+
+def test_full_joins_equal_postgres(dsn: str, tmp_path: Path) -> None:
+    stats = run_differential(
+        dsn,
+        tmp_path,
+        SYNTAX_SCHEMA,
+        SYNTAX_TABLES,
+        FULL_VIEWS,
+        seed_value=seed(1717),
+        transactions=360,
+        as_of=True,
+    )
+    assert_mix(stats)
+    assert stats["as-of reads"] >= 40, stats
+
+
+# Range joins (issue 17): conditions a range scan of a sort index bounds, on either side.
+RANGE_VIEWS = [
+    View(
+        "range_inner",
+        "SELECT a.id AS aid, b.id AS bid, a.j, b.k "
+        "FROM mv_base_a a JOIN mv_base_b b ON a.j BETWEEN b.i AND b.k",
+    ),
+    View(
+        "range_mixed",
+        "SELECT a.id AS aid, b.id AS bid FROM mv_base_a a LEFT JOIN mv_base_b b "
+        "ON b.i = a.i AND a.j <= b.k",
+    ),
+    View(
+        "range_comma",
+        "SELECT a.id AS aid, b.id AS bid FROM mv_base_a a, mv_base_b b "
+        "WHERE a.i <= b.i AND a.j > 10",
+    ),
+    View(
+        "range_right",
+        "SELECT a.id AS aid, b.id AS bid, a.i, b.i AS bi "
+        "FROM mv_base_a a RIGHT JOIN mv_base_b b ON a.i < b.i AND b.i < a.j",
+    ),
+    View(
+        "range_grouped",
+        "SELECT b.id, COUNT(a.id) AS n, SUM(a.j) AS total, MIN(a.j) AS low "
+        "FROM mv_base_b b LEFT JOIN mv_base_a a ON a.j >= b.k GROUP BY b.id",
+    ),
+]
+
+
+def test_range_joins_equal_postgres(dsn: str, tmp_path: Path) -> None:
+    stats = run_differential(
+        dsn,
+        tmp_path,
+        SYNTAX_SCHEMA,
+        SYNTAX_TABLES,
+        RANGE_VIEWS,
+        seed_value=seed(1718),
+        transactions=360,
+        as_of=True,
+    )
+    assert_mix(stats)
+
+
+# CROSS JOIN (issue 17): every row with every row; a comma join without an equality or a
+# comparison is one too, filtered by WHERE.
+CROSS_VIEWS = [
+    View(
+        "cross_all",
+        "SELECT a.id AS aid, b.id AS bid, a.j + b.k AS s FROM mv_base_a a CROSS JOIN mv_base_b b",
+    ),
+    View(
+        "cross_grouped",
+        "SELECT a.i, COUNT(*) AS n, SUM(b.k) AS total FROM mv_base_a a CROSS JOIN mv_base_b b "
+        "GROUP BY a.i",
+    ),
+    View(
+        "cross_comma",
+        "SELECT a.id AS aid, b.id AS bid FROM mv_base_a a, mv_base_b b WHERE a.j IS NULL "
+        "OR b.k IS NULL",
+    ),
+    View("cross_total", "SELECT COUNT(*) AS n, SUM(a.j) AS total FROM mv_base_a a, mv_base_b b"),
+]
+
+
+def test_cross_joins_equal_postgres(dsn: str, tmp_path: Path) -> None:
+    stats = run_differential(
+        dsn,
+        tmp_path,
+        SYNTAX_SCHEMA,
+        SYNTAX_TABLES,
+        CROSS_VIEWS,
+        seed_value=seed(1719),
+        transactions=300,
+        as_of=True,
+    )
+    assert_mix(stats, commits=250)
 
 
 # --------------------------------------------------------------------------- expressions
