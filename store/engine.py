@@ -534,8 +534,8 @@ class ViewEngine:
     ) -> list[bytes]:
         """Mirror keys (without the table prefix) in the join index under `prefix` (one table
         and column) whose value's encoding lies between `lo` and `hi` (None: unbounded), in
-        index order, with this batch's index writes merged in; with `limit`, at least the
-        first `limit` of them when there are that many (and maybe more)."""
+        index order, with this batch's index writes merged in; with `limit`, up to `limit`
+        of them once that many are found (then not necessarily the first ones)."""
         n = len(prefix)
 
         def inside(v: bytes) -> bool:
@@ -543,13 +543,7 @@ class ViewEngine:
                 return False
             return hi is None or v < hi or (v == hi and hi_incl)
 
-        # This batch's writes to the index within the range: (value, mirror key) -> present.
-        over: dict[tuple[bytes, bytes], bool] = {}
-        for vprefix in self.icols.get(prefix, ()):
-            v = vprefix[n:]
-            if inside(v):
-                for suffix, present in self.iover[vprefix].items():
-                    over[(v, suffix)] = present
+        iover = self.iover
         it = self._iterator()
         found = []  # (value encoding, mirror key suffix), in index order
         it.seek(prefix if lo is None else prefix + lo)
@@ -562,17 +556,26 @@ class ViewEngine:
             if hi is not None and (v > hi or (v == hi and not hi_incl)):
                 break
             if inside(v):
-                entry = (v, key[end:])
-                if not over or over.get(entry, True):
-                    found.append(entry)
+                suffix = key[end:]
+                # This batch's writes to the index win over RocksDB's (one dict get: asking
+                # this of every row of a range costs no scan of the batch).
+                written = iover.get(key[:end]) if iover else None
+                if written is None or written.get(suffix, True):
+                    found.append((v, suffix))
                     if limit is not None and len(found) >= limit:
-                        break
+                        return [x for _, x in found]
             it.next()
-        if over:
-            have = set(found)
-            found += [e for e, present in over.items() if present and e not in have]
-            found.sort()  # index order, as if the batch were in RocksDB (see index_scan)
-        return [suffix for _, suffix in found]
+        added = False
+        for vprefix in self.icols.get(prefix, ()):
+            v = vprefix[n:]
+            if inside(v):
+                for suffix, present in iover[vprefix].items():
+                    if present:
+                        found.append((v, suffix))
+                        added = True
+        if added:  # index order, as if the batch were in RocksDB (see index_scan)
+            found = sorted(set(found))
+        return [x for _, x in found]
 
     # ---- the delta join ------------------------------------------------------------------
 
