@@ -543,6 +543,10 @@ FULL_VIEWS = [
         "SELECT a.j, b.k FROM mv_base_a a FULL JOIN mv_base_b b ON a.i = b.i WHERE b.k > 0 "
         "OR a.j IS NULL",
     ),
+    View(
+        "full_self",
+        "SELECT x.id AS xid, y.id AS yid FROM mv_base_a x FULL JOIN mv_base_a y ON x.j = y.i",
+    ),
 ]
 
 
@@ -588,6 +592,11 @@ RANGE_VIEWS = [
         "SELECT b.id, COUNT(a.id) AS n, SUM(a.j) AS total, MIN(a.j) AS low "
         "FROM mv_base_b b LEFT JOIN mv_base_a a ON a.j >= b.k GROUP BY b.id",
     ),
+    View(
+        "range_self",
+        "SELECT x.id AS xid, y.id AS yid FROM mv_base_a x LEFT JOIN mv_base_a y "
+        "ON x.i < y.i AND y.j <= x.j",
+    ),
 ]
 
 
@@ -623,6 +632,10 @@ CROSS_VIEWS = [
         "OR b.k IS NULL",
     ),
     View("cross_total", "SELECT COUNT(*) AS n, SUM(a.j) AS total FROM mv_base_a a, mv_base_b b"),
+    View(
+        "cross_self",
+        "SELECT x.id AS xid, y.id AS yid FROM mv_base_a x, mv_base_a y WHERE x.j IS NOT NULL",
+    ),
 ]
 
 
