@@ -435,9 +435,7 @@ def _apply_retention(
     con.execute("BEGIN")
     con.execute(f"DELETE FROM {table} WHERE lsn <= ?", [start])
     _create_checkpoint_table(con, info)
-    con.execute(
-        f"DELETE FROM {CHECKPOINTS}.{_ident(info.name)} WHERE checkpoint_lsn < ?", [start]
-    )
+    con.execute(f"DELETE FROM {CHECKPOINTS}.{_ident(info.name)} WHERE checkpoint_lsn < ?", [start])
     for chunk in _chunks(store, info, -1, start, 1 << 62):
         con.register("chunk", chunk)
         con.execute(f"INSERT INTO {table} SELECT {_select(info)} FROM chunk")

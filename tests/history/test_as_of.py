@@ -204,7 +204,9 @@ def test_as_of_before_at_and_after_checkpoints_equals_postgres(dsn: str, tmp_pat
                 result = con.execute(f"SELECT * FROM {name}_as_of(?)", [at])
                 names = [d[0] for d in result.description]
                 exact = [i for i, n in enumerate(names) if n + "_text" not in names]
-                got = sorted((tuple(_plain(r[i]) for i in exact) for r in result.fetchall()), key=repr)
+                got = sorted(
+                    (tuple(_plain(r[i]) for i in exact) for r in result.fetchall()), key=repr
+                )
                 want = sorted(
                     (tuple(_plain(v) for v in r.values()) for r in vs.query(name, as_of=Lsn(at))),
                     key=repr,

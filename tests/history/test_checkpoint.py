@@ -53,7 +53,10 @@ def test_python_rows_equals_unpack_fields(rows: list[list[Any]], cut: int) -> No
 
 
 def test_python_rows_takes_the_common_columns() -> None:
-    rows = [[i, f"p{i}", Decimal(i) / 100, None if i % 2 else True, 2**65 if i == 3 else i] for i in range(9)]
+    rows = [
+        [i, f"p{i}", Decimal(i) / 100, None if i % 2 else True, 2**65 if i == 3 else i]
+        for i in range(9)
+    ]
     values = [pack_fields(r) for r in rows]
     assert python_rows(values) == [tuple(r) for r in rows]
     assert python_rows([pack_fields([1.5])]) is None  # floats: one by one
@@ -69,7 +72,9 @@ def store(tmp_path: Path) -> Any:
         yield s
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     st.dictionaries(st.integers(0, 3000), st.text(max_size=30), max_size=2500),
     st.lists(st.tuples(st.integers(0, 3000), st.none() | st.text(max_size=30)), max_size=300),

@@ -366,14 +366,16 @@ def test_checkpoints_written_across_kills_are_the_view_then(loaded: Loaded) -> N
             marks = checkpoint.lsns(store, info.view_id)
             assert len(marks) >= 5, (name, marks)
             for c in marks:
-                rows = {k: tuple(unpack_fields(v)) for k, v in checkpoint.rows(store, info.view_id, c).items()}
+                rows = {
+                    k: tuple(unpack_fields(v))
+                    for k, v in checkpoint.rows(store, info.view_id, c).items()
+                }
                 assert rows == _rows_by_seeks(store, info.view_id, c), (name, Lsn(c))
             lsns = sorted({int(t.lower) for t in loaded.committed[::7]} | {c + 1 for c in marks})
             for at in lsns:
                 if at >= int(info.history_start or 0):
                     want = _rows_by_seeks(store, info.view_id, at)
                     assert rows_as_of(store, info.view_id, at) == want, (name, Lsn(at))
-
 
 
 def test_kill9_under_load_history_holds_each_committed_transaction_once(loaded: Loaded) -> None:

@@ -72,7 +72,9 @@ def test_stopping_early_ends_psql_and_its_connection(dsn: str, psql: str) -> Non
             snapshot, COPY, 64 << 10
         )
         assert next(chunks).endswith(b"\n")
-        assert pg_query(dsn, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'psqlcopy-early'")
+        assert pg_query(
+            dsn, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'psqlcopy-early'"
+        )
         chunks.close()
         deadline = time.monotonic() + 10
         while pg_query(
