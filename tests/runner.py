@@ -330,3 +330,50 @@ def assert_row_count(dsn: str, data_dir: Path, table: str) -> int:
     want = pg_query(dsn, f"SELECT count(*) FROM {qualified}")[0][0]
     assert stored == want, f"the store counts {stored} rows in {table}, Postgres {want}"
     return want
+
+
+def assert_stopped_with(proc: subprocess.Popen[bytes], log: Path, *expected: str) -> str:
+    """`viewstore run` exited 1 (a ViewstoreError, not an unexpected one) and its output has
+    every `expected` text; returns the output."""
+    code = proc.wait(120)
+    output = log.read_text(errors="replace")
+    assert code == 1, output[-3000:]
+    assert "unexpected error" not in output, output[-3000:]
+    for text in expected:
+        assert text in output, f"{text!r} not in:\n{output[-3000:]}"
+    return output
+
+
+def slot_confirmed_lsn(dsn: str) -> Lsn:
+    """confirmed_flush_lsn of the one slot of the test's database."""
+    (confirmed,) = pg_query(
+        dsn,
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+        "WHERE database = current_database()",
+    )[0]
+    return Lsn.parse(confirmed)
+
+
+def restart_until_caught_up(
+    dsn: str, data_dir: Path, *args: str, log: Path, then: str, timeout: float = 180
+) -> None:
+    """Start `viewstore run` again, run the SQL `then` on Postgres, wait until the store has
+    applied it, and stop it cleanly (exit 0)."""
+    proc = start_process(dsn, data_dir, *args, log=log)
+    try:
+        pg_exec(dsn, then)
+        wait_caught_up(
+            dsn,
+            data_dir,
+            timeout=timeout,
+            alive=lambda: proc.poll() is None or _died(log),
+        )
+        proc.terminate()
+        assert proc.wait(60) == 0, log.read_text(errors="replace")[-3000:]
+    finally:
+        if proc.poll() is None:
+            kill9(proc)
+
+
+def _died(log: Path) -> bool:
+    raise AssertionError(f"viewstore run exited:\n{log.read_text(errors='replace')[-3000:]}")

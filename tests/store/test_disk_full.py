@@ -8,7 +8,6 @@ a few hundred kB remain, then Postgres is written to faster than that can hold.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -18,16 +17,20 @@ import pytest
 from helpers import pg_exec, pg_query
 from runner import (
     assert_mirror_equals,
+    assert_stopped_with,
     assert_view_equals,
     kill9,
+    restart_until_caught_up,
+    slot_confirmed_lsn,
     start_process,
     view_rows,
     wait_caught_up,
 )
 
-from viewstore.ingest.lsn import Lsn
+from viewstore.store.db import Store
 
 VIEW = "SELECT g, SUM(v) AS total, COUNT(*) AS n FROM t GROUP BY g"
+FREE_SPACE = "Try: free space on the disk that holds {data}, then start viewstore again"
 SIZE_MB = 96
 
 
@@ -61,15 +64,6 @@ def _fill(mount: Path, leave: int) -> Path:
     return ballast
 
 
-def _slot_confirmed(dsn: str) -> Lsn:
-    (confirmed,) = pg_query(
-        dsn,
-        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
-        "WHERE database = current_database()",
-    )[0]
-    return Lsn.parse(confirmed)
-
-
 def test_disk_full_while_streaming_stops_cleanly_and_resumes(
     dsn: str, tmp_path: Path, small_disk: Path
 ) -> None:
@@ -93,38 +87,18 @@ def test_disk_full_while_streaming_stops_cleanly_and_resumes(
             )
             if proc.poll() is not None:
                 break
-        code = proc.wait(120)
+        assert_stopped_with(proc, log, "No space left on device", FREE_SPACE.format(data=data))
     finally:
         if proc.poll() is None:
             kill9(proc)
-    output = log.read_text()
-    assert code == 1, output[-3000:]
-    assert "No space left on device" in output, output[-3000:]
-    assert "unexpected error" not in output, output[-3000:]
-    assert f"Try: free space on the disk that holds {data}" in output, output[-3000:]
-    # Nothing acknowledged past what the store holds durably.
-    from viewstore.store.db import Store
-
-    with contextlib.suppress(Exception):
-        ballast.unlink()
+    ballast.unlink()
     with Store.open(data, readonly=True) as store:
         applied = store.applied_lsn()
-    assert _slot_confirmed(dsn) <= applied
+    assert slot_confirmed_lsn(dsn) <= applied  # nothing acknowledged that the store lacks
     # Space freed: a restart converges, the view included.
-    proc = start_process(dsn, data, "--views", str(views), log=log)
-    try:
-        pg_exec(dsn, "UPDATE t SET v = -v WHERE id % 97 = 0")
-        wait_caught_up(
-            dsn,
-            data,
-            timeout=180,
-            alive=lambda: proc.poll() is None or pytest.fail(log.read_text()[-3000:]),
-        )
-        proc.terminate()
-        assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            kill9(proc)
+    restart_until_caught_up(
+        dsn, data, "--views", str(views), log=log, then="UPDATE t SET v = -v WHERE id % 97 = 0"
+    )
     rows = pg_query(dsn, "SELECT count(*) FROM t")[0][0]
     assert rows > 100_000  # the disk did fill mid-load
     assert assert_mirror_equals(dsn, data, "t") == rows
@@ -145,29 +119,14 @@ def test_disk_full_during_the_snapshot_stops_cleanly_and_starts_again(
     ballast = _fill(small_disk, leave=4 << 20)  # the table's table files take ~25 MB
     proc = start_process(dsn, data, "--views", str(views), "--snapshot-workers", "2", log=log)
     try:
-        code = proc.wait(120)
+        assert_stopped_with(proc, log, "No space left on device", FREE_SPACE.format(data=data))
     finally:
         if proc.poll() is None:
             kill9(proc)
-    output = log.read_text()
-    assert code == 1, output[-3000:]
-    assert "No space left on device" in output and "unexpected error" not in output, output
-    assert f"Try: free space on the disk that holds {data}" in output, output[-3000:]
     ballast.unlink()
-    proc = start_process(dsn, data, "--views", str(views), log=log)
-    try:
-        pg_exec(dsn, "UPDATE t SET v = -v WHERE id % 97 = 0")
-        wait_caught_up(
-            dsn,
-            data,
-            timeout=180,
-            alive=lambda: proc.poll() is None or pytest.fail(log.read_text()),
-        )
-        proc.terminate()
-        assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            kill9(proc)
+    restart_until_caught_up(
+        dsn, data, "--views", str(views), log=log, then="UPDATE t SET v = -v WHERE id % 97 = 0"
+    )
     assert assert_mirror_equals(dsn, data, "t") == 150_000
     assert_view_equals(dsn, data, "totals", VIEW)
     # The first start's slot was replaced, not left behind.
@@ -244,28 +203,24 @@ def test_disk_full_during_a_view_build_stops_cleanly_and_builds_again(
     ballast = _fill(small_disk, leave=28 << 20)
     proc = start_process(dsn, data, "--views", str(views), log=log)
     try:
-        code = proc.wait(120)
-    finally:
-        if proc.poll() is None:
-            kill9(proc)
-    output = log.read_text()
-    assert "snapshot complete" in output and "view wide: building" in output, output[-3000:]
-    assert code == 1, output[-3000:]
-    assert "No space left on device" in output and "unexpected error" not in output, output
-    assert f"Try: free space on the disk that holds {data}" in output, output[-3000:]
-    ballast.unlink()
-    proc = start_process(dsn, data, "--views", str(views), log=log)
-    try:
-        pg_exec(dsn, "UPDATE t SET pad = 'short' WHERE id % 97 = 0")
-        wait_caught_up(
-            dsn,
-            data,
-            timeout=180,
-            alive=lambda: proc.poll() is None or pytest.fail(log.read_text()),
+        assert_stopped_with(
+            proc,
+            log,
+            "snapshot complete",
+            "view wide: building",
+            "No space left on device",
+            FREE_SPACE.format(data=data),
         )
-        proc.terminate()
-        assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
             kill9(proc)
+    ballast.unlink()
+    restart_until_caught_up(
+        dsn,
+        data,
+        "--views",
+        str(views),
+        log=log,
+        then="UPDATE t SET pad = 'short' WHERE id % 97 = 0",
+    )
     assert assert_view_equals(dsn, data, "wide", wide) == 20_000

@@ -15,10 +15,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import pg_exec, pg_query
-from runner import assert_mirror_equals, assert_view_equals, kill9, start_process, wait_caught_up
+from helpers import pg_exec
+from runner import (
+    assert_mirror_equals,
+    assert_stopped_with,
+    assert_view_equals,
+    kill9,
+    restart_until_caught_up,
+    slot_confirmed_lsn,
+    wait_caught_up,
+)
 
-from viewstore.ingest.lsn import Lsn
 from viewstore.store.db import Store
 
 VIEW = "SELECT g, SUM(v) AS total, COUNT(*) AS n FROM t GROUP BY g"
@@ -52,31 +59,21 @@ def test_eio_on_sync_while_streaming_stops_cleanly_and_resumes(dsn: str, tmp_pat
             pg_exec(dsn, "UPDATE t SET v = v + 1 WHERE id %% 20 = %s", i)
             if proc.poll() is not None:
                 break
-        code = proc.wait(60)
+        assert_stopped_with(
+            proc,
+            log,
+            "Input/output error",
+            f"Try: check the disk that holds {data} (the kernel's log: dmesg)",
+        )
     finally:
         if proc.poll() is None:
             kill9(proc)
-    output = log.read_text()
-    assert code == 1, output[-3000:]
-    assert "Input/output error" in output and "unexpected error" not in output, output[-3000:]
-    assert f"Try: check the disk that holds {data} (the kernel's log: dmesg)" in output, output
     with Store.open(data, readonly=True) as store:
         applied = store.applied_lsn()
-    (confirmed,) = pg_query(
-        dsn,
-        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
-        "WHERE database = current_database()",
-    )[0]
-    assert Lsn.parse(confirmed) <= applied  # nothing acknowledged that the store lacks
+    assert slot_confirmed_lsn(dsn) <= applied  # nothing acknowledged that the store lacks
     # The disk works again (a process without the fault): the restart converges.
-    proc = start_process(dsn, data, "--views", str(views), log=log)
-    try:
-        pg_exec(dsn, "DELETE FROM t WHERE id % 7 = 0")
-        wait_caught_up(dsn, data, alive=lambda: proc.poll() is None or pytest.fail(log.read_text()))
-        proc.terminate()
-        assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            kill9(proc)
+    restart_until_caught_up(
+        dsn, data, "--views", str(views), log=log, then="DELETE FROM t WHERE id % 7 = 0"
+    )
     assert assert_mirror_equals(dsn, data, "t") == 858
     assert_view_equals(dsn, data, "totals", VIEW)
