@@ -266,15 +266,8 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     def list_views() -> list[ViewModel]:
         with config.source.reading() as store:
-            return _view_models(store)
-
-    def _view_models(store: Any) -> list[ViewModel]:
-        applied = store.applied_lsn()
-        out = []
-        for info in sorted(stored_views(store).values(), key=lambda i: i.name):
-            if info.state != "ready":
-                continue
-            out.append(
+            applied = store.applied_lsn()
+            return [
                 ViewModel(
                     name=info.name,
                     columns=[
@@ -286,8 +279,9 @@ def create_app(config: ServerConfig) -> FastAPI:
                     applied_lsn=str(applied),
                     history_from=None if info.history_start is None else str(info.history_start),
                 )
-            )
-        return out
+                for info in sorted(stored_views(store).values(), key=lambda i: i.name)
+                if info.state == "ready"
+            ]
 
     @app.get(
         "/views/{name}",

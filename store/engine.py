@@ -1007,18 +1007,12 @@ class ViewEngine:
         if plan.global_aggregate:
             self.touch_global(view)
         tid = plan.positions[0].table.table_id
-        n = 0
-        for _, raw in base_rows:
+
+        def add(raw: bytes) -> None:
             row = self.typed(tid, decode_row(raw))
             self.emit(view, 1, self.extend(plan, [row], 1, None))
-            n += 1
-            if n % 2000 == 0:
-                self.end_transaction()
-                self.flush()
-                yield n
-        self.end_transaction()
-        self.flush()
-        yield n
+
+        return self._in_batches(base_rows, add)
 
     def backfill_unmatched(
         self, view: ActiveView, rows: Iterator[tuple[bytes, bytes]]
@@ -1028,16 +1022,30 @@ class ViewEngine:
         plan = view.plan
         pos = plan.positions[1]
         nulls = plan.positions[0].nulls
-        n = 0
-        for _, raw in rows:
+
+        def add(raw: bytes) -> None:
             row = self.typed(pos.table.table_id, decode_row(raw))
             if not self.prefixes(plan, 1, row, None):
                 self.emit(view, 1, [nulls + row])
+
+        return self._in_batches(rows, add)
+
+    def _in_batches(
+        self, rows: Iterator[tuple[bytes, bytes]], add: Callable[[bytes], None]
+    ) -> Iterator[int]:
+        """`add` each row's encoded value; every 2,000 rows end a "transaction" and flush it
+        into the batch, then yield the rows done (the caller writes the batch)."""
+        n = 0
+        for _, raw in rows:
+            add(raw)
             n += 1
             if n % 2000 == 0:
                 self.end_transaction()
                 self.flush()
                 yield n
+        self.end_transaction()
+        self.flush()
+        yield n
         self.end_transaction()
         self.flush()
         yield n
