@@ -60,6 +60,7 @@ from viewstore.views.codegen import SKIP, make_typer
 from viewstore.views.expr import EvalError
 from viewstore.views.plan import ALL_ROWS, IndexSpec, Lookup, Position, RangeLookup, ViewPlan
 from viewstore.views.schema import TableInfo
+from viewstore.views.stack import is_view_table, view_id_of
 
 _U16 = struct.Struct(">H")
 CACHE_LIMIT = 200_000  # cached rows, view keys and groups kept between batches
@@ -257,6 +258,17 @@ class ViewEngine:
         self.tables = (
             frozenset(self.by_table) | frozenset(self.push_child) | frozenset(self.push_base)
         )
+        # Views over views (views.stack): the view table each view read by another one feeds,
+        # and each view's level (0: reads tables only; else one above the views it reads).
+        # A transaction's end computes the views a level at a time.
+        self.feeds: dict[int, TableInfo] = {
+            view_id_of(tid): tables[tid] for tid in tables if is_view_table(tid)
+        }
+        self.level: dict[int, int] = {}
+        for v in self.views:  # in dependency order (store.viewcatalog)
+            ups = [view_id_of(t) for t in v.plan.tables if is_view_table(t)]
+            self.level[v.view_id] = 1 + max((self.level.get(u, -1) for u in ups), default=-1)
+        self.stacked = any(self.level.values())
         self.reset()
 
     def reset(self) -> None:
@@ -368,10 +380,21 @@ class ViewEngine:
             return self.rows[key]
         except KeyError:
             pass
-        raw = self.writer.get_row(key)
-        row = None if raw is None else self.typed(table.table_id, decode_row(raw))
+        if is_view_table(table.table_id):
+            data = self.vget(row_key(view_id_of(table.table_id), key[4:]))
+            row = None if data is None else (*decode_output(data), key[4:])
+        else:
+            raw = self.writer.get_row(key)
+            row = None if raw is None else self.typed(table.table_id, decode_row(raw))
         self.rows[key] = row
         return row
+
+    def stored(self, table: TableInfo, key: bytes, data: bytes) -> Typed:
+        """A row as a store keeps it: a mirror row (text values), or a view table's row (its
+        view's output row, at `v <view id> r <key[4:]>`), typed."""
+        if is_view_table(table.table_id):
+            return (*decode_output(data), key[4:])
+        return self.typed(table.table_id, decode_row(data))
 
     def vget(self, key: bytes) -> bytes | None:
         try:
@@ -692,7 +715,14 @@ class ViewEngine:
 
     def insert(self, table: TableInfo, key: bytes, raw: Row) -> None:
         """`raw` (text values) entered `table` at mirror `key`; the mirror already has it."""
-        row = self.typed(table.table_id, raw)
+        self.add_row(table, key, self.typed(table.table_id, raw))
+
+    def delete(self, table: TableInfo, key: bytes, raw: Row) -> None:
+        """`raw` leaves `table`; call before the mirror forgets it."""
+        self.remove_row(table, key, self.typed(table.table_id, raw))
+
+    def add_row(self, table: TableInfo, key: bytes, row: Typed) -> None:
+        """The typed `row` entered `table` (a source table, or a view table) at `key`."""
         self.rows[key] = row
         self._index(table, key, row, True)
         tid = table.table_id
@@ -705,9 +735,8 @@ class ViewEngine:
         for view in self.push_base.get(tid, ()):
             self.base_row(view, row)
 
-    def delete(self, table: TableInfo, key: bytes, raw: Row) -> None:
-        """`raw` leaves `table`; call before the mirror forgets it."""
-        row = self.typed(table.table_id, raw)
+    def remove_row(self, table: TableInfo, key: bytes, row: Typed) -> None:
+        """The typed `row` leaves `table` at `key`; call while `fetch` still finds it."""
         self._index(table, key, row, False)
         tid = table.table_id
         for view, spots in self.by_table.get(tid, ()):
@@ -962,12 +991,31 @@ class ViewEngine:
 
     def end_transaction(self) -> list[tuple[int, bytes, bytes | None, bytes | None]]:
         """Write the output rows the transaction touched; returns (view id, output key,
-        encoded row before, encoded row after) for each row that changed."""
+        encoded row before, encoded row after) for each row that changed. Views over views
+        are computed a level at a time: a view's rows change, then the views that read it see
+        those changes as rows of its view table, and so on up the stack."""
         # A row whose expressions failed is still there as the transaction ends: the view's
         # SELECT fails on the committed state too.
         self._raise_failed()
-        changes = []
-        for (vid, okey), before_data in self.touched.items():
+        changes: list[tuple[int, bytes, bytes | None, bytes | None]] = []
+        while self.touched:
+            now = self.touched
+            if self.stacked:
+                level = min(self.level[vid] for vid, _ in now)
+                self.touched = {k: b for k, b in now.items() if self.level[k[0]] != level}
+                now = {k: b for k, b in now.items() if self.level[k[0]] == level}
+            else:
+                self.touched = {}
+            self._end_views(now, changes)
+            self._raise_failed()
+        return changes
+
+    def _end_views(
+        self,
+        touched: dict[tuple[int, bytes], bytes | None],
+        changes: list[tuple[int, bytes, bytes | None, bytes | None]],
+    ) -> None:
+        for (vid, okey), before_data in touched.items():
             view = self.by_id[vid]
             if view.plan.pushdown is not None:
                 after = self.pushed_output(view, okey)  # its state: dirty if a child row moved
@@ -982,12 +1030,15 @@ class ViewEngine:
                 continue
             first = self.changed.get((vid, okey))
             self.changed[(vid, okey)] = (before_data if first is None else first[0], after)
+            feed = self.feeds.get(vid)
+            if feed is not None and before_data is not None:
+                self.remove_row(feed, feed.prefix + okey, (*decode_output(before_data), okey))
             self.vover[row_key(vid, okey)] = after_data  # written at `flush`
+            if feed is not None and after_data is not None:
+                self.add_row(feed, feed.prefix + okey, (*decode_output(after_data), okey))
             if before_data is None or after_data is None:
                 self.added[vid] = self.added.get(vid, 0) + (1 if before_data is None else -1)
             changes.append((vid, okey, before_data, after_data))
-        self.touched.clear()
-        return changes
 
     # ---- backfill ------------------------------------------------------------------------
 
@@ -1006,11 +1057,10 @@ class ViewEngine:
         plan = view.plan
         if plan.global_aggregate:
             self.touch_global(view)
-        tid = plan.positions[0].table.table_id
+        table = plan.positions[0].table
 
-        def add(raw: bytes) -> None:
-            row = self.typed(tid, decode_row(raw))
-            self.emit(view, 1, self.extend(plan, [row], 1, None))
+        def add(key: bytes, raw: bytes) -> None:
+            self.emit(view, 1, self.extend(plan, [self.stored(table, key, raw)], 1, None))
 
         return self._in_batches(base_rows, add)
 
@@ -1023,21 +1073,21 @@ class ViewEngine:
         pos = plan.positions[1]
         nulls = plan.positions[0].nulls
 
-        def add(raw: bytes) -> None:
-            row = self.typed(pos.table.table_id, decode_row(raw))
+        def add(key: bytes, raw: bytes) -> None:
+            row = self.stored(pos.table, key, raw)
             if not self.prefixes(plan, 1, row, None):
                 self.emit(view, 1, [nulls + row])
 
         return self._in_batches(rows, add)
 
     def _in_batches(
-        self, rows: Iterator[tuple[bytes, bytes]], add: Callable[[bytes], None]
+        self, rows: Iterator[tuple[bytes, bytes]], add: Callable[[bytes, bytes], None]
     ) -> Iterator[int]:
-        """`add` each row's encoded value; every 2,000 rows end a "transaction" and flush it
+        """`add` each row (key, encoded value); every 2,000 rows end a "transaction" and flush it
         into the batch, then yield the rows done (the caller writes the batch)."""
         n = 0
-        for _, raw in rows:
-            add(raw)
+        for key, raw in rows:
+            add(key, raw)
             n += 1
             if n % 2000 == 0:
                 self.end_transaction()

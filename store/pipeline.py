@@ -207,7 +207,8 @@ class Pipeline:
             Retention.parse(cfg.history_retention) if cfg.history_retention is not None else None
         )
         if view_defs is not None and not cfg.tables:
-            cfg.tables = sorted({t for v in view_defs for t in v.base_tables})
+            names = {v.name for v in view_defs}  # a view may read views of the file
+            cfg.tables = sorted({t for v in view_defs for t in v.base_tables} - names)
         self.store = store = Store.open(cfg.data_dir)
         self.opened.set()
         board_token = self.board.activate()  # the view builds' Progress join it

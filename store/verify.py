@@ -36,6 +36,7 @@ from viewstore.ingest.pgconn import (
 from viewstore.store.db import Store
 from viewstore.store.viewcatalog import ViewInfo, stored_views
 from viewstore.store.viewread import current_rows_as_of, find_view
+from viewstore.views.stack import postgres_sql
 
 _ATTEMPTS = 10
 
@@ -72,7 +73,11 @@ def _norm_row(row: Sequence[Any]) -> tuple[Any, ...]:
 
 
 def _postgres_rows(
-    dsn: str, views: list[ViewInfo], tables: list[str], text_encoding: str | None = None
+    dsn: str,
+    views: list[ViewInfo],
+    tables: list[str],
+    sqls: dict[str, str],
+    text_encoding: str | None = None,
 ) -> tuple[Lsn, dict[str, list[tuple]]] | None:
     """Each view's SELECT in Postgres, all in one exported snapshot, and that snapshot's LSN;
     None when a TRUNCATE may have slipped in (try again).
@@ -83,8 +88,9 @@ def _postgres_rows(
     those read before the slot existed: if one changed, a TRUNCATE committed in between and
     this snapshot may not show the tables as of its LSN.
 
-    `text_encoding`: the encoding the store read a SQL_ASCII database's text in; Postgres
-    passes such text on unconverted, and it is decoded in that encoding here too.
+    `sqls`: every view's SQL by name (for views over views). `text_encoding`: the encoding
+    the store read a SQL_ASCII database's text in; Postgres passes such text on unconverted,
+    and it is decoded in that encoding here too.
     """
     quoted = [qualified(*t.split(".", 1)) for t in tables]
     names = ", ".join(quoted)
@@ -113,8 +119,9 @@ def _postgres_rows(
             return None
         out = {}
         for info in views:
+            query = postgres_sql(info.sql, sqls)  # a view over views reads their SQL
             with translated_errors(dsn, f"verify: view {info.name}: its SQL failed in Postgres"):
-                out[info.name] = conn.execute(info.sql).fetchall()  # type: ignore[call-overload]
+                out[info.name] = conn.execute(query).fetchall()  # type: ignore[call-overload]
         conn.execute("COMMIT")
         return lsn, out
     finally:
@@ -164,9 +171,10 @@ def verify(
     with Store.open(data_dir, readonly=True) as store:
         tables = sorted(store.tables())
         source = store.source()
+        sqls = {name: info.sql for name, info in stored_views(store).items()}
     encoding = source.text_encoding if source is not None else None
     for _ in range(_ATTEMPTS):
-        got = _postgres_rows(dsn, infos, tables, encoding)
+        got = _postgres_rows(dsn, infos, tables, sqls, encoding)
         if got is not None:
             break
         progress("a TRUNCATE raced the snapshot; taking another")

@@ -15,7 +15,7 @@ the next start, so the catalog never describes state that is not there.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -33,11 +33,26 @@ from viewstore.ingest.values import converter
 from viewstore.progress import Progress
 from viewstore.store import db as meta
 from viewstore.store.db import Store
-from viewstore.store.engine import ActiveView, ViewEngine, index_prefix, view_prefix
+from viewstore.store.engine import (
+    ActiveView,
+    ViewEngine,
+    count_key,
+    decode_output,
+    index_prefix,
+    view_prefix,
+)
 from viewstore.store.viewbuild import build_pushed
 from viewstore.views.plan import ALL_ROWS, IndexSpec, ViewPlan, compile_view
-from viewstore.views.schema import ColumnInfo
+from viewstore.views.schema import ColumnInfo, TableInfo
 from viewstore.views.sql import parse_views
+from viewstore.views.stack import (
+    VIEW_TABLE_BASE,
+    is_view_table,
+    order_views,
+    upstream,
+    view_id_of,
+    view_table,
+)
 from viewstore.views.tree import NUMERIC, ViewDef
 
 log = logging.getLogger("viewstore")
@@ -125,26 +140,44 @@ def _index_meta_key(spec: IndexSpec) -> bytes:
 
 def prepare_views(store: Store, defs: Sequence[ViewDef]) -> list[ActiveView]:
     """Compile `defs` against the mirrored tables and bring the store's view state in line
-    (see the module docstring). Returns the views to keep current while streaming."""
+    (see the module docstring). Returns the views to keep current while streaming, each after
+    the views it reads (`views.stack`)."""
     tables = store.tables()
     seen: set[str] = set()
-    plans: list[ViewPlan] = []
     for d in defs:
         if d.name in seen:
             raise ConfigError(
                 f"{d.source}: view {d.name} is defined twice", hint="give each view its own name"
             )
         seen.add(d.name)
-        plans.append(compile_view(d, tables))
-
     stored = stored_views(store)
+    # Ids first, in dependency order: a view's view table (what the views over it read) is
+    # named by its id, which is the stored one if the view is kept, else a new one.
+    next_id = max((i.view_id for i in stored.values()), default=0) + 1
+    plans: list[ViewPlan] = []
+    ids: dict[str, int] = {}
+    fingerprints: dict[str, str] = {}
+    for d in order_views(defs):
+        ups = upstream(d, seen)
+        plan = compile_view(d, tables, {u: fingerprints[u] for u in ups})
+        info = stored.get(d.name)
+        if info is not None and info.fingerprint == plan.fingerprint and info.state == "ready":
+            ids[d.name] = info.view_id
+        else:
+            ids[d.name] = next_id
+            next_id += 1
+        fingerprints[d.name] = plan.fingerprint
+        columns = [(c.name, c.type_oid) for c in plan.columns]
+        tables = {**tables, f"public.{d.name}": view_table(d.name, ids[d.name], columns)}
+        plans.append(plan)
+
     by_name = {p.name: p for p in plans}
     for name, info in sorted(stored.items()):
         plan = by_name.get(name)
         if plan is None:
             why = "is no longer in the views file: dropping its state"
         elif plan.fingerprint != info.fingerprint:
-            why = "changed (its SQL, or the schema of a table it reads): rebuilding it"
+            why = "changed (its SQL, a table it reads, or a view it reads): rebuilding it"
         elif info.state != "ready":
             why = "was being built when the last run stopped: rebuilding it"
         else:
@@ -156,12 +189,16 @@ def prepare_views(store: Store, defs: Sequence[ViewDef]) -> list[ActiveView]:
     _reconcile_indexes(store, {spec for p in plans for spec in p.indexes})
 
     active = []
-    next_id = max((i.view_id for i in stored.values()), default=0) + 1
     for plan in plans:
         info = stored.get(plan.name)
         if info is None:
-            info = _backfill(store, plan, next_id)
-            next_id += 1
+            # The views it reads are built (they come first): index their rows if it joins
+            # them by a column.
+            have = _stored_indexes(store)
+            for spec in sorted(plan.indexes - have, key=lambda s: (s.table_id, s.column)):
+                table = next(p.table for p in plan.positions if p.table.table_id == spec.table_id)
+                _build_index(store, spec, table)
+            info = _backfill(store, plan, ids[plan.name])
         active.append(ActiveView(plan, info.view_id))
     return active
 
@@ -172,11 +209,21 @@ def _drop_view(store: Store, info: ViewInfo) -> None:
     batch.delete_range(prefix, prefix_end(prefix), store.cf["views"])
     for h in view_prefixes(info.view_id):
         batch.delete_range(h, prefix_end(h), store.cf["history"])
+    # The join indexes of its view table (the views that read it are dropped too: their
+    # fingerprints name this one's).
+    tid = VIEW_TABLE_BASE + info.view_id
+    for spec in _stored_indexes(store):
+        if spec.table_id == tid:
+            ip = index_prefix(spec)
+            batch.delete_range(ip, prefix_end(ip), store.cf["views"])
+            batch.delete(_index_meta_key(spec), store.cf["meta"])
     batch.delete(meta.VIEW_PREFIX + info.name.encode(), store.cf["meta"])
     store.write(batch, sync=True)
 
 
 def _reconcile_indexes(store: Store, wanted: set[IndexSpec]) -> None:
+    """Drop the join indexes no view needs; build the missing ones of source tables (a view
+    table's is built after its view, before the view that reads it: `prepare_views`)."""
     have = _stored_indexes(store)
     for spec in sorted(have - wanted, key=lambda s: (s.table_id, s.column)):
         batch = store.new_batch()
@@ -185,11 +232,29 @@ def _reconcile_indexes(store: Store, wanted: set[IndexSpec]) -> None:
         batch.delete(_index_meta_key(spec), store.cf["meta"])
         store.write(batch, sync=True)
     for spec in sorted(wanted - have, key=lambda s: (s.table_id, s.column)):
-        _build_index(store, spec)
+        if not is_view_table(spec.table_id):
+            _build_index(store, spec)
 
 
-def _build_index(store: Store, spec: IndexSpec) -> None:
-    table = next(t for t in store.tables().values() if t.table_id == spec.table_id)
+def _table_rows(store: Store, table: TableInfo) -> Iterator[tuple[bytes, bytes]]:
+    """(key, stored row) of every row of a source table (its mirror rows) or of a view table
+    (its view's output rows, keyed as the engine keys them: `ViewEngine.stored`)."""
+    if not is_view_table(table.table_id):
+        return store.rows(table)
+    prefix = view_prefix(view_id_of(table.table_id)) + b"r"
+    return ((table.prefix + k[len(prefix) :], v) for k, v in meta.scan(store.views, prefix))
+
+
+def _table_row_count(store: Store, table: TableInfo) -> int:
+    if not is_view_table(table.table_id):
+        return store.row_count(table)
+    data = store.views.get(count_key(view_id_of(table.table_id)))
+    return 0 if data is None else int.from_bytes(data, "big")
+
+
+def _build_index(store: Store, spec: IndexSpec, table: TableInfo | None = None) -> None:
+    if table is None:
+        table = next(t for t in store.tables().values() if t.table_id == spec.table_id)
     every = spec.column == ALL_ROWS  # a cross join's index of every row, under one value
     column = None if every else table.columns[spec.column]
     conv = converter(column.type_oid) if column is not None else None
@@ -198,12 +263,17 @@ def _build_index(store: Store, spec: IndexSpec) -> None:
     batch = store.new_batch()
     batch.delete_range(prefix, prefix_end(prefix), views_cf)  # leftovers of a crashed build
     name = "(every row)" if column is None else column.name
-    progress = Progress(f"{table.qualified}.{name}", store.row_count(table), task="join index")
+    total = _table_row_count(store, table)
+    progress = Progress(f"{table.qualified}.{name}", total, task="join index")
     n = 0
     every_value = encode_value(True)
-    for key, data in store.rows(table):
+    view = is_view_table(table.table_id)
+    for key, data in _table_rows(store, table):
         if conv is None:
             batch.put(prefix + every_value + key[4:], b"", views_cf)
+        elif view:
+            if (value := decode_output(data)[spec.column]) is not None:
+                batch.put(prefix + encode_value(value) + key[4:], b"", views_cf)
         elif (raw := decode_row(data)[spec.column]) is not None:
             batch.put(prefix + encode_value(conv(raw)) + key[4:], b"", views_cf)
         n += 1
@@ -269,16 +339,16 @@ def _backfill(store: Store, plan: ViewPlan, view_id: int) -> ViewInfo:
         base = plan.positions[0].table
         writer = _BackfillWriter(store)
         engine = ViewEngine([view], store.views, writer)
-        progress = Progress(plan.name, store.row_count(base), task="view")
+        progress = Progress(plan.name, _table_row_count(store, base), task="view")
         done = 0
-        for n in engine.backfill_rows(view, store.rows(base)):
+        for n in engine.backfill_rows(view, _table_rows(store, base)):
             writer.flush()
             engine.reset()
             progress.add(n - done)
             done = n
         if len(plan.positions) == 2 and plan.positions[1].kind == "full":
             right = plan.positions[1].table
-            for _ in engine.backfill_unmatched(view, store.rows(right)):
+            for _ in engine.backfill_unmatched(view, _table_rows(store, right)):
                 writer.flush()
                 engine.reset()
         progress.done()

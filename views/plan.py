@@ -33,6 +33,7 @@ from viewstore.views.pgvalues import TEXTS, type_sql
 from viewstore.views.resolve import ResolvedView, TableShape, resolve
 from viewstore.views.schema import TableInfo
 from viewstore.views.sql import where
+from viewstore.views.stack import is_view_table
 from viewstore.views.tree import (
     BOOL,
     DATE,
@@ -248,11 +249,16 @@ def _table_for(name: str, tables: Mapping[str, TableInfo]) -> TableInfo:
     return tables[name if "." in name else f"public.{name}"]
 
 
-def compile_view(view: ViewDef, tables: Mapping[str, TableInfo]) -> ViewPlan:
-    """Resolve `view` against the mirrored `tables` (qualified name → info) and compile it.
-    ConfigError names what cannot be kept incrementally and where it is in views.sql."""
+def compile_view(
+    view: ViewDef, tables: Mapping[str, TableInfo], upstream: Mapping[str, str] | None = None
+) -> ViewPlan:
+    """Resolve `view` against the mirrored `tables` (qualified name → info; the views it
+    reads are among them as view tables, `views.stack`) and compile it. `upstream` maps each
+    view it reads to that view's fingerprint, which is part of this one's: a view over a view
+    that changed is stale too. ConfigError names what cannot be kept incrementally and where
+    it is in views.sql."""
     rv = resolve(view, shapes_of(tables))
-    plan = _Compiler(rv, tables).run()
+    plan = _Compiler(rv, tables, upstream or {}).run()
     plan.code  # noqa: B018 - generate the view's code now, so that start-up fails, not a row
     return plan
 
@@ -270,8 +276,10 @@ def _cols_outside_aggs(e: Expr) -> set[int]:
 
 
 class _Compiler:
-    def __init__(self, rv: ResolvedView, tables: Mapping[str, TableInfo]) -> None:
-        self.rv, self.view = rv, rv.view
+    def __init__(
+        self, rv: ResolvedView, tables: Mapping[str, TableInfo], upstream: Mapping[str, str]
+    ) -> None:
+        self.rv, self.view, self.upstream = rv, rv.view, upstream
         self.infos = [_table_for(t.table, tables) for t in rv.tables]
 
     def fail(self, pos: int, what: str, hint: str) -> ConfigError:
@@ -391,6 +399,8 @@ class _Compiler:
         first, second = positions
         if second.kind == "full" or second.ranges:
             return None
+        if is_view_table(first.table.table_id) or is_view_table(second.table.table_id):
+            return None  # build_pushed reads both tables from the mirror
         group = rv.group_by[0]
         if first.table.table_id == second.table.table_id or not isinstance(group, Col):
             return None
@@ -429,11 +439,14 @@ class _Compiler:
         )
 
     def fingerprint(self) -> str:
-        """Changes when the SQL or the schema of a table it reads changes: the state is stale."""
+        """Changes when the SQL or the schema of a table it reads changes, or a view it reads
+        changes: the state is stale."""
         h = hashlib.sha256(ENGINE_LAYOUT.encode() + self.view.sql.encode())
         h.update(repr(sorted(name for name, _ in self.view.indexes)).encode())
         for info in self.infos:
             h.update(info.model_dump_json().encode())
+        for name, fingerprint in sorted(self.upstream.items()):
+            h.update(f"{name}={fingerprint}".encode())
         return h.hexdigest()[:16]
 
     # ---- joins
@@ -527,8 +540,8 @@ class _Compiler:
     def by_key(self, pos: int, column: int, value_type: int) -> Callable[[Any], bytes] | None:
         info = self.infos[pos]
         own_type = info.columns[column].type_oid
-        if info.key != [info.columns[column].name]:
-            return None
+        if info.key != [info.columns[column].name] or is_view_table(info.table_id):
+            return None  # a view table's rows are found through a join index
         to_text = _TEXT_OF.get(own_type)
         same_kind = (own_type in INTS and value_type in INTS) or own_type == value_type
         return to_text if to_text is not None and same_kind else None
