@@ -122,6 +122,7 @@ def views_from_store(store: Store) -> list[ViewDef]:
             f"CREATE INDEX ON {quote_ident(info.name)} ({quote_ident(c)});\n" for c in info.indexes
         )
         for info in stored_views(store).values()
+        if "$" not in info.name  # a subquery's view: its parent's SQL makes it again
     )
     return parse_views(text, source="(views stored in the data dir)") if text else []
 
@@ -151,25 +152,9 @@ def prepare_views(store: Store, defs: Sequence[ViewDef]) -> list[ActiveView]:
             )
         seen.add(d.name)
     stored = stored_views(store)
-    # Ids first, in dependency order: a view's view table (what the views over it read) is
-    # named by its id, which is the stored one if the view is kept, else a new one.
-    next_id = max((i.view_id for i in stored.values()), default=0) + 1
-    plans: list[ViewPlan] = []
-    ids: dict[str, int] = {}
-    fingerprints: dict[str, str] = {}
-    for d in order_views(defs):
-        ups = upstream(d, seen)
-        plan = compile_view(d, tables, {u: fingerprints[u] for u in ups})
-        info = stored.get(d.name)
-        if info is not None and info.fingerprint == plan.fingerprint and info.state == "ready":
-            ids[d.name] = info.view_id
-        else:
-            ids[d.name] = next_id
-            next_id += 1
-        fingerprints[d.name] = plan.fingerprint
-        columns = [(c.name, c.type_oid) for c in plan.columns]
-        tables = {**tables, f"public.{d.name}": view_table(d.name, ids[d.name], columns)}
-        plans.append(plan)
+    compiled = compile_views(defs, tables, stored)
+    plans = [plan for plan, _ in compiled]
+    ids = {plan.name: view_id for plan, view_id in compiled}
 
     by_name = {p.name: p for p in plans}
     for name, info in sorted(stored.items()):
@@ -201,6 +186,31 @@ def prepare_views(store: Store, defs: Sequence[ViewDef]) -> list[ActiveView]:
             info = _backfill(store, plan, ids[plan.name])
         active.append(ActiveView(plan, info.view_id))
     return active
+
+
+def compile_views(
+    defs: Sequence[ViewDef], tables: dict[str, TableInfo], stored: dict[str, ViewInfo]
+) -> list[tuple[ViewPlan, int]]:
+    """Compile `defs` in dependency order (`views.stack`), each with its view id: the stored
+    one if the view is kept as it is, else a new one. Ids come first because a view's view
+    table (what the views over it read) is named by its id."""
+    names = {d.name for d in defs}
+    next_id = max((i.view_id for i in stored.values()), default=0) + 1
+    out: list[tuple[ViewPlan, int]] = []
+    fingerprints: dict[str, str] = {}
+    for d in order_views(defs):
+        ups = upstream(d, names)
+        plan = compile_view(d, tables, {u: fingerprints[u] for u in ups})
+        info = stored.get(d.name)
+        if info is not None and info.fingerprint == plan.fingerprint and info.state == "ready":
+            view_id = info.view_id
+        else:
+            view_id, next_id = next_id, next_id + 1
+        fingerprints[d.name] = plan.fingerprint
+        columns = [(c.name, c.type_oid) for c in plan.columns]
+        tables = {**tables, f"public.{d.name}": view_table(d.name, view_id, columns)}
+        out.append((plan, view_id))
+    return out
 
 
 def _drop_view(store: Store, info: ViewInfo) -> None:

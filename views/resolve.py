@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from viewstore.errors import ConfigError
 from viewstore.views import expr as expr_mod
@@ -28,6 +29,7 @@ from viewstore.views.sql import (
     SUPPORTED_HINT,
     where,
 )
+from viewstore.views.stack import KEY_COLUMN
 from viewstore.views.tree import (
     BOOL,
     BPCHAR,
@@ -59,6 +61,7 @@ from viewstore.views.tree import (
     NullTest,
     Op,
     OutputColumn,
+    Star,
     ViewDef,
     children,
 )
@@ -139,8 +142,9 @@ class _Resolver:
             if shape is None:
                 raise self.fail(
                     ref.pos,
-                    f'table "{ref.table}" is not in the publication',
-                    "add the table to the publication, or remove the view from views.sql",
+                    f'table "{ref.table}" is not in the publication (nor a view of the file)',
+                    "add the table to the publication, define the view in the same file, or "
+                    "remove the view from views.sql",
                 )
             if any(t.alias == ref.alias for t in resolved):
                 raise self.fail(ref.pos, f'table name "{ref.alias}" specified more than once')
@@ -181,13 +185,17 @@ class _Resolver:
             joins.append(Join(j.kind, j.table, on, ranges=ranges))
         self.scope = resolved
         columns = []
-        for c in sel.columns:
+        written = self.expand_stars(sel, resolved)
+        for c in written:
             e = self.expr(c.expr)
             if e.type == UNKNOWN:  # Postgres 10+: an unknown-typed output column is text
                 e = self.coerce(e, TEXT)
             columns.append(OutputColumn(c.name, e))
         where_ = None if where is None else self.condition(where, "WHERE")
-        group = tuple(self.expr(g) for g in sel.group_by)
+        if any(isinstance(g, Star) for g in sel.group_by):  # SELECT DISTINCT *
+            group = tuple(self.expr(c.expr) for c in written)
+        else:
+            group = tuple(self.expr(g) for g in sel.group_by)
         having = None if sel.having is None else self.condition(sel.having, "HAVING")
         rv = ResolvedView(
             self.view, tuple(resolved), tuple(columns), tuple(joins), where_, group, having
@@ -197,6 +205,38 @@ class _Resolver:
         return rv
 
     # ---- columns and joins
+
+    def expand_stars(self, sel: Any, resolved: list[ResolvedTable]) -> list[OutputColumn]:
+        """The SELECT list with each `*` (`t.*`) replaced by the columns of every FROM item
+        (of t), in order, as Postgres expands it (a view table's hidden key excluded)."""
+        out: list[OutputColumn] = []
+        for c in sel.columns:
+            if not isinstance(c.expr, Star):
+                out.append(c)
+                continue
+            star = c.expr
+            if star.table is None and any(j.using or j.natural for j in sel.joins):
+                raise self.fail(
+                    star.pos,
+                    "* over a join with USING or NATURAL is not supported; name the columns",
+                )
+            items = [t for t in resolved if star.table in (None, t.alias)]
+            if not items:
+                raise self.fail(star.pos, f'missing FROM-clause entry for table "{star.table}"')
+            for t in items:
+                for name, _ in t.shape.columns:
+                    if name != KEY_COLUMN:
+                        out.append(OutputColumn(name, Col(t.alias, name, pos=star.pos)))
+        seen: set[str] = set()
+        for c in out:
+            if c.name in seen:
+                raise self.fail(
+                    c.expr.pos,
+                    f'column "{c.name}" specified more than once',
+                    "name the columns instead of *, with an alias for one of them",
+                )
+            seen.add(c.name)
+        return out
 
     def column(self, c: Col) -> Col:
         """`c` bound to its table (an unqualified USING column to the left table's)."""

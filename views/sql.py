@@ -60,8 +60,10 @@ from viewstore.views.tree import (
     Op,
     OutputColumn,
     Select,
+    Star,
     TableRef,
     ViewDef,
+    walk,
 )
 
 SUPPORTED_HINT = (
@@ -109,6 +111,9 @@ class _Parser:
     ) -> None:
         self.text, self.source, self.view = text, source, view
         self.tokens, self.start = tokens, start
+        # The views its subqueries become, each before the views that read it.
+        self.hidden: list[ViewDef] = []
+        self.counter = [0]
 
     def fail(self, pos: int, what: str, hint: str = SUPPORTED_HINT) -> ConfigError:
         return ConfigError(f"{where(self.text, self.source, pos)}: view {self.view}: {what}", hint)
@@ -150,8 +155,14 @@ class _Parser:
                 self.token({"LIMIT", "OFFSET", "FETCH"}, after=pos),
                 "LIMIT/OFFSET inside a view is not supported",
             )
-        if q.distinctClause:
-            raise self.fail(self.token({"DISTINCT"}, after=pos), "SELECT DISTINCT is not supported")
+        distinct = bool(q.distinctClause)
+        if distinct and q.distinctClause != (None,):  # (None,) is plain DISTINCT
+            raise self.fail(
+                self.token({"DISTINCT"}, after=pos),
+                "SELECT DISTINCT ON is not supported",
+                "rank the rows with ROW_NUMBER() OVER (PARTITION BY ...) in a subquery and "
+                "keep rn = 1",
+            )
         if q.valuesLists:
             raise self.fail(pos, "VALUES is not supported")
         for attr, what in (("windowClause", "WINDOW"), ("lockingClause", "FOR UPDATE/SHARE")):
@@ -164,21 +175,29 @@ class _Parser:
         base, joins = self.from_item(q.fromClause[0], pos)
         for item in q.fromClause[1:]:
             # FROM a, b WHERE a.x = b.y: an inner join whose equalities are in WHERE.
+            if isinstance(item, ast.RangeSubselect):
+                joins.append(Join("inner", self.derived(item, pos), (), from_where=True))
+                continue
             if not isinstance(item, ast.RangeVar):
                 raise self.fail(
                     self.first_pos(item, pos),
-                    "after a comma, FROM takes a table; write a JOIN chain instead",
+                    "after a comma, FROM takes a table or a subquery; write a JOIN chain instead",
                 )
             joins.append(Join("inner", self.table_ref(item), (), from_where=True))
         columns = []
         for t in q.targetList:
             if isinstance(t.val, ast.ColumnRef) and isinstance(t.val.fields[-1], ast.A_Star):
-                raise self.fail(t.location, "SELECT * is not supported; name the columns")
+                names = [f.sval for f in t.val.fields[:-1]]
+                if len(names) > 1:
+                    raise self.fail(t.location, f"{self.snippet(t.val)} is not supported")
+                star = Star(names[0] if names else None, pos=t.location)
+                columns.append(OutputColumn("*", star))
+                continue
             expr = self.expr(t.val, t.location, aggs=True)
             columns.append(OutputColumn(t.name or column_name(t.val), expr))
         seen: set[str] = set()
         for c, t in zip(columns, q.targetList, strict=True):
-            if c.name in seen:
+            if c.name in seen and c.name != "*":
                 raise self.fail(t.location, f'column "{c.name}" specified more than once')
             seen.add(c.name)
         where_ = None if q.whereClause is None else self.expr(q.whereClause, pos, where="WHERE")
@@ -196,25 +215,42 @@ class _Parser:
         if q.groupDistinct:
             raise self.fail(pos, "GROUP BY DISTINCT is not supported")
         having = None if q.havingClause is None else self.expr(q.havingClause, pos, aggs=True)
+        if distinct:
+            # SELECT DISTINCT is GROUP BY every output column (NULLs equal, as in Postgres).
+            at = self.token({"DISTINCT"}, after=pos)
+            if (
+                group
+                or having is not None
+                or any(isinstance(x, Agg) for c in columns for x in walk(c.expr))
+            ):
+                raise self.fail(
+                    at,
+                    "SELECT DISTINCT with GROUP BY or aggregates is not supported",
+                    "compute the groups in a subquery or a view, and SELECT DISTINCT over it",
+                )
+            group = (
+                [Star(None, pos=at)]
+                if any(isinstance(c.expr, Star) for c in columns)
+                else [c.expr for c in columns]
+            )
         return Select(tuple(columns), base, tuple(joins), where_, tuple(group), having)
 
     def from_item(self, node: Any, pos: int) -> tuple[TableRef, list[Join]]:
         if isinstance(node, ast.RangeVar):
             return self.table_ref(node), []
         if isinstance(node, ast.RangeSubselect):
-            raise self.fail(
-                self.token({"SELECT"}, before=self.first_pos(node, pos)),
-                "subqueries in FROM are not supported",
-            )
+            return self.derived(node, pos), []
         if isinstance(node, ast.JoinExpr):
             rpos = self.first_pos(node.rarg, pos)
             jpos = self.join_keywords(rpos)
-            if node.jointype == JoinType.JOIN_RIGHT and isinstance(node.larg, ast.RangeVar):
+            simple = (ast.RangeVar, ast.RangeSubselect)
+            if node.jointype == JoinType.JOIN_RIGHT and isinstance(node.larg, simple):
                 # a RIGHT JOIN b is b LEFT JOIN a (columns are named, so order is free).
-                if not isinstance(node.rarg, ast.RangeVar):
+                if not isinstance(node.rarg, simple):
                     raise self.fail(rpos, "a RIGHT JOIN's right side must be a table")
-                swapped = self.table_ref(node.rarg)
-                return swapped, [self.join(node, "left", self.table_ref(node.larg), jpos, rpos)]
+                swapped = self.item_ref(node.rarg, rpos)
+                left = self.item_ref(node.larg, pos)
+                return swapped, [self.join(node, "left", left, jpos, rpos)]
             base, joins = self.from_item(node.larg, pos)
             if node.jointype == JoinType.JOIN_RIGHT:
                 raise self.fail(
@@ -232,11 +268,14 @@ class _Parser:
                 raise self.fail(
                     jpos, f"{name} JOIN is not supported (INNER, LEFT, RIGHT and FULL are)"
                 )
-            if not isinstance(node.rarg, ast.RangeVar):
-                if isinstance(node.rarg, ast.RangeSubselect):
-                    raise self.fail(rpos, "subqueries in FROM are not supported")
-                raise self.fail(rpos, "a join's right side must be a table (a left-deep chain)")
-            return base, [*joins, self.join(node, kind, self.table_ref(node.rarg), jpos, rpos)]
+            if not isinstance(node.rarg, (ast.RangeVar, ast.RangeSubselect)):
+                raise self.fail(
+                    rpos,
+                    "a join's right side must be a table or a subquery (a left-deep chain)",
+                    "write the inner join as a subquery: JOIN (SELECT ... FROM a JOIN b ...) x",
+                )
+            right = self.item_ref(node.rarg, rpos)
+            return base, [*joins, self.join(node, kind, right, jpos, rpos)]
         raise self.fail(
             self.first_pos(node, pos),
             f"FROM item {self.snippet(node)!r} is not supported",
@@ -264,6 +303,33 @@ class _Parser:
             return Join(kind, right, ())
         pairs, cond = self.join_condition(node.quals, right, rpos)
         return Join(kind, right, tuple(pairs), cond=tuple(cond))
+
+    def item_ref(self, node: Any, pos: int) -> TableRef:
+        """A FROM item that is a table or a subquery."""
+        if isinstance(node, ast.RangeSubselect):
+            return self.derived(node, pos)
+        return self.table_ref(node)
+
+    def derived(self, node: Any, pos: int) -> TableRef:
+        """A subquery in FROM: a view of its own (named `<view>$<n>`, kept like any view the
+        file defines: `views.stack`), read by this one as a table."""
+        at = self.token({"SELECT"}, before=self.first_pos(node, pos))
+        if node.lateral:
+            raise self.fail(at, "LATERAL subqueries are not supported")
+        if node.alias is not None and node.alias.colnames:
+            raise self.fail(at, "column aliases on a subquery are not supported; alias them inside")
+        name = self.hidden_view(node.subquery, at)
+        alias = node.alias.aliasname if node.alias is not None else name
+        return TableRef(name, alias, at)
+
+    def hidden_view(self, query: Any, pos: int) -> str:
+        """Parse `query` as a view of its own; returns its name."""
+        select = self.select(query, pos)
+        self.counter[0] += 1
+        name = f"{self.view}${self.counter[0]}"
+        sql = RawStream()(query)
+        self.hidden.append(ViewDef(name, sql, select, self.source, pos, self.text))
+        return name
 
     def table_ref(self, rv: Any) -> TableRef:
         name = rv.relname if rv.schemaname in (None, "public") else f"{rv.schemaname}.{rv.relname}"
@@ -654,7 +720,9 @@ def parse_views(text: str, source: str = "views.sql") -> list[ViewDef]:
         # The query starts at the token after the first AS (CREATE ... VIEW name AS SELECT).
         as_at = next((i for i, (_, t) in enumerate(tokens) if t == "AS"), len(tokens) - 1)
         qpos = tokens[as_at + 1][0] if as_at + 1 < len(tokens) else start
-        select = _Parser(text, source, name, tokens, start).select(query, qpos)
+        parser = _Parser(text, source, name, tokens, start)
+        select = parser.select(query, qpos)
         sql = text[qpos:end].strip()
+        views += parser.hidden
         views.append(ViewDef(name, sql, select, source, start, text))
     return views

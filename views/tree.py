@@ -130,6 +130,13 @@ class Agg(Expr):
     filter: Expr | None = None
 
 
+@dataclass(frozen=True)
+class Star(Expr):
+    """`*` or `alias.*` in a SELECT list, until `resolve` expands it into the columns."""
+
+    table: str | None
+
+
 def children(e: Expr) -> tuple[Expr, ...]:
     """The direct sub-expressions of `e`, in evaluation order."""
     if isinstance(e, (Op, BoolOp, Func)):

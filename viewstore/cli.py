@@ -534,14 +534,19 @@ def explain(data_dir: Path, views_file: Path | None, view: str) -> None:
     indexes, then the Python it generates for it. Compiled against the tables the store in
     --data mirrors (also while `run` writes it)."""
     from viewstore.store.db import Store
-    from viewstore.store.viewcatalog import read_views_file, views_from_store
+    from viewstore.store.viewcatalog import (
+        compile_views,
+        read_views_file,
+        stored_views,
+        views_from_store,
+    )
     from viewstore.views.explain import explain as explain_plan
-    from viewstore.views.plan import compile_view
 
     try:
         with Store.open(data_dir, readonly=True) as store:
             tables = store.tables()
             defs = read_views_file(views_file) if views_file else views_from_store(store)
+            stored = stored_views(store)
         found = [d for d in defs if d.name == view]
         if not found:
             where = views_file or "the store"
@@ -549,7 +554,8 @@ def explain(data_dir: Path, views_file: Path | None, view: str) -> None:
                 f"no view {view} in {where}",
                 hint="views there: " + (", ".join(d.name for d in defs) or "none"),
             )
-        click.echo(explain_plan(compile_view(found[0], tables)), nl=False)
+        plans = [plan for plan, _ in compile_views(defs, tables, stored)]
+        click.echo(explain_plan(next(p for p in plans if p.name == view)), nl=False)
     except ViewstoreError as exc:
         _fail(exc)
 

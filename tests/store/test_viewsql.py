@@ -162,7 +162,7 @@ def test_min_max_of_varchar_is_text_as_in_postgres() -> None:
     [
         (
             "SELECT p.id FROM nope p",
-            'views.sql:2:35: view v: table "nope" is not in the publication',
+            'views.sql:2:35: view v: table "nope" is not in the publication (nor a view of the file)',
         ),
         ("SELECT p.nope FROM players p", "views.sql:2:25: view v: column p.nope does not exist"),
         (
