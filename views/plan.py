@@ -469,7 +469,9 @@ class _Compiler:
                     forward, backward = self.range_forward(ranges), self.range_backward(ranges)
                 else:  # a cross join: every row of this item, every row before it
                     forward = RangeLookup(ALL_ROWS, (), ())
-                    backward = (i - 1, RangeLookup(ALL_ROWS, (), ()))
+                    # Back to the first item, then forward: a prefix null-extended by an
+                    # outer join before this one has no row at the item just before.
+                    backward = (0, RangeLookup(ALL_ROWS, (), ()))
             out.append(
                 Position(
                     index=i,

@@ -26,6 +26,7 @@ from pglast.enums import (
     MinMaxOp,
     NullTestType,
     ObjectType,
+    SubLinkType,
 )
 from pglast.parser import ParseError, scan
 from pglast.stream import RawStream
@@ -200,7 +201,10 @@ class _Parser:
             if c.name in seen and c.name != "*":
                 raise self.fail(t.location, f'column "{c.name}" specified more than once')
             seen.add(c.name)
-        where_ = None if q.whereClause is None else self.expr(q.whereClause, pos, where="WHERE")
+        where_ = None
+        if q.whereClause is not None:
+            where_, semi = self.where_clause(q.whereClause, pos)
+            joins += semi
         group: list[Expr] = []
         for g in q.groupClause or ():
             if isinstance(g, ast.A_Const) and isinstance(g.val, ast.Integer):
@@ -367,6 +371,224 @@ class _Parser:
                 a, b = b, a
             out.append((a, b))
         return out, other
+
+    # ---- subqueries in WHERE: semi-joins and anti-joins
+
+    def where_clause(self, node: Any, pos: int) -> tuple[Expr | None, list[Join]]:
+        """WHERE, with each top-level `[NOT] IN (SELECT ...)` and `[NOT] EXISTS (SELECT ...)`
+        term turned into a join with a view of the subquery (and the condition that join
+        leaves); returns the condition and the joins to add."""
+        terms = (
+            list(node.args)
+            if isinstance(node, ast.BoolExpr) and node.boolop == BoolExprType.AND_EXPR
+            else [node]
+        )
+        conds: list[Expr] = []
+        joins: list[Join] = []
+        for t in terms:
+            negated = False
+            inner = t
+            if (
+                isinstance(t, ast.BoolExpr)
+                and t.boolop == BoolExprType.NOT_EXPR
+                and isinstance(t.args[0], ast.SubLink)
+            ):
+                negated, inner = True, t.args[0]
+            if isinstance(inner, ast.SubLink) and inner.subLinkType in (
+                SubLinkType.ANY_SUBLINK,
+                SubLinkType.EXISTS_SUBLINK,
+            ):
+                at = self.first_pos(inner, pos)
+                if inner.subLinkType == SubLinkType.ANY_SUBLINK:
+                    cond = self.in_subquery(inner, negated, at, joins)
+                else:
+                    cond = self.exists(inner, negated, at, joins)
+                if cond is not None:
+                    conds.append(cond)
+                continue
+            conds.append(self.expr(t, pos, where="WHERE"))
+        if not conds:
+            return None, joins
+        return (conds[0] if len(conds) == 1 else BoolOp("and", tuple(conds), pos=pos)), joins
+
+    def _sub_select(self, link: Any, at: int) -> Any:
+        q = link.subselect
+        if not isinstance(q, ast.SelectStmt) or (q.op is not None and q.op.name != "SETOP_NONE"):
+            raise self.fail(at, "a subquery in WHERE must be one SELECT here")
+        return q
+
+    def in_subquery(self, link: Any, negated: bool, at: int, joins: list[Join]) -> Expr | None:
+        """`x [NOT] IN (SELECT y ...)`: a join with the view `SELECT DISTINCT y ...`, on
+        x = y. For NOT IN, a LEFT JOIN that must find nothing, and Postgres's NULL rules: with
+        a NULL among the y, or x NULL, NOT IN is NULL (the row is left out) unless there is
+        no y at all (then it is true)."""
+        op = [n.sval for n in link.operName or ()]
+        if op not in ([], ["="]):
+            raise self.fail(at, f"{op[-1]} ANY/ALL (SELECT ...) is not supported; use IN")
+        if not isinstance(link.testexpr, ast.ColumnRef):
+            raise self.fail(
+                at,
+                "IN (SELECT ...) is supported on a column, not on an expression",
+                "compute the expression in a subquery in FROM and test its column",
+            )
+        x = self.column(link.testexpr)
+        q = self._sub_select(link, at)
+        if len(q.targetList) != 1:
+            raise self.fail(at, "subquery has too many columns")
+        name = self.hidden_view(self._distinct_of(q, [(q.targetList[0].val, "$in")]), at)
+        y = Col(name, "$in", pos=at)
+        if not negated:
+            joins.append(Join("inner", TableRef(name, name, at), ((x, y),)))
+            return None
+        joins.append(Join("left", TableRef(name, name, at), ((x, y),)))
+        count = self.count_view(name, '"$in"', at)
+        joins.append(Join("inner", TableRef(count, count, at), ()))
+        n, nulls = Col(count, "$n", pos=at), Col(count, "$nulls", pos=at)
+        zero = Const(0, pos=at)
+        return BoolOp(
+            "or",
+            (
+                Op("=", (n, zero), pos=at),
+                BoolOp(
+                    "and",
+                    (
+                        NullTest(x, True, pos=at),
+                        Op("=", (nulls, zero), pos=at),
+                        NullTest(y, False, pos=at),
+                    ),
+                    pos=at,
+                ),
+            ),
+            pos=at,
+        )
+
+    def exists(self, link: Any, negated: bool, at: int, joins: list[Join]) -> Expr | None:
+        """`[NOT] EXISTS (SELECT ... FROM t WHERE t.a = outer.b AND ...)`: the equalities
+        with outer columns correlate it; a join with the view `SELECT DISTINCT t.a ... WHERE
+        <the other terms>` on a = b (NOT: a LEFT JOIN that finds nothing). Without such an
+        equality, a count of the subquery's rows, which must not be (must be) zero."""
+        q = self._sub_select(link, at)
+        if q.groupClause or q.havingClause:
+            raise self.fail(at, "EXISTS over a grouped subquery is not supported")
+        own = self._from_names(q.fromClause or (), at)
+        pairs: list[tuple[Any, Col]] = []
+        local: list[Any] = []
+        w = q.whereClause
+        terms = (
+            list(w.args)
+            if isinstance(w, ast.BoolExpr) and w.boolop == BoolExprType.AND_EXPR
+            else ([] if w is None else [w])
+        )
+        for t in terms:
+            outer = [r for r in _nodes(t) if isinstance(r, ast.ColumnRef) and self._outer(r, own)]
+            if not outer:
+                local.append(t)
+                continue
+            if not (
+                isinstance(t, ast.A_Expr)
+                and t.kind == A_Expr_Kind.AEXPR_OP
+                and t.name[-1].sval == "="
+                and isinstance(t.lexpr, ast.ColumnRef)
+                and isinstance(t.rexpr, ast.ColumnRef)
+                and len(outer) == 1
+            ):
+                raise self.fail(
+                    self.first_pos(t, at),
+                    "an EXISTS subquery may refer to the outer query only in equalities "
+                    "`inner column = outer column`",
+                )
+            inner_col, outer_col = (
+                (t.rexpr, t.lexpr) if self._outer(t.lexpr, own) else (t.lexpr, t.rexpr)
+            )
+            pairs.append((inner_col, self.column(outer_col)))
+        if not pairs:
+            sub = self.hidden_view(q, at)
+            count = self.count_view(sub, None, at)
+            joins.append(Join("inner", TableRef(count, count, at), ()))
+            return Op("<>" if not negated else "=", (Col(count, "$n"), Const(0)), pos=at)
+        stmt = ast.SelectStmt(
+            fromClause=q.fromClause,
+            whereClause=(
+                None
+                if not local
+                else local[0]
+                if len(local) == 1
+                else ast.BoolExpr(boolop=BoolExprType.AND_EXPR, args=tuple(local))
+            ),
+            op=q.op,
+        )
+        names = [(c, f"$e{i}") for i, (c, _) in enumerate(pairs, start=1)]
+        name = self.hidden_view(self._distinct_of(stmt, names), at)
+        on = tuple((outer, Col(name, f"$e{i}", pos=at)) for i, (_, outer) in enumerate(pairs, 1))
+        joins.append(Join("left" if negated else "inner", TableRef(name, name, at), on))
+        return NullTest(Col(name, "$e1", pos=at), False, pos=at) if negated else None
+
+    def _distinct_of(self, q: Any, columns: list[tuple[Any, str]]) -> Any:
+        """`SELECT DISTINCT <columns> <the rest of q>` (q grouped: over q as a subquery)."""
+        targets = tuple(ast.ResTarget(name=n, val=v) for v, n in columns)
+        if q.groupClause or q.havingClause or q.distinctClause:
+            return ast.SelectStmt(
+                targetList=tuple(
+                    ast.ResTarget(name=n, val=ast.ColumnRef(fields=(ast.String(sval=n),)))
+                    for _, n in columns
+                ),
+                fromClause=(
+                    ast.RangeSubselect(
+                        lateral=False,
+                        subquery=ast.SelectStmt(
+                            targetList=targets,
+                            fromClause=q.fromClause,
+                            whereClause=q.whereClause,
+                            groupClause=q.groupClause,
+                            havingClause=q.havingClause,
+                            distinctClause=q.distinctClause,
+                            op=q.op,
+                        ),
+                        alias=ast.Alias(aliasname="s"),
+                    ),
+                ),
+                distinctClause=(None,),
+                op=q.op,
+            )
+        return ast.SelectStmt(
+            targetList=targets,
+            fromClause=q.fromClause,
+            whereClause=q.whereClause,
+            distinctClause=(None,),
+            op=q.op,
+        )
+
+    def count_view(self, over: str, column: str | None, at: int) -> str:
+        """A one-row view of how many rows `over` has (`$n`) and, given a column, how many of
+        them are NULL there (`$nulls`)."""
+        self.counter[0] += 1
+        name = f"{self.view}${self.counter[0]}"
+        cols = [OutputColumn("$n", Agg("count", None, pos=at))]
+        sql = 'SELECT count(*) AS "$n"'
+        if column is not None:
+            null = NullTest(Col(None, column.strip('"'), pos=at), False, pos=at)
+            cols.append(OutputColumn("$nulls", Agg("count", None, filter=null, pos=at)))
+            sql += f' , count(*) FILTER (WHERE {column} IS NULL) AS "$nulls"'
+        select = Select(tuple(cols), TableRef(over, over, at), (), None, (), None)
+        sql += f' FROM "{over}"'
+        self.hidden.append(ViewDef(name, sql, select, self.source, at, self.text))
+        return name
+
+    def _from_names(self, items: Any, at: int) -> set[str]:
+        """The names a FROM list's items go by (aliases, or table names)."""
+        out: set[str] = set()
+        for n in (n for item in items for n in _nodes(item)):
+            if isinstance(n, ast.RangeVar):
+                out.add(n.alias.aliasname if n.alias is not None else n.relname)
+            elif isinstance(n, ast.RangeSubselect) and n.alias is not None:
+                out.add(n.alias.aliasname)
+        return out
+
+    def _outer(self, ref: Any, own: set[str]) -> bool:
+        """Whether a column reference names a FROM item of the outer query (it is qualified
+        with a name the subquery's FROM does not have)."""
+        names = [f.sval for f in ref.fields if isinstance(f, ast.String)]
+        return len(names) == 2 and names[0] not in own
 
     # ---- expressions
 
@@ -539,7 +761,12 @@ class _Parser:
         )
 
     def x_SubLink(self, node: Any, pos: int, aggs: bool, where: str) -> Expr:
-        raise self.fail(pos, f"subqueries are not supported ({self.snippet(node)})")
+        raise self.fail(
+            pos,
+            f"this subquery is not supported ({self.snippet(node)})",
+            "[NOT] IN (SELECT ...) and [NOT] EXISTS (SELECT ...) are supported as terms of "
+            "WHERE joined by AND; for a scalar subquery, join a subquery in FROM",
+        )
 
     def x_FuncCall(self, node: Any, pos: int, aggs: bool, where: str) -> Expr:
         names = [n.sval for n in node.funcname]

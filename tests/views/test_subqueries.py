@@ -60,3 +60,66 @@ def test_derived_tables_and_distinct_equal_postgres(dsn: str, tmp_path: Path) ->
         as_of=True,
     )
     assert_mix(stats, commits=200)
+
+
+SEMI = [
+    View(
+        "scorers",
+        "SELECT p.id, p.name FROM players p "
+        "WHERE p.id IN (SELECT player_id FROM player_scores WHERE score > 20)",
+    ),
+    # NOT IN: a NULL player_id among the scores makes it NULL for every player (no row),
+    # unless no score passes the filter at all (then every player, NULL team or not).
+    View(
+        "not_scorers",
+        "SELECT p.id, p.team FROM players p "
+        "WHERE p.id NOT IN (SELECT player_id FROM player_scores WHERE score > 24)",
+    ),
+    # NULL on the left too: a player without a team is NOT IN only an empty set.
+    View(
+        "other_teams",
+        "SELECT p.id, p.team FROM players p "
+        "WHERE p.team NOT IN (SELECT q.team FROM players q WHERE q.name = 'mario')",
+    ),
+    View(
+        "not_in_nonnull",
+        "SELECT p.id FROM players p WHERE p.id NOT IN "
+        "(SELECT player_id FROM player_scores WHERE player_id IS NOT NULL AND score > 25)",
+    ),
+    View(
+        "has_big_score",
+        "SELECT p.id, p.name FROM players p WHERE EXISTS "
+        "(SELECT 1 FROM player_scores s WHERE s.player_id = p.id AND s.score > 10) "
+        "AND p.team IS NOT NULL",
+    ),
+    View(
+        "no_scores",
+        "SELECT p.id, p.name FROM players p WHERE NOT EXISTS "
+        "(SELECT 1 FROM player_scores s WHERE s.player_id = p.id)",
+    ),
+    View(
+        "any_huge",
+        "SELECT p.id FROM players p WHERE EXISTS (SELECT 1 FROM player_scores WHERE score > 29.5)",
+    ),
+    View(
+        "team_has_scorer",
+        "SELECT team, COUNT(*) AS n FROM players p WHERE p.id IN "
+        "(SELECT player_id FROM player_scores GROUP BY player_id HAVING SUM(score) > 30) "
+        "GROUP BY team",
+    ),
+]
+
+
+def test_in_and_exists_equal_postgres(dsn: str, tmp_path: Path) -> None:
+    stats = run_differential(
+        dsn,
+        tmp_path,
+        SEED_SCHEMA,
+        TABLES,
+        SEMI,
+        seed_value=seed(162),
+        transactions=300,
+        disconnect_every=80,
+        as_of=True,
+    )
+    assert_mix(stats, commits=200)
