@@ -142,7 +142,16 @@ class _Parser:
             raise self.fail(pos, "only SELECT queries are supported")
         if q.op is not None and q.op.name != "SETOP_NONE":
             op = q.op.name.removeprefix("SETOP_")
-            raise self.fail(self.token({op}, after=pos), f"{op} is not supported")
+            at = self.token({op}, after=pos)
+            if op != "UNION":
+                raise self.fail(at, f"{op} is not supported", "UNION [ALL] is")
+            if q.sortClause or q.limitCount is not None or q.limitOffset is not None:
+                raise self.fail(
+                    at,
+                    "ORDER BY/LIMIT over a UNION is not supported",
+                    "put the UNION in a subquery: SELECT * FROM (... UNION ALL ...) u ORDER BY",
+                )
+            return self.union(q, at)
         if q.withClause is not None:
             raise self.fail(
                 q.withClause.location, "WITH (common table expressions) is not supported"
@@ -371,6 +380,62 @@ class _Parser:
                 a, b = b, a
             out.append((a, b))
         return out, other
+
+    # ---- UNION [ALL]
+
+    def union(self, q: Any, at: int) -> Select:
+        """`a UNION ALL b`: each side a view of its own with its columns renamed $c1..$cn and
+        a constant `$branch` (1, 2), the two FULL JOINed on `$branch` (which never matches:
+        every row of each side shows once, null-extended) and each column the COALESCE of the
+        two sides' (the one that is not null-extended; COALESCE's type rules are UNION's).
+        UNION without ALL is that, GROUP BY every column."""
+        names = _set_names(q)
+        width = len(names)
+        sides = []
+        for k, branch in ((1, q.larg), (2, q.rarg)):
+            if len(_set_names(branch)) != width:
+                raise self.fail(at, "each UNION query must have the same number of columns")
+            sides.append(self.branch_view(branch, k, at))
+        left, right = sides
+        columns = tuple(
+            OutputColumn(
+                name,
+                Func(
+                    "coalesce",
+                    (Col(left, f"$c{i}", pos=at), Col(right, f"$c{i}", pos=at)),
+                    pos=at,
+                ),
+            )
+            for i, name in enumerate(names, start=1)
+        )
+        on = ((Col(left, "$branch", pos=at), Col(right, "$branch", pos=at)),)
+        join = Join("full", TableRef(right, right, at), on)
+        group = () if q.all else tuple(c.expr for c in columns)
+        return Select(columns, TableRef(left, left, at), (join,), None, group, None)
+
+    def branch_view(self, node: Any, k: int, at: int) -> str:
+        """One side of a UNION as a view: columns $c1..$cn, then `$branch` = k."""
+        branch = ast.ResTarget(name="$branch", val=ast.A_Const(isnull=False, val=ast.Integer(k)))
+        if node.op is None or node.op.name == "SETOP_NONE":
+            targets = []
+            for i, t in enumerate(node.targetList, start=1):
+                if isinstance(t.val, ast.ColumnRef) and isinstance(t.val.fields[-1], ast.A_Star):
+                    raise self.fail(t.location, "* in a UNION is not supported; name the columns")
+                targets.append(ast.ResTarget(name=f"$c{i}", val=t.val, location=t.location))
+            copy = ast.SelectStmt(**{f: getattr(node, f) for f in node})
+            copy.targetList = (*targets, branch)
+            return self.hidden_view(copy, at)
+        inner = self.hidden_view(node, at)  # a UNION itself
+        names = _set_names(node)
+        cols = [OutputColumn(f"$c{i}", Col(inner, n, pos=at)) for i, n in enumerate(names, 1)]
+        cols.append(OutputColumn("$branch", Const(k, pos=at)))
+        select = Select(tuple(cols), TableRef(inner, inner, at), (), None, (), None)
+        self.counter[0] += 1
+        name = f"{self.view}${self.counter[0]}"
+        listed = ", ".join(f'{quote(n)} AS "$c{i}"' for i, n in enumerate(names, 1))
+        sql = f'SELECT {listed}, {k} AS "$branch" FROM "{inner}"'
+        self.hidden.append(ViewDef(name, sql, select, self.source, at, self.text))
+        return name
 
     # ---- subqueries in WHERE: semi-joins and anti-joins
 
@@ -824,6 +889,18 @@ def _nodes(node: Any) -> list[Any]:
                 if isinstance(item, ast.Node):
                     out += _nodes(item)
     return out
+
+
+def _set_names(q: Any) -> list[str]:
+    """The column names of a SELECT, or of a UNION (its first SELECT's)."""
+    while q.op is not None and q.op.name != "SETOP_NONE":
+        q = q.larg
+    return [t.name or column_name(t.val) for t in q.targetList]
+
+
+def quote(name: str) -> str:
+    """`name` as a SQL identifier, quoted."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def column_name(node: Any) -> str:

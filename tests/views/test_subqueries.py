@@ -123,3 +123,49 @@ def test_in_and_exists_equal_postgres(dsn: str, tmp_path: Path) -> None:
         as_of=True,
     )
     assert_mix(stats, commits=200)
+
+
+UNIONS = [
+    View(
+        "people_and_scores",
+        "SELECT id, name, NULL::numeric AS score FROM players WHERE team = 'red' "
+        "UNION ALL SELECT player_id, 'score', score FROM player_scores WHERE score > 15",
+    ),
+    # Duplicates kept by UNION ALL (the same name twice), removed by UNION; three branches.
+    View(
+        "names_all",
+        "SELECT name FROM players WHERE team = 'blue' UNION ALL SELECT name FROM players "
+        "WHERE team IS NULL UNION ALL SELECT name FROM players WHERE id < 5",
+    ),
+    View(
+        "names_distinct",
+        "SELECT name, team FROM players WHERE id < 12 UNION SELECT name, team FROM players "
+        "WHERE id > 8",
+    ),
+    # int and numeric sides: numeric, as Postgres resolves UNION types.
+    View(
+        "mixed_types",
+        "SELECT id AS v FROM players WHERE team = 'green' UNION ALL "
+        "SELECT score FROM player_scores WHERE score < 0",
+    ),
+    View(
+        "grouped_union",
+        "SELECT k, COUNT(*) AS n FROM (SELECT team AS k FROM players UNION ALL "
+        "SELECT name FROM players) u GROUP BY k",
+    ),
+]
+
+
+def test_unions_equal_postgres(dsn: str, tmp_path: Path) -> None:
+    stats = run_differential(
+        dsn,
+        tmp_path,
+        SEED_SCHEMA,
+        TABLES,
+        UNIONS,
+        seed_value=seed(163),
+        transactions=300,
+        disconnect_every=80,
+        as_of=True,
+    )
+    assert_mix(stats, commits=200)
