@@ -156,6 +156,33 @@ def main() -> None:
     help="Serve a non-loopback --http address without --http-token (refused otherwise): "
     "anyone who can reach it reads every view.",
 )
+@click.option(
+    "--export",
+    "export_to",
+    metavar="WAREHOUSE",
+    help="Also keep each view's history in Apache Iceberg tables here (a directory or "
+    "s3://bucket/prefix), exported every --export-interval seconds (see `viewstore export`).",
+)
+@click.option(
+    "--export-catalog",
+    metavar="CATALOG",
+    help="The Iceberg SQL catalog: a SQLite file (default DATA/iceberg-catalog.db) or a "
+    "Postgres connection string.",
+)
+@click.option("--export-namespace", default="viewstore", show_default=True, metavar="NS")
+@click.option(
+    "--export-interval",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+)
+@click.option(
+    "--s3-endpoint",
+    metavar="URL",
+    help="An S3-compatible server for an s3:// warehouse (or $AWS_ENDPOINT_URL); credentials "
+    "come from $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY only.",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def run(
     dsn: str,
@@ -173,6 +200,11 @@ def run(
     http: str | None,
     http_token: str | None,
     http_insecure: bool,
+    export_to: str | None,
+    export_catalog: str | None,
+    export_namespace: str,
+    export_interval: float,
+    s3_endpoint: str | None,
     verbose: bool,
 ) -> None:
     """Run the pipeline until SIGINT/SIGTERM, then flush and print the final LSN."""
@@ -209,8 +241,16 @@ def run(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    web = None
+    web = exporter = None
     try:
+        if export_to is not None:
+            from viewstore.store import lakeexport
+
+            target = lakeexport.target(
+                data_dir, export_to, catalog=export_catalog, namespace=export_namespace,
+                s3_endpoint=s3_endpoint,
+            )  # fmt: skip
+            exporter = lakeexport.Alongside(data_dir, target, export_interval)
         if http is not None:
             from viewstore.serve.hosting import HttpAlongside
 
@@ -219,6 +259,8 @@ def run(
     except ViewstoreError as exc:
         if web is not None:
             web.stop()
+        if exporter is not None:
+            exporter.stop()
         if bars is not None:
             bars.clear()
         _fail(exc)
@@ -230,6 +272,8 @@ def run(
         raise SystemExit(2) from None
     if web is not None:
         web.stop()
+    if exporter is not None:
+        exporter.stop()  # one last export, up to the final LSN
     click.echo(f"stopped at {final}")
 
 
@@ -518,6 +562,72 @@ def history(
     finally:
         con.close()
     _print_rows(columns, rows, fmt)
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--to",
+    "warehouse",
+    required=True,
+    metavar="WAREHOUSE",
+    help="Where the Parquet files go: a directory, or s3://bucket/prefix.",
+)
+@click.option(
+    "--catalog",
+    metavar="CATALOG",
+    help="The Iceberg SQL catalog: a SQLite file (default DATA/iceberg-catalog.db) or a "
+    "Postgres connection string (its password is never printed).",
+)
+@click.option("--namespace", default="viewstore", show_default=True, metavar="NS")
+@click.option(
+    "--s3-endpoint",
+    metavar="URL",
+    help="An S3-compatible server (or $AWS_ENDPOINT_URL); credentials come from "
+    "$AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY only.",
+)
+@click.option(
+    "--commit-rows",
+    type=click.IntRange(min=1),
+    default=1_000_000,
+    show_default=True,
+    help="Changes per Iceberg commit (each commit's snapshot records its LSN range).",
+)
+@click.option("--batch-rows", type=click.IntRange(min=1), default=200_000, hidden=True)
+def export(
+    data_dir: Path,
+    warehouse: str,
+    catalog: str | None,
+    namespace: str,
+    s3_endpoint: str | None,
+    commit_rows: int,
+    batch_rows: int,
+) -> None:
+    """Append each view's history to an Apache Iceberg table NAMESPACE.VIEW (Parquet files
+    partitioned by day of commit time, in a SQL catalog), up to the store's applied LSN, also
+    while `viewstore run` writes the store. Exactly once: each commit records the LSN range it
+    covers, and a killed export resumes after the last one committed. Spark, Trino and DuckDB
+    read the tables (README: History past one machine)."""
+    from viewstore.store import lakeexport
+
+    _setup_logging(False)
+    try:
+        target = lakeexport.target(
+            data_dir, warehouse, catalog=catalog, namespace=namespace, s3_endpoint=s3_endpoint
+        )
+        result = lakeexport.export(
+            data_dir,
+            target,
+            batch_rows=batch_rows,
+            commit_rows=commit_rows,
+            hook=_crash_hook_from_env(),
+        )
+    except ViewstoreError as exc:
+        _fail(exc)
+    for view, n in sorted(result.appended.items()):
+        click.echo(f"{view}: {n:,} new changes in {result.commits[view]} commit(s)")
+    rate = f" ({result.rows / result.seconds:,.0f} rows/s)" if result.rows else ""
+    click.echo(f"exported up to {result.exported_lsn} in {result.seconds:.1f} s{rate}")
 
 
 @main.command()

@@ -74,3 +74,13 @@ def secrets_of(dsn: str) -> list[str]:
     if userinfo:
         found += [p for p in (unquote(userinfo.group(2)),) if p and p not in found]
     return found + [q for q in (quote(s, safe="") for s in found) if q not in found]
+
+
+def params(dsn: str) -> dict[str, str]:
+    """The parameters of a Postgres connection string (URI or key=value), as libpq reads it;
+    ValueError if it is not one. For connecting through another client (the Iceberg export's
+    SQLAlchemy catalog), never for printing: secrets are in it."""
+    try:
+        return {k: str(v) for k, v in conninfo_to_dict(dsn).items()}
+    except Exception:
+        raise ValueError("not a Postgres connection string") from None
