@@ -55,7 +55,7 @@ from viewstore.progress import Progress
 log = logging.getLogger("viewstore")
 
 LSN_FROM = "viewstore.lsn-from"  # snapshot summary: the commit covers LSNs after this one ...
-LSN_TO = "viewstore.lsn-to"  # ... up to and including this one
+LSN_TO = "viewstore.lsn-to"  # ... up to and including this one (also a table property)
 # Table properties: which view (and which build of it) the table holds.
 VIEW_ID = "viewstore.view-id"
 FINGERPRINT = "viewstore.fingerprint"
@@ -153,8 +153,10 @@ def _scrubbed(exc: Exception, target: Target) -> StoreError:
 
 
 def exported_lsn(table: Any) -> int | None:
-    """The last LSN a commit of viewstore's recorded in the table (`viewstore.lsn-to` of the
-    newest snapshot in the current snapshot's ancestry that has one), None if none did."""
+    """The last LSN a commit of viewstore's recorded in the table: `viewstore.lsn-to` of the
+    newest snapshot in the current snapshot's ancestry that has one; once the lake's
+    maintenance has rewritten the files and expired those snapshots, the table property each
+    of viewstore's commits sets with the summary. None if no commit of viewstore's is there."""
     snapshot = table.current_snapshot()
     while snapshot is not None:
         summary = snapshot.summary
@@ -163,14 +165,8 @@ def exported_lsn(table: Any) -> int | None:
             return int(value)
         parent = snapshot.parent_snapshot_id
         snapshot = table.snapshot_by_id(parent) if parent is not None else None
-        if parent is not None and snapshot is None:
-            raise StoreError(
-                f"iceberg table {'.'.join(table.name())}: snapshot {parent} expired before "
-                "one that records the LSN the export reached",
-                hint="keep at least the newest snapshot viewstore committed when expiring "
-                "snapshots, or drop the table to export it again",
-            )
-    return None
+    held = table.properties.get(LSN_TO)
+    return int(held) if held is not None else None
 
 
 def _export_view(
@@ -209,7 +205,8 @@ def _export_view(
     pending: list[pa.Table] = []
     held, commits, last = 0, 0, synced
     try:
-        for chunk in _ahead(_chunks(store, info, synced, applied, batch_rows)):
+        # Read ahead far enough that the reader keeps going while a commit writes its files.
+        for chunk in _ahead(_chunks(store, info, synced, applied, batch_rows), depth=6):
             if held >= commit_rows:  # committed once more follows, so the last one is never
                 upto = int(pending[-1].column("lsn")[-1].as_py())  # cut short of `applied`
                 _commit(table, pending, last, upto, hook)
@@ -236,6 +233,9 @@ def _commit(table: Any, tables: list[pa.Table], after: int, upto: int, hook: Hoo
     props = {LSN_FROM: str(after), LSN_TO: str(upto)}
     with table.transaction() as tx:
         tx.append(data, snapshot_properties=props)  # writes the Parquet files
+        # The same LSN as a table property, in the same commit: it outlives the snapshot once
+        # the lake's maintenance expires it (exported_lsn falls back to it).
+        tx.set_properties({LSN_TO: str(upto)})
         if hook is not None:
             hook("export-before-commit")  # files written, nothing committed
     if hook is not None:

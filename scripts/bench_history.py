@@ -55,6 +55,15 @@
    before_total_score column the copy already holds; and the leaderboard top 10 as of a random
    LSN through the copy's <view>_as_of macro, checked against rows_as_of.
 
+5. The Iceberg export (`--part export`, or all): `viewstore export`'s function
+   (store.lakeexport.export) of the whole history to a local warehouse and a SQLite catalog
+   from scratch (rows/s, its CPU time, commits, Parquet files and bytes), with nothing new, and
+   of `--add-entries` more entries incrementally; every row is checked to be there once (counts
+   by pyiceberg's scan), and a scan of an LSN range in the middle plans fewer files than the
+   whole table (min/max statistics; the synthetic history spans less than a day of commit
+   time, so the day partitions do not split it).
+
+    scripts/bench_history.py --part export --out bench/results/history_export_10m.json
     scripts/bench_history.py           # bench/results/history.json (~20 min on 2 cores)
     scripts/bench_history.py --quick   # 3,000 score rows, 200k entries: a smoke test
 """
@@ -103,7 +112,7 @@ from viewstore.history.changelog import _rows_by_seeks, change_key, entries, row
 from viewstore.ingest.lsn import Lsn
 from viewstore.pgcluster import ThrowawayPostgres
 from viewstore.store import db as meta
-from viewstore.store import historycopy
+from viewstore.store import historycopy, lakeexport
 from viewstore.store.db import Store, scan
 from viewstore.store.engine import view_prefix
 from viewstore.store.viewcatalog import ViewInfo, put_info, stored_views
@@ -886,6 +895,65 @@ def checkpoint_write(work: Path, hist: History) -> dict[str, Any]:
     return out
 
 
+def iceberg_export(data: Path, hist: History, args: argparse.Namespace) -> dict[str, Any]:
+    """The Iceberg export of the synthetic history: from scratch, nothing new, incremental."""
+    from pyiceberg.expressions import And, GreaterThan, LessThanOrEqual
+
+    warehouse = data.parent / "warehouse"
+    target = lakeexport.target(data, str(warehouse))
+    out: dict[str, Any] = {"load_average_before": [round(x, 2) for x in os.getloadavg()]}
+
+    def timed() -> tuple[Any, float]:
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
+        done = lakeexport.export(data, target)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        return done, (after.ru_utime + after.ru_stime) - (cpu.ru_utime + cpu.ru_stime)
+
+    full, cpu = timed()
+    if full.rows != hist.entries:
+        raise SystemExit(f"export wrote {full.rows} rows, expected {hist.entries}")
+    table = target.catalog().load_table(("viewstore", VIEW_NAME))
+    files = list(table.scan().plan_files())
+    out["full_export"] = {
+        "rows": full.rows,
+        "seconds": round(full.seconds, 2),
+        "rows_per_s": round(full.rows / full.seconds),
+        "process_cpu_s": round(cpu, 2),
+        "commits": full.commits[VIEW_NAME],
+        "parquet_files": len(files),
+        "parquet_bytes": sum(f.file.file_size_in_bytes for f in files),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    log(f"Iceberg export from scratch: {out['full_export']}")
+    noop, _ = timed()
+    assert noop.rows == 0
+    out["noop_export_ms"] = round(noop.seconds * 1000, 1)
+
+    low = int(History.BUILT_AT) + (hist.last_lsn - int(History.BUILT_AT)) // 2
+    middle = And(GreaterThan("lsn", low), LessThanOrEqual("lsn", low + 0x10000))
+    planned = len(list(table.scan(row_filter=middle).plan_files()))
+    out["lsn_range_scan_files"] = [planned, len(files)]
+
+    rounds = -(-args.add_entries // hist.keys)
+    hist.write(data, rounds, limit=args.add_entries)
+    inc, cpu = timed()
+    if inc.rows != args.add_entries:
+        raise SystemExit(f"incremental export wrote {inc.rows} rows, not {args.add_entries}")
+    out["incremental_export"] = {
+        "rows": inc.rows,
+        "seconds": round(inc.seconds, 3),
+        "rows_per_s": round(inc.rows / inc.seconds),
+        "process_cpu_s": round(cpu, 2),
+        "commits": inc.commits[VIEW_NAME],
+    }
+    total = len(table.refresh().scan(selected_fields=("lsn",)).to_arrow())
+    if total != hist.entries:
+        raise SystemExit(f"the table holds {total} rows, the history {hist.entries}")
+    out["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    log(f"Iceberg export incrementally: {out['incremental_export']}")
+    return out
+
+
 def synthetic(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     data = work / "synthetic"
     hist = History(args.keys, args.versions, args.checkpoint_interval)
@@ -917,10 +985,15 @@ def synthetic(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         "checkpoint_rows_bytes": hist.checkpoint_bytes,
     }
     log(f"written in {seconds:.1f} s ({out['write_entries_per_s']:,} entries/s)")
+    if args.part == "export":
+        out["iceberg"] = iceberg_export(data, hist, args)
+        return out
     out["checkpoint_write"] = checkpoint_write(work, hist)
     if args.part != "sync":
         out["as_of"] = as_of_reads(data, hist, args)
     out.update(duckdb_sync_and_queries(data, hist, args))
+    if args.part == "all":
+        out["iceberg"] = iceberg_export(data, hist, args)
     return out
 
 
@@ -993,7 +1066,18 @@ def print_table(result: dict[str, Any]) -> None:
             f"{cw['rows']:,} rows: {cw['scan_and_put_ms']} ms into the batch, "
             f"{cw['synced_write_ms']} ms synced write"
         )
-    if syn:
+    ice = (syn or {}).get("iceberg")
+    if ice:
+        f, i = ice["full_export"], ice["incremental_export"]
+        print(
+            f"\n5. Iceberg export: {f['rows']:,} rows from scratch in {f['seconds']} s = "
+            f"{f['rows_per_s']:,} rows/s ({f['commits']} commits, {f['parquet_files']} files, "
+            f"{f['parquet_bytes'] / 1e6:,.0f} MB); +{i['rows']:,} incrementally in "
+            f"{i['seconds']} s = {i['rows_per_s']:,} rows/s; nothing new: "
+            f"{ice['noop_export_ms']} ms; an LSN range plans {ice['lsn_range_scan_files'][0]} of "
+            f"{ice['lsn_range_scan_files'][1]} files; load average {f['load_average_after']}"
+        )
+    if syn and "full_sync" in syn:
         f, i = syn["full_sync"], syn["incremental_sync"]
         b = syn.get("baseline")
         if b:
@@ -1022,9 +1106,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--out", type=Path, help="default bench/results/history.json")
     ap.add_argument(
         "--part",
-        choices=["all", "ingest", "history", "sync"],
+        choices=["all", "ingest", "history", "sync", "export"],
         default="all",
-        help="sync: the synthetic history and its DuckDB copy only (no as-of reads)",
+        help="sync: the synthetic history and its DuckDB copy only (no as-of reads); "
+        "export: the synthetic history and its Iceberg export only",
     )
     ap.add_argument(
         "--baseline-rev",
@@ -1074,7 +1159,7 @@ def bench(args: argparse.Namespace) -> None:
             result["postgres_settings"] = pg.settings
             if args.part in ("all", "ingest"):
                 result["ingest"] = ingest_overhead(pg, work, args)
-        if args.part in ("all", "history", "sync"):
+        if args.part in ("all", "history", "sync", "export"):
             result["synthetic"] = synthetic(work, args)
     if "ingest" in result and "synthetic" in result:
         engine = result["ingest"]["engine_view_info"]
