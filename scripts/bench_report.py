@@ -217,6 +217,19 @@ def _reads(out: Path) -> list[Row]:
                 "ratio": "",
             }
         )
+    export = dig(h, "synthetic.iceberg.full_export.rows_per_s")
+    if export:
+        rows.append(
+            {
+                "benchmark": "history",
+                "workload": "Iceberg export of "
+                f"{dig(h, 'synthetic.iceberg.full_export.rows'):,} entries",
+                "viewstore": f"{export:,} rows/s, incrementally "
+                f"{dig(h, 'synthetic.iceberg.incremental_export.rows_per_s'):,} rows/s",
+                "reference": "",
+                "ratio": "",
+            }
+        )
     return rows
 
 
