@@ -1066,17 +1066,6 @@ def print_table(result: dict[str, Any]) -> None:
             f"{cw['rows']:,} rows: {cw['scan_and_put_ms']} ms into the batch, "
             f"{cw['synced_write_ms']} ms synced write"
         )
-    ice = (syn or {}).get("iceberg")
-    if ice:
-        f, i = ice["full_export"], ice["incremental_export"]
-        print(
-            f"\n5. Iceberg export: {f['rows']:,} rows from scratch in {f['seconds']} s = "
-            f"{f['rows_per_s']:,} rows/s ({f['commits']} commits, {f['parquet_files']} files, "
-            f"{f['parquet_bytes'] / 1e6:,.0f} MB); +{i['rows']:,} incrementally in "
-            f"{i['seconds']} s = {i['rows_per_s']:,} rows/s; nothing new: "
-            f"{ice['noop_export_ms']} ms; an LSN range plans {ice['lsn_range_scan_files'][0]} of "
-            f"{ice['lsn_range_scan_files'][1]} files; load average {f['load_average_after']}"
-        )
     if syn and "full_sync" in syn:
         f, i = syn["full_sync"], syn["incremental_sync"]
         b = syn.get("baseline")
@@ -1093,6 +1082,17 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"\n4. DuckDB queries over {f['rows']:,} rows (median of 3)")
         for name, q in syn["queries"].items():
             print(f"   {name:<40}{q['median_s']:>8.2f} s")
+    ice = (syn or {}).get("iceberg")
+    if ice:
+        f, i = ice["full_export"], ice["incremental_export"]
+        print(
+            f"\n5. Iceberg export: {f['rows']:,} rows from scratch in {f['seconds']} s = "
+            f"{f['rows_per_s']:,} rows/s ({f['commits']} commits, {f['parquet_files']} files, "
+            f"{f['parquet_bytes'] / 1e6:,.0f} MB); +{i['rows']:,} incrementally in "
+            f"{i['seconds']} s = {i['rows_per_s']:,} rows/s; nothing new: "
+            f"{ice['noop_export_ms']} ms; an LSN range plans {ice['lsn_range_scan_files'][0]} of "
+            f"{ice['lsn_range_scan_files'][1]} files; load average {f['load_average_after']}"
+        )
     print(f"\nresults: {result['out']}")
 
 
