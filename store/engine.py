@@ -41,6 +41,9 @@ Storage (column family `views`):
     v  view id (2)   n                                  the view's row count (absent: 0)
     v  view id (2)   r  output key                      output row (codecs.value fields)
     v  view id (2)   s  column (2)  value  output key   sort index of one output column
+    v  view id (2)   o / k / b ...                      a window view's order index, row
+                                                        locators and Top-K boundaries
+                                                        (store.ranking)
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from viewstore.codecs.key import encode_key, encode_value, value_length
 from viewstore.codecs.row import Row, decode_row, encode_row
 from viewstore.codecs.value import CORRUPT_HINT, decode_value, pack_fields, unpack_fields
 from viewstore.errors import StoreError
+from viewstore.store.ranking import Ranking
 from viewstore.views.codegen import SKIP, make_typer
 from viewstore.views.expr import EvalError
 from viewstore.views.plan import ALL_ROWS, IndexSpec, Lookup, Position, RangeLookup, ViewPlan
@@ -269,6 +273,7 @@ class ViewEngine:
             ups = [view_id_of(t) for t in v.plan.tables if is_view_table(t)]
             self.level[v.view_id] = 1 + max((self.level.get(u, -1) for u in ups), default=-1)
         self.stacked = any(self.level.values())
+        self.ranking = Ranking(self)  # window views' order indexes (store.ranking)
         self.reset()
 
     def reset(self) -> None:
@@ -300,6 +305,7 @@ class ViewEngine:
         # (view id, repr of a joined row) -> (net sign, error): rows whose expressions failed
         # in this transaction, held back until its end (see `emit`).
         self.failed: dict[tuple[int, str], tuple[int, EvalError]] = {}
+        self.ranking.reset()
 
     def written(self) -> None:
         """The batch is in RocksDB. The caches stay true (every write went through them), and
@@ -311,6 +317,7 @@ class ViewEngine:
             self.iover.clear()  # index scans read RocksDB again: nothing to merge
             self.icols.clear()
             self._iter = None
+            self.ranking.reset()
 
     def flush(self) -> None:
         """Put the state of every group and output row changed since the last flush into the
@@ -901,6 +908,9 @@ class ViewEngine:
                 okey = encode_key(
                     [row[p.offset + k] for p in plan.positions for k in p.table.key_positions]
                 )
+                if plan.window is not None:  # a ranking: numbered at the transaction's end
+                    self.ranking.change(vid, okey, out if sign > 0 else None)
+                    continue
                 self._touch(view, okey)
                 self.pending[(vid, okey)] = out if sign > 0 else None
                 continue
@@ -998,7 +1008,11 @@ class ViewEngine:
         # SELECT fails on the committed state too.
         self._raise_failed()
         changes: list[tuple[int, bytes, bytes | None, bytes | None]] = []
-        while self.touched:
+        while self.touched or self.ranking.changes:
+            if self.ranking.changes:  # window views' rows, numbered now (store.ranking)
+                self.ranking.end_transaction()
+                if not self.touched:
+                    break
             now = self.touched
             if self.stacked:
                 level = min(self.level[vid] for vid, _ in now)
@@ -1057,6 +1071,8 @@ class ViewEngine:
         plan = view.plan
         if plan.global_aggregate:
             self.touch_global(view)
+        # A ranking files its rows first and numbers them all at the end (`backfill_window`).
+        self.ranking.loading = plan.window is not None
         table = plan.positions[0].table
 
         def add(key: bytes, raw: bytes) -> None:
@@ -1079,6 +1095,11 @@ class ViewEngine:
                 self.emit(view, 1, [nulls + row])
 
         return self._in_batches(rows, add)
+
+    def backfill_window(self, view: ActiveView) -> Iterator[int]:
+        """After `backfill_rows` (and `backfill_unmatched`) of a window view: number its rows
+        (store.ranking); yields like `backfill_rows`."""
+        return self.ranking.backfill(view)
 
     def _in_batches(
         self, rows: Iterator[tuple[bytes, bytes]], add: Callable[[bytes, bytes], None]

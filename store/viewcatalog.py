@@ -361,6 +361,10 @@ def _backfill(store: Store, plan: ViewPlan, view_id: int) -> ViewInfo:
             for _ in engine.backfill_unmatched(view, _table_rows(store, right)):
                 writer.flush()
                 engine.reset()
+        if plan.window is not None:
+            for _ in engine.backfill_window(view):
+                writer.flush()
+                engine.reset()
         progress.done()
         _record_initial_rows(store, view_id, lsn)
     info = info.model_copy(update={"state": "ready", "built_at": str(lsn)})

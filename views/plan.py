@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -53,6 +53,7 @@ from viewstore.views.tree import (
     children,
     walk,
 )
+from viewstore.views.window import WindowPlan, window_plan
 
 INTS = frozenset({INT2, INT4, INT8})
 UUID, BYTEA, OID = 2950, 17, 26
@@ -222,6 +223,8 @@ class ViewPlan:
     having_expr: Expr | None = None
     output_exprs: tuple[tuple[str, Expr], ...] = ()
     slots: Mapping[Expr, int] = field(default_factory=dict)  # output expressions' inputs
+    # A ranking (views.window): `output_exprs` are then the base values the ranking keeps.
+    window: WindowPlan | None = None
 
     @cached_property
     def code(self) -> Any:
@@ -305,6 +308,18 @@ class _Compiler:
         else:
             aggs = ()
             key_columns = ()
+        window = None
+        output_exprs = tuple((c.name, c.expr) for c in rv.columns)
+        if rv.view.select.window:
+            try:
+                window, base, names = window_plan(rv.view.select, rv.columns)
+            except ValueError as exc:
+                raise self.fail(rv.view.pos, str(exc), "name the subquery's columns") from None
+            for i in (*window.partition, *window.order):
+                self.need_orderable(base[i], "PARTITION BY/ORDER BY expression")
+            columns = tuple(replace(columns[i], name=names[k]) for k, i in enumerate(window.shown))
+            # The view's `project` computes the base values the ranking keeps (views.window).
+            output_exprs = tuple((f"base {i}", e) for i, e in enumerate(base))
         sort_columns = self.sort_columns(columns, key_columns)
         pushdown = self.pushdown(positions) if aggregate else None
         indexes = frozenset(
@@ -333,8 +348,9 @@ class _Compiler:
             group_exprs=tuple(rv.group_by),
             carried_exprs=getattr(self, "carried_exprs", ()),
             having_expr=rv.having,
-            output_exprs=tuple((c.name, c.expr) for c in rv.columns),
+            output_exprs=output_exprs,
             slots=getattr(self, "slots", {}),
+            window=window,
         )
 
     def sort_columns(
@@ -345,7 +361,7 @@ class _Compiler:
         from aggregates (what leaderboards rank by). A single-column key needs none: the rows
         are stored in its order. Orderings on other columns read the whole view."""
         rv = self.rv
-        names = [c.name for c in rv.columns]
+        names = [c.name for c in columns]
         wanted = set()
         for name, pos in self.view.indexes:
             if name not in names:

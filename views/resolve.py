@@ -61,8 +61,10 @@ from viewstore.views.tree import (
     NullTest,
     Op,
     OutputColumn,
+    SortItem,
     Star,
     ViewDef,
+    Window,
     children,
 )
 
@@ -730,6 +732,23 @@ class _Resolver:
         elif arg is not None:
             arg = self.coerce(arg, TEXT)
         return Agg(name, arg, e.distinct, filt, pos=e.pos, type=t)
+
+    def r_Window(self, e: Window) -> Expr:
+        partition = []
+        for p in e.partition:
+            p = self.expr(p)
+            if p.type == UNKNOWN:
+                p = self.coerce(p, TEXT)
+            self.exact(p, "partitioning by it", e.pos)
+            partition.append(p)
+        order = []
+        for item in e.order:
+            x = self.expr(item.expr)
+            if x.type == UNKNOWN:
+                x = self.coerce(x, TEXT)
+            self.exact(x, "ordering by it", e.pos)
+            order.append(SortItem(x, item.desc, item.nulls_first))
+        return Window(e.name, tuple(partition), tuple(order), pos=e.pos, type=INT8)
 
     # ---- GROUP BY
 

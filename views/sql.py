@@ -23,9 +23,12 @@ from pglast.enums import (
     A_Expr_Kind,
     BoolExprType,
     JoinType,
+    LimitOption,
     MinMaxOp,
     NullTestType,
     ObjectType,
+    SortByDir,
+    SortByNulls,
     SubLinkType,
 )
 from pglast.parser import ParseError, scan
@@ -61,11 +64,14 @@ from viewstore.views.tree import (
     Op,
     OutputColumn,
     Select,
+    SortItem,
     Star,
     TableRef,
     ViewDef,
+    Window,
     walk,
 )
+from viewstore.views.window import HIDDEN_RN
 
 SUPPORTED_HINT = (
     "views support SELECT with column references, constants, arithmetic, ||, comparisons, "
@@ -86,6 +92,7 @@ VOLATILE_FUNCTIONS = frozenset(
         "uuid_generate_v4", "txid_current", "pg_current_xact_id", "random_normal",
     }
 )  # fmt: skip
+RANKING = frozenset({"row_number", "rank", "dense_rank"})
 WINDOW_ONLY = frozenset(
     {"rank", "dense_rank", "row_number", "percent_rank", "cume_dist", "ntile", "lag", "lead",
      "first_value", "last_value", "nth_value"}
@@ -156,15 +163,10 @@ class _Parser:
             raise self.fail(
                 q.withClause.location, "WITH (common table expressions) is not supported"
             )
-        if q.sortClause:
-            raise self.fail(
-                self.token({"ORDER"}, after=pos), "ORDER BY inside a view is not supported"
-            )
-        if q.limitCount is not None or q.limitOffset is not None:
-            raise self.fail(
-                self.token({"LIMIT", "OFFSET", "FETCH"}, after=pos),
-                "LIMIT/OFFSET inside a view is not supported",
-            )
+        topk = self.topk_subquery(q, pos)
+        if topk is not None:
+            return topk
+        limit = self.limit(q, pos)
         distinct = bool(q.distinctClause)
         if distinct and q.distinctClause != (None,):  # (None,) is plain DISTINCT
             raise self.fail(
@@ -175,9 +177,14 @@ class _Parser:
             )
         if q.valuesLists:
             raise self.fail(pos, "VALUES is not supported")
-        for attr, what in (("windowClause", "WINDOW"), ("lockingClause", "FOR UPDATE/SHARE")):
-            if getattr(q, attr):
-                raise self.fail(pos, f"{what} is not supported")
+        if q.windowClause:
+            raise self.fail(
+                self.token({"WINDOW"}, after=pos),
+                "named windows (a WINDOW clause) are not supported",
+                "write the window in the call: RANK() OVER (PARTITION BY ... ORDER BY ...)",
+            )
+        if q.lockingClause:
+            raise self.fail(pos, "FOR UPDATE/SHARE is not supported")
         if q.intoClause is not None:
             raise self.fail(pos, "SELECT INTO is not supported")
         if not q.fromClause:
@@ -203,7 +210,10 @@ class _Parser:
                 star = Star(names[0] if names else None, pos=t.location)
                 columns.append(OutputColumn("*", star))
                 continue
-            expr = self.expr(t.val, t.location, aggs=True)
+            if isinstance(t.val, ast.FuncCall) and t.val.over is not None:
+                expr = self.window(t.val, self.first_pos(t.val, t.location))
+            else:
+                expr = self.expr(t.val, t.location, aggs=True)
             columns.append(OutputColumn(t.name or column_name(t.val), expr))
         seen: set[str] = set()
         for c, t in zip(columns, q.targetList, strict=True):
@@ -246,7 +256,222 @@ class _Parser:
                 if any(isinstance(c.expr, Star) for c in columns)
                 else [c.expr for c in columns]
             )
-        return Select(tuple(columns), base, tuple(joins), where_, tuple(group), having)
+        select = Select(tuple(columns), base, tuple(joins), where_, tuple(group), having)
+        if limit is not None:
+            select = self.order_limit(select, q, limit, pos)
+        self.check_windows(select)
+        return select
+
+    # ---- window functions and Top-K (views.window keeps them)
+
+    def window(self, node: Any, pos: int) -> Window:
+        """A ranking window function as a whole SELECT-list item."""
+        names = [n.sval for n in node.funcname]
+        name = names[-1].lower() if names[:-1] in ([], ["pg_catalog"]) else ".".join(names)
+        if name not in RANKING:
+            raise self.fail(
+                pos,
+                f"window function {name}() is not supported ({self.snippet(node)})",
+                "ROW_NUMBER(), RANK() and DENSE_RANK() OVER (PARTITION BY ... ORDER BY ...) "
+                "are; PERCENT_RANK, CUME_DIST and NTILE depend on the partition's size, so "
+                "every change would rewrite the whole partition",
+            )
+        if node.args or node.agg_star or node.agg_distinct or node.agg_filter is not None:
+            raise self.fail(pos, f"{name}() takes no arguments")
+        over = node.over
+        if over.name or over.refname:
+            raise self.fail(
+                pos, "named windows (WINDOW w AS ...) are not supported; write OVER (...)"
+            )
+        partition = tuple(
+            self.expr(p, pos, where="PARTITION BY") for p in over.partitionClause or ()
+        )
+        return Window(
+            name, partition, self.sort_items(over.orderClause or (), pos, ()), pos=pos, type=INT8
+        )
+
+    def sort_items(
+        self, items: Any, pos: int, columns: tuple[OutputColumn, ...]
+    ) -> tuple[SortItem, ...]:
+        """ORDER BY items; with `columns` (a query's ORDER BY) a bare name of an output column
+        or a position names that column, as in Postgres."""
+        out = []
+        for item in items:
+            if item.useOp:
+                raise self.fail(pos, "ORDER BY ... USING is not supported")
+            desc = item.sortby_dir == SortByDir.SORTBY_DESC
+            if item.sortby_nulls == SortByNulls.SORTBY_NULLS_DEFAULT:
+                nulls_first = desc
+            else:
+                nulls_first = item.sortby_nulls == SortByNulls.SORTBY_NULLS_FIRST
+            node = item.node
+            expr: Expr | None = None
+            if columns and isinstance(node, ast.A_Const) and isinstance(node.val, ast.Integer):
+                if not 1 <= node.val.ival <= len(columns):
+                    raise self.fail(pos, f"ORDER BY position {node.val.ival} is not in select list")
+                expr = columns[node.val.ival - 1].expr
+            elif columns and isinstance(node, ast.ColumnRef) and len(node.fields) == 1:
+                name = node.fields[0].sval if isinstance(node.fields[0], ast.String) else None
+                found = [c.expr for c in columns if c.name == name]
+                expr = found[0] if found else None
+            if expr is None:
+                expr = self.expr(node, pos, where="ORDER BY")
+            out.append(SortItem(expr, desc, nulls_first))
+        return tuple(out)
+
+    def limit(self, q: Any, pos: int) -> int | None:
+        """A query's `LIMIT K` (with its ORDER BY), or None; refuses what Top-K cannot keep."""
+        at = self.token({"LIMIT", "OFFSET", "FETCH"}, after=pos)
+        if q.limitOffset is not None:
+            raise self.fail(
+                at,
+                "OFFSET inside a view is not supported: the rows after it would need every "
+                "row's rank kept",
+                "keep the ranking in a view with ROW_NUMBER() and read the page with WHERE",
+            )
+        if q.limitCount is None:
+            if q.sortClause:
+                raise self.fail(
+                    self.token({"ORDER"}, after=pos),
+                    "ORDER BY inside a view without LIMIT is not supported (a view's rows have "
+                    "no order)",
+                    "order reads instead (viewstore query --order-by), with CREATE INDEX ON "
+                    "view (column)",
+                )
+            return None
+        if q.limitOption != LimitOption.LIMIT_OPTION_COUNT:
+            raise self.fail(at, "FETCH ... WITH TIES is not supported")
+        k = q.limitCount
+        if isinstance(k, ast.A_Const) and k.isnull:
+            raise self.fail(at, "LIMIT ALL/NULL inside a view is not supported; drop the LIMIT")
+        if not (isinstance(k, ast.A_Const) and isinstance(k.val, ast.Integer)) or k.val.ival < 0:
+            raise self.fail(at, "LIMIT takes a non-negative integer constant here")
+        if not q.sortClause:
+            raise self.fail(
+                at,
+                "LIMIT without ORDER BY picks arbitrary rows",
+                "write ORDER BY ... LIMIT K, ending the ORDER BY with a unique column",
+            )
+        return int(k.val.ival)
+
+    def order_limit(self, select: Select, q: Any, k: int, pos: int) -> Select:
+        """`ORDER BY ... LIMIT K`: a hidden ROW_NUMBER() OVER (ORDER BY ...) kept at most K."""
+        at = self.token({"ORDER"}, after=pos)
+        order = self.sort_items(q.sortClause, at, select.columns)
+        if select.window:
+            raise self.fail(
+                at, "ORDER BY ... LIMIT with window functions in the same SELECT is not supported"
+            )
+        hidden = OutputColumn(HIDDEN_RN, Window("row_number", (), order, pos=at, type=INT8))
+        return replace(select, columns=(*select.columns, hidden), top=(HIDDEN_RN, k))
+
+    def check_windows(self, select: Select) -> None:
+        windows = [c.expr for c in select.columns if isinstance(c.expr, Window)]
+        if not windows:
+            return
+        first = windows[0]
+        if select.is_aggregate:
+            raise self.fail(
+                first.pos,
+                "window functions over GROUP BY or aggregates in the same SELECT are not supported",
+                "aggregate in a view of its own, and rank its rows in another view over it",
+            )
+        for w in windows[1:]:
+            if (w.partition, w.order) != (first.partition, first.order):
+                raise self.fail(
+                    w.pos,
+                    "window functions of one view must share one window (the same PARTITION "
+                    "BY and ORDER BY)",
+                    "put the other ranking in a view of its own",
+                )
+
+    def topk_subquery(self, q: Any, pos: int) -> Select | None:
+        """`SELECT cols FROM (SELECT ..., ROW_NUMBER() OVER (...) AS rn FROM ...) t WHERE rn
+        <= K` (or < K, = 1, K >= rn): Top-K over a ranking subquery, or None for another
+        query. The outer SELECT may name the subquery's columns (or *), nothing else."""
+        if not (
+            q.fromClause
+            and len(q.fromClause) == 1
+            and isinstance(q.fromClause[0], ast.RangeSubselect)
+            and q.whereClause is not None
+            and not (q.groupClause or q.havingClause or q.sortClause or q.distinctClause)
+            and q.limitCount is None
+            and q.limitOffset is None
+        ):
+            return None
+        sub = q.fromClause[0]
+        inner_q = sub.subquery
+        if not isinstance(inner_q, ast.SelectStmt) or not any(
+            isinstance(t.val, ast.FuncCall) and t.val.over is not None
+            for t in inner_q.targetList or ()
+        ):
+            return None
+        alias = sub.alias.aliasname if sub.alias is not None else None
+        if sub.alias is not None and sub.alias.colnames:
+            return None
+        bound = self.top_bound(q.whereClause, alias)
+        if bound is None:
+            return None
+        name, k, wpos = bound
+        inner = self.select(inner_q, self.token({"SELECT"}, after=pos))
+        names = [c.name for c in inner.columns]
+        # With * in the subquery its columns are known once resolved (views.window checks).
+        known = not any(isinstance(c.expr, Star) for c in inner.columns)
+        if known and (
+            names.count(name) != 1 or not isinstance(inner.columns[names.index(name)].expr, Window)
+        ):
+            raise self.fail(
+                wpos,
+                f"Top-K needs WHERE on a window column of the subquery; {name} is not one",
+                "filter on the ROW_NUMBER()/RANK()/DENSE_RANK() column: WHERE rn <= K",
+            )
+        shown: list[tuple[str, str]] = []
+        for t in q.targetList:
+            v = t.val
+            if isinstance(v, ast.ColumnRef) and isinstance(v.fields[-1], ast.A_Star):
+                shown.append(("*", "*"))
+                continue
+            col = self.column(v) if isinstance(v, ast.ColumnRef) else None
+            if (
+                col is None
+                or (col.table is not None and col.table != alias)
+                or (known and col.name not in names)
+            ):
+                raise self.fail(
+                    self.first_pos(v, t.location),
+                    "over a Top-K subquery the SELECT list names the subquery's columns only",
+                    "compute expressions inside the subquery",
+                )
+            shown.append((col.name, t.name or col.name))
+        return replace(inner, top=(name, k), shown=tuple(shown))
+
+    def top_bound(self, cond: Any, alias: str | None) -> tuple[str, int, int] | None:
+        """(column, K, position) for `col <= K`, `col < K`, `col = 1`, `K >= col`, `K > col`
+        with an integer constant K: the rows kept have col at most K."""
+        if not (isinstance(cond, ast.A_Expr) and cond.kind == A_Expr_Kind.AEXPR_OP):
+            return None
+        op = cond.name[-1].sval
+        a, b = cond.lexpr, cond.rexpr
+        flip = {"<=": ">=", "<": ">", ">=": "<=", ">": "<", "=": "="}
+        if isinstance(a, ast.A_Const) and isinstance(b, ast.ColumnRef):
+            a, b, op = b, a, flip.get(op, op)
+        if not (
+            isinstance(a, ast.ColumnRef)
+            and isinstance(b, ast.A_Const)
+            and isinstance(b.val, ast.Integer)
+        ):
+            return None
+        col = self.column(a)
+        if col.table not in (None, alias):
+            return None
+        k = b.val.ival
+        if op == "<":
+            k -= 1
+        elif op == "=" and k != 1:
+            return None  # rn = 1 is rn <= 1 (ranks start at 1); other values are not a top
+        elif op not in ("<=", "="):
+            return None
+        return col.name, max(k, 0), a.location
 
     def from_item(self, node: Any, pos: int) -> tuple[TableRef, list[Join]]:
         if isinstance(node, ast.RangeVar):
@@ -837,7 +1062,12 @@ class _Parser:
         names = [n.sval for n in node.funcname]
         name = names[-1].lower() if names[:-1] in ([], ["pg_catalog"]) else ".".join(names)
         if node.over is not None:
-            raise self.fail(pos, f"window functions are not supported ({self.snippet(node)})")
+            raise self.fail(
+                pos,
+                f"window functions are supported only as a whole SELECT-list item "
+                f"({self.snippet(node)})",
+                "select ROW_NUMBER()/RANK()/DENSE_RANK() OVER (...) AS a column of its own",
+            )
         if name in VOLATILE_FUNCTIONS:
             raise self.fail(
                 pos,
@@ -845,7 +1075,9 @@ class _Parser:
                 "only on its tables' rows",
             )
         if name in WINDOW_ONLY:
-            raise self.fail(pos, f"window functions are not supported ({self.snippet(node)})")
+            raise self.fail(
+                pos, f"window function {name}() needs OVER (...) ({self.snippet(node)})"
+            )
         if node.agg_order or node.agg_within_group or node.func_variadic:
             raise self.fail(
                 pos, f"ordered or variadic calls are not supported ({self.snippet(node)})"

@@ -137,6 +137,26 @@ class Star(Expr):
     table: str | None
 
 
+@dataclass(frozen=True)
+class SortItem:
+    """One ORDER BY item: `expr` [DESC] [NULLS FIRST|LAST]; `nulls_first` is Postgres's
+    default when not written (NULLS LAST for ASC, FIRST for DESC)."""
+
+    expr: Expr
+    desc: bool = False
+    nulls_first: bool = False
+
+
+@dataclass(frozen=True)
+class Window(Expr):
+    """A ranking window function as a whole SELECT-list item: row_number, rank or dense_rank
+    OVER (PARTITION BY `partition` ORDER BY `order`). Its type is int8 (bigint)."""
+
+    name: str
+    partition: tuple[Expr, ...]
+    order: tuple[SortItem, ...]
+
+
 def children(e: Expr) -> tuple[Expr, ...]:
     """The direct sub-expressions of `e`, in evaluation order."""
     if isinstance(e, (Op, BoolOp, Func)):
@@ -156,6 +176,8 @@ def children(e: Expr) -> tuple[Expr, ...]:
         return tuple(out) + (() if e.default is None else (e.default,))
     if isinstance(e, Agg):
         return tuple(x for x in (e.arg, e.filter) if x is not None)
+    if isinstance(e, Window):
+        return (*e.partition, *(o.expr for o in e.order))
     return ()
 
 
@@ -211,6 +233,17 @@ class Select:
     where: Expr | None
     group_by: tuple[Expr, ...]
     having: Expr | None
+    # Top-K (views.window): only the rows whose window column named `top[0]` is at most
+    # `top[1]` are output; `shown` lists the columns output as (column of this SELECT, or "*"
+    # for all of them; output name), None for all. `ORDER BY ... LIMIT K` is a hidden
+    # ROW_NUMBER column with `top` on it.
+    top: tuple[str, int] | None = None
+    shown: tuple[tuple[str, str], ...] | None = None
+
+    @property
+    def window(self) -> bool:
+        """Whether the view has window functions (a ranking, views.window)."""
+        return any(isinstance(c.expr, Window) for c in self.columns)
 
     @property
     def tables(self) -> tuple[TableRef, ...]:

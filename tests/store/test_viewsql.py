@@ -250,12 +250,29 @@ def test_resolve_errors(sql: str, message: str) -> None:
 
 REJECTED = [
     (
-        "SELECT rank() OVER (ORDER BY id) FROM players",
-        "1:25: view v: window functions are not supported (rank() OVER (ORDER BY id))",
+        "SELECT percent_rank() OVER (ORDER BY id) FROM players",
+        "1:25: view v: window function percent_rank() is not supported",
     ),
     (
         "SELECT sum(id) OVER () FROM players",
-        "1:25: view v: window functions are not supported (sum(id) OVER ())",
+        "1:25: view v: window function sum() is not supported (sum(id) OVER ())",
+    ),
+    (
+        "SELECT id + rank() OVER (ORDER BY id) FROM players",
+        "1:30: view v: window functions are supported only as a whole SELECT-list item",
+    ),
+    (
+        "SELECT team_id, count(*) AS n, rank() OVER (ORDER BY team_id) FROM players GROUP BY team_id",
+        "1:49: view v: window functions over GROUP BY or aggregates in the same SELECT are "
+        "not supported",
+    ),
+    (
+        "SELECT rank() OVER (ORDER BY id), row_number() OVER (ORDER BY name) FROM players",
+        "1:52: view v: window functions of one view must share one window",
+    ),
+    (
+        "SELECT rank() OVER w FROM players WINDOW w AS (ORDER BY id)",
+        "1:52: view v: named windows",
     ),
     (
         "SELECT id FROM (SELECT id FROM players) q",
@@ -276,11 +293,27 @@ REJECTED = [
         "1:41: view v: INTERSECT is not supported",
     ),
     ("SELECT id FROM players EXCEPT SELECT id FROM teams", "1:41: view v: EXCEPT is not supported"),
-    ("SELECT id FROM players ORDER BY id", "1:41: view v: ORDER BY inside a view is not supported"),
-    ("SELECT id FROM players LIMIT 5", "1:41: view v: LIMIT/OFFSET inside a view is not supported"),
+    (
+        "SELECT id FROM players ORDER BY id",
+        "1:41: view v: ORDER BY inside a view without LIMIT is not supported",
+    ),
+    ("SELECT id FROM players LIMIT 5", "1:41: view v: LIMIT without ORDER BY picks arbitrary rows"),
+    (
+        "SELECT id FROM players ORDER BY id LIMIT 5 OFFSET 5",
+        "1:53: view v: OFFSET inside a view is not supported",
+    ),
     (
         "SELECT id FROM players OFFSET 5",
-        "1:41: view v: LIMIT/OFFSET inside a view is not supported",
+        "1:41: view v: OFFSET inside a view is not supported",
+    ),
+    (
+        "SELECT * FROM (SELECT id, rank() OVER (ORDER BY id) AS r FROM players) t WHERE id <= 3",
+        "1:97: view v: Top-K needs WHERE on a window column of the subquery; id is not one",
+    ),
+    (
+        "SELECT id + 1 FROM (SELECT id, rank() OVER (ORDER BY id) AS r FROM players) t "
+        "WHERE r <= 3",
+        "1:25: view v: over a Top-K subquery the SELECT list names the subquery's columns only",
     ),
     ("SELECT DISTINCT id FROM players", "1:25: view v: SELECT DISTINCT is not supported"),
     (
@@ -351,12 +384,12 @@ def test_position_is_line_and_column_in_file() -> None:
         "CREATE VIEW ok AS SELECT id FROM players;\n"
         "-- ranks\n"
         "CREATE MATERIALIZED VIEW player_ranks AS\n"
-        "  SELECT id, rank() OVER (ORDER BY id) FROM players;\n"
+        "  SELECT id, ntile(4) OVER (ORDER BY id) FROM players;\n"
     )
     with pytest.raises(ConfigError) as exc:
         parse_views(text, "my/views.sql")
     assert str(exc.value).startswith(
-        "my/views.sql:4:14: view player_ranks: window functions are not supported (rank() OVER"
+        "my/views.sql:4:14: view player_ranks: window function ntile() is not supported (ntile(4) OVER"
     )
 
 

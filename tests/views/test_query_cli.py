@@ -115,11 +115,11 @@ def test_run_refuses_a_bad_views_file_before_touching_anything(dsn: str, tmp_pat
     pg_exec(dsn, SCHEMA)
     bad = tmp_path / "views.sql"
     bad.write_text("CREATE VIEW ok AS SELECT id FROM players;\n\n"
-                   "CREATE VIEW ranks AS SELECT id, rank() OVER (ORDER BY id) FROM players;\n")  # fmt: skip
+                   "CREATE VIEW ranks AS SELECT id, ntile(4) OVER (ORDER BY id) FROM players;\n")  # fmt: skip
     proc = start_process(dsn, tmp_path / "data", "--views", str(bad))
     assert proc.wait(60) == 1
     log = (tmp_path / "data.log").read_text()
-    assert f"{bad}:3:33: view ranks: window functions are not supported" in log
+    assert f"{bad}:3:33: view ranks: window function ntile() is not supported" in log
     assert not (tmp_path / "data").exists()  # failed before creating the store
 
 
