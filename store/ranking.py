@@ -45,7 +45,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from viewstore.codecs.key import encode_value
-from viewstore.codecs.value import pack_fields, unpack_fields
+from viewstore.codecs.value import CORRUPT_HINT, pack_fields, unpack_fields
+from viewstore.errors import StoreError
 from viewstore.views.window import WindowPlan
 
 if TYPE_CHECKING:
@@ -265,7 +266,10 @@ class Ranking:
         pl, ol = _LENS.unpack_from(value)
         order, okey = suffix[pl : pl + ol], suffix[pl + ol :]
         stored = self.engine.vget(_row_key(view.view_id, okey))
-        assert stored is not None, "a full ranking outputs every row"
+        if stored is None:
+            raise StoreError(
+                f"view {view.plan.name}: its order index names a row the view lacks", CORRUPT_HINT
+            )
         row = unpack_fields(stored)
         got = dict(zip(wp.funcs, (row[i] for i in wp.window_outputs), strict=True))
         rn, rank = got.get("row_number", 0), got.get("rank", 0)

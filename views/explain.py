@@ -84,6 +84,30 @@ def explain(plan: Any) -> str:
             out.append(f"    {describe(agg.expr)}: state {state}")
         if plan.having_expr is not None:
             out.append(f"  HAVING {describe(plan.having_expr)}")
+    wp = plan.window
+    if wp is not None:
+        exprs = [e for _, e in plan.output_exprs]
+        part = ", ".join(describe(exprs[i]) for i in wp.partition) or "(one partition)"
+        order = ", ".join(
+            describe(exprs[i]) + (" DESC" if d else "") + (" NULLS FIRST" if nf else " NULLS LAST")
+            for i, d, nf in zip(wp.order, wp.desc, wp.nulls_first, strict=True)
+        )
+        out.append(
+            f"  {', '.join(f.upper() + '()' for f in wp.funcs)} OVER (PARTITION BY {part} "
+            f"ORDER BY {order}; ties by the row key): an order index per partition "
+            "(store.ranking)"
+        )
+        if wp.top is None:
+            out.append(
+                "    a change renumbers its partition from its first changed position while the "
+                "numbers differ from the stored ones"
+            )
+        else:
+            out.append(
+                f"    Top-K: only rows whose {wp.funcs[wp.top[0]].upper()}() <= {wp.top[1]} are "
+                "output; a change renumbers its partition's top (none after its first row "
+                "left out)"
+            )
     sorted_by = ", ".join(names[i] for i in plan.sort_columns) or "none"
     out.append(f"  sort indexes: {sorted_by}")
     out.append("")

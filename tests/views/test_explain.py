@@ -26,6 +26,9 @@ FROM player_scores s JOIN players p ON p.id = s.player_id
 WHERE s.score > 0 GROUP BY p.name;
 
 CREATE INDEX ON scores_by_name (name);
+
+CREATE MATERIALIZED VIEW top_scores AS
+SELECT s.id, s.score FROM player_scores s ORDER BY s.score DESC, s.id LIMIT 10;
 """
 
 
@@ -73,6 +76,22 @@ def test_explain_general_join(tmp_path: Path) -> None:
     assert "GROUP BY p.name" in out
 
 
+def test_explain_top_k(tmp_path: Path) -> None:
+    data, views = _store(tmp_path)
+    result = CliRunner().invoke(
+        main, ["explain", "top_scores", "--data", str(data), "--views", str(views)]
+    )
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "columns: id integer, score numeric" in out
+    assert (
+        "ROW_NUMBER() OVER (PARTITION BY (one partition) ORDER BY s.score DESC NULLS FIRST, "
+        "s.id NULLS LAST; ties by the row key)" in out
+    )
+    assert "Top-K: only rows whose ROW_NUMBER() <= 10 are output" in out
+    assert "def project(row):" in out
+
+
 def test_explain_unknown_view(tmp_path: Path) -> None:
     data, views = _store(tmp_path)
     result = CliRunner().invoke(
@@ -80,7 +99,7 @@ def test_explain_unknown_view(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "no view nope in" in result.output
-    assert "player_total_scores, scores_by_name" in result.output
+    assert "player_total_scores, scores_by_name, top_scores" in result.output
 
 
 def test_generated_pack_is_pack_fields() -> None:

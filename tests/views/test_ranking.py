@@ -129,3 +129,26 @@ def test_rankings_equal_postgres(dsn: str, tmp_path) -> None:
     )
     assert_mix(stats)
     assert stats["as-of reads"] >= 20 * len(VIEWS), stats
+
+
+def test_rankings_through_chunks_and_reconnects(dsn: str, tmp_path) -> None:
+    """The same views when transactions are applied in chunks (each chunk's view changes are
+    undo-logged, the next chunk renumbers over them) and the replication connection drops
+    (the engine's caches and the ranking's batch overlay are discarded, the group streamed
+    again)."""
+    stats = run_differential(
+        dsn,
+        tmp_path,
+        SCHEMA,
+        TABLES,
+        VIEWS,
+        seed_value=seed(61),
+        transactions=360,
+        check_every=20,
+        max_statements=10,
+        disconnect_every=45,
+        large_txn_rows=6,
+        chunk_rows=3,
+    )
+    assert_mix(stats)
+    assert stats["large transactions"] >= 10 and stats["reconnects"] >= 4, stats

@@ -22,7 +22,8 @@ from viewstore.store.engine import row_key
 from viewstore.store.viewcatalog import stored_views
 
 # Views over the crash workload's tables: aggregates over numeric with NaN and ±Infinity, a
-# join from a composite-key table, a filter/project view, and NULL group keys throughout.
+# join from a composite-key table, a filter/project view, and NULL group keys throughout; a
+# ranking (NaN and ±Infinity prices among the ties) and a Top-K.
 VIEWS = """
 CREATE MATERIALIZED VIEW by_label AS
 SELECT label, count(*) AS n, sum(qty) AS qty, sum(price) AS price, avg(qty) AS avg_qty,
@@ -37,6 +38,14 @@ GROUP BY d.k1;
 CREATE MATERIALIZED VIEW flagged AS
 SELECT id, qty * 2 AS double_qty, coalesce(label, '?') || '!' AS shout
 FROM items WHERE flag AND qty IS NOT NULL;
+
+CREATE MATERIALIZED VIEW price_ranks AS
+SELECT id, label, price, RANK() OVER (PARTITION BY label ORDER BY price DESC) AS rank,
+       DENSE_RANK() OVER (PARTITION BY label ORDER BY price DESC) AS dense
+FROM items;
+
+CREATE MATERIALIZED VIEW top_qty AS
+SELECT id, qty, label FROM items ORDER BY qty DESC NULLS LAST, id LIMIT 10;
 """
 
 
@@ -96,7 +105,7 @@ def test_kill9_under_load_then_verify_finds_no_difference(dsn: str, tmp_path: Pa
     wait_caught_up(dsn, data, alive=_alive(proc))
     result = _verify(dsn, data)
     assert result.returncode == 0, result.stdout + result.stderr
-    for view in ("by_label", "docs_items", "flagged"):
+    for view in ("by_label", "docs_items", "flagged", "price_ranks", "top_qty"):
         assert f"{view}: OK" in result.stdout
     assert assert_history_chains(data) > 100  # no change lost or doubled by the crashes
     proc.send_signal(signal.SIGTERM)
