@@ -133,6 +133,7 @@ class Ranking:
         """Forget what the batch wrote (discarded, or in RocksDB now)."""
         # view id -> output key -> base row (None: the row left), this transaction's changes
         self.changes: dict[int, dict[bytes, Typed | None]] = {}
+        self.moved: set[bytes] = set()  # output keys of the rows being moved, one view at a time
         # (view id, partition key) -> {`o` suffix: value, None for deleted}: the order-index
         # writes of this batch, which the engine's RocksDB iterator does not see.
         self.over: dict[tuple[int, bytes], dict[bytes, bytes | None]] = {}
@@ -225,6 +226,7 @@ class Ranking:
             assert wp is not None
             # partition key -> [lowest, highest changed suffix, highest changed order key]
             spans: dict[bytes, list[bytes]] = {}
+            self.moved = set(changed)
 
             for okey, base in changed.items():
                 lkey = locator_key(vid, okey)
@@ -256,6 +258,16 @@ class Ranking:
                     self._top(view, wp, pkey, lo)
         self.changes.clear()
 
+    def _current(self, view: ActiveView, okey: bytes) -> Any:
+        """The row's output as this transaction has it so far, packed (None: not shown). A
+        view over views may number one partition twice in a transaction (its rows change at
+        two levels of the stack): the second walk compares with what the first one made."""
+        k = (view.view_id, okey)
+        if k in self.engine.touched:
+            out = self.engine.pending[k]
+            return None if out is None else view.plan.code["pack"](out)
+        return self.engine.vget(_row_key(view.view_id, okey))
+
     def _numbers(self, view: ActiveView, wp: WindowPlan, pkey: bytes, lo: bytes) -> list[Any]:
         """[row number, rank, dense rank, order key] of the entry before `lo` (zeros and None
         at the partition's start), from its stored output row."""
@@ -265,7 +277,7 @@ class Ranking:
         suffix, value = prev
         pl, ol = _LENS.unpack_from(value)
         order, okey = suffix[pl : pl + ol], suffix[pl + ol :]
-        stored = self.engine.vget(_row_key(view.view_id, okey))
+        stored = self._current(view, okey)
         if stored is None:
             raise StoreError(
                 f"view {view.plan.name}: its order index names a row the view lacks", CORRUPT_HINT
@@ -293,7 +305,7 @@ class Ranking:
         rn, rank, dense, prev_order = self._numbers(view, wp, pkey, lo)
         peers_matter = any(f != "row_number" for f in wp.funcs)
         funcs = wp.funcs
-        touched, pending = engine.touched, engine.pending
+        moved, pending = self.moved, engine.pending
         for suffix, value in self._forward(vid, pkey, lo):
             pl, ol = _LENS.unpack_from(value)
             order, okey = suffix[pl : pl + ol], suffix[pl + ol :]
@@ -303,10 +315,10 @@ class Ranking:
             nums = {"row_number": rn, "rank": rank, "dense_rank": dense}
             out = wp.output(unpack_fields(value[4:]), [nums[f] for f in funcs])
             k = (vid, okey)
-            if k in touched:
+            if okey in moved:
                 pending[k] = out
                 continue
-            if pack(out) != engine.vget(_row_key(vid, okey)):
+            if pack(out) != self._current(view, okey):
                 engine._touch(view, okey)
                 pending[k] = out
             elif suffix > hi and (not peers_matter or order != hi_order):
@@ -323,7 +335,7 @@ class Ranking:
         pack = view.plan.code["pack"]
         j, k_max = wp.top  # type: ignore[misc]
         funcs = wp.funcs
-        touched, pending = engine.touched, engine.pending
+        moved, pending = self.moved, engine.pending
         rn = rank = dense = 0
         prev_order = None
         excluded = None
@@ -339,18 +351,18 @@ class Ranking:
                 values = [nums[f] for f in funcs]
                 if values[j] <= k_max:
                     out = wp.output(unpack_fields(value[4:]), values)
-                    if k in touched:
+                    if okey in moved:
                         pending[k] = out
-                    elif pack(out) != engine.vget(_row_key(vid, okey)):
+                    elif pack(out) != self._current(view, okey):
                         engine._touch(view, okey)
                         pending[k] = out
                     continue
                 excluded = suffix
             # Past the top: the unchanged rows still shown are a prefix of these (their old
             # order is kept), so the first one not shown ends the walk.
-            if k in touched:
+            if okey in moved:
                 continue  # a changed row: gone unless numbered above
-            if engine.vget(_row_key(vid, okey)) is None:
+            if self._current(view, okey) is None:
                 break
             engine._touch(view, okey)
             pending[k] = None

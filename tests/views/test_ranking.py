@@ -152,3 +152,89 @@ def test_rankings_through_chunks_and_reconnects(dsn: str, tmp_path) -> None:
     )
     assert_mix(stats)
     assert stats["large transactions"] >= 10 and stats["reconnects"] >= 4, stats
+
+
+STACK_SCHEMA = """
+CREATE TABLE players (id integer PRIMARY KEY, name text NOT NULL, team_id integer);
+CREATE TABLE player_scores (id integer PRIMARY KEY, player_id integer, score numeric(6, 1));
+"""
+
+STACK_TABLES = [
+    Table(
+        "players",
+        ids=60,
+        columns={
+            "name": choice("mario", "peach", "bowser", "luigi"),
+            "team_id": maybe_null(ints(1, 4), 0.1),
+        },
+        weight=0.5,
+    ),
+    Table(
+        "player_scores",
+        ids=150,
+        columns={
+            "player_id": maybe_null(ints(1, 64), 0.05),
+            "score": lambda rng: Decimal(rng.randint(0, 6)),  # ties between totals
+        },
+    ),
+]
+
+# The issue's views, pasted verbatim: a ranking over a view, Top-K per group over a join with
+# an aggregate subquery, and the global top 100 over a view; and a smaller top, so that
+# players cross its boundary.
+STACK_VIEWS = [
+    View(
+        "player_total_scores",
+        """SELECT p.id AS player_id, p.name, COALESCE(SUM(s.score), 0) AS total_score
+FROM players p LEFT JOIN player_scores s ON p.id = s.player_id
+GROUP BY p.id""",
+    ),
+    View(
+        "player_ranks",
+        """SELECT player_id, name, total_score,
+       RANK() OVER (ORDER BY total_score DESC) AS rank
+FROM player_total_scores""",
+    ),
+    View(
+        "team_top3",
+        """SELECT * FROM (
+  SELECT p.team_id, p.id, s.total, ROW_NUMBER() OVER (PARTITION BY p.team_id ORDER BY s.total DESC, p.id) AS rn
+  FROM players p JOIN (SELECT player_id, SUM(score) AS total FROM player_scores GROUP BY player_id) s
+    ON s.player_id = p.id
+) t WHERE rn <= 3""",
+    ),
+    View(
+        "top100",
+        """SELECT player_id, total_score FROM player_total_scores ORDER BY total_score DESC, player_id LIMIT 100""",
+    ),
+    View(
+        "top7",
+        "SELECT player_id, total_score FROM player_total_scores "
+        "ORDER BY total_score DESC, player_id LIMIT 7",
+    ),
+    # A view over a ranking: how many players share each rank.
+    View("rank_sizes", "SELECT rank, COUNT(*) AS players FROM player_ranks GROUP BY rank"),
+]
+
+
+def test_issue_views_over_views_equal_postgres(dsn: str, tmp_path) -> None:
+    """The issue's stacked leaderboard views, verbatim, equal Postgres (as of every compared
+    LSN too): window views and Top-K over views and over a join with a subquery, and a view
+    over a ranking."""
+    stats = run_differential(
+        dsn,
+        tmp_path,
+        STACK_SCHEMA
+        + "".join(
+            f"CREATE VIEW {v.name} AS {v.select};\n"
+            for v in STACK_VIEWS
+            if v.name in ("player_total_scores", "player_ranks")
+        ),
+        STACK_TABLES,
+        STACK_VIEWS,
+        seed_value=seed(160),
+        transactions=345,
+        check_every=15,
+        as_of=True,
+    )
+    assert_mix(stats)
