@@ -61,6 +61,13 @@ VIEW_ID = "viewstore.view-id"
 FINGERPRINT = "viewstore.fingerprint"
 BUILT_AT = "viewstore.built-at"
 _LAYOUT = "iceberg1"  # part of the fingerprint: a table of another layout is replaced
+# Every metadata file lists every snapshot: with `run --export` committing every 30 s they would
+# grow without end. Once a table has _EXPIRE_AT snapshots, the export expires all but the
+# newest _KEEP_SNAPSHOTS (the data stays: an append-only table's files are all still in the
+# current snapshot), and old metadata files are deleted after each commit.
+_EXPIRE_AT = 200
+_KEEP_SNAPSHOTS = 100
+_TABLE_PROPERTIES = {"write.metadata.delete-after-commit.enabled": "true"}
 
 Hook = Callable[[str], None]
 
@@ -221,6 +228,7 @@ def _export_view(
             progress.add(held)
     finally:
         convert.close()
+    _expire(table)
     if progress.rows >= batch_rows:
         progress.done()
     return progress.rows, commits
@@ -242,19 +250,33 @@ def _commit(table: Any, tables: list[pa.Table], after: int, upto: int, hook: Hoo
         hook("export-after-commit")
 
 
+def _expire(table: Any) -> None:
+    """Expire all but the newest _KEEP_SNAPSHOTS snapshots once there are _EXPIRE_AT (never
+    a branch's or tag's head). Exactly-once does not need them: `exported_lsn` falls back to
+    the table property."""
+    snapshots = table.snapshots()
+    if len(snapshots) < _EXPIRE_AT:
+        return
+    protected = {ref.snapshot_id for ref in table.metadata.refs.values()}
+    old = sorted(snapshots, key=lambda s: (s.timestamp_ms, s.sequence_number))[:-_KEEP_SNAPSHOTS]
+    ids = [s.snapshot_id for s in old if s.snapshot_id not in protected]
+    if ids:
+        table.maintenance.expire_snapshots().by_ids(ids).commit()
+
+
 def _table(catalog: Any, target: Target, info: ViewRecord) -> Any:
     """The view's table, created if missing; replaced (with a warning) if it holds another
     build of the view."""
     ident = (target.namespace, info.name)
-    props = {
+    build = {
         VIEW_ID: str(info.view_id),
         FINGERPRINT: f"{info.fingerprint}/{_LAYOUT}",
         BUILT_AT: str(info.built_at or ""),
     }
     if catalog.table_exists(ident):
         table = catalog.load_table(ident)
-        held = {k: table.properties.get(k) for k in props}
-        if held == props:
+        held = {k: table.properties.get(k) for k in build}
+        if held == build:
             return table
         log.warning(
             "iceberg export: %s.%s holds another build of view %s (%s); replacing it",
@@ -262,6 +284,7 @@ def _table(catalog: Any, target: Target, info: ViewRecord) -> Any:
         )  # fmt: skip
         catalog.drop_table(ident)
     schema, spec = _schema(info)
+    props = {**_TABLE_PROPERTIES, **build}
     return catalog.create_table(ident, schema=schema, partition_spec=spec, properties=props)
 
 

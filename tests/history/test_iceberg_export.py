@@ -38,6 +38,7 @@ from runner import PipelineThread, kill9, start_process, view_rows, wait_caught_
 from viewstore.codecs.key import encode_key
 from viewstore.codecs.value import pack_fields
 from viewstore.demo import SEED_SQL, VIEW_SQL
+from viewstore.history import iceberg
 from viewstore.history.changelog import changes, entries
 from viewstore.history.duckdb_copy import _layout
 from viewstore.history.iceberg import LSN_FROM, LSN_TO, Target, exported_lsn
@@ -415,7 +416,9 @@ def _synthetic_store(data: Path, keys: int, txns: int, days: int, first: bool = 
         store.write(batch, sync=True)
 
 
-def test_time_range_scans_prune_files_and_a_postgres_catalog(dsn: str, tmp_path: Path) -> None:
+def test_time_range_scans_prune_files_and_a_postgres_catalog(
+    dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
     data = tmp_path / "data"
@@ -469,6 +472,17 @@ def test_time_range_scans_prune_files_and_a_postgres_catalog(dsn: str, tmp_path:
     _synthetic_store(data, keys=50, txns=20, days=1, first=False)
     assert lakeexport.export(data, target).appended == {"board": 20}
     _assert_tables_equal_log(data, target, tmp_path / "duck2", complete=True)
+
+    # Snapshots do not pile up: past _EXPIRE_AT, all but the newest _KEEP_SNAPSHOTS go.
+    monkeypatch.setattr(iceberg, "_EXPIRE_AT", 4)
+    monkeypatch.setattr(iceberg, "_KEEP_SNAPSHOTS", 2)
+    counts = []
+    for _ in range(4):
+        _synthetic_store(data, keys=50, txns=5, days=1, first=False)
+        lakeexport.export(data, target)
+        counts.append(len(table.refresh().snapshots()))
+    assert max(counts) < 4 and counts[-1] == 2, counts
+    _assert_tables_equal_log(data, target, tmp_path / "duck3", complete=True)
 
 
 # --------------------------------------------------------------------------- 3. run --export
