@@ -79,14 +79,9 @@ def boundary_key(view_id: int, pkey: bytes) -> bytes:
     return _view_prefix(view_id) + b"b" + pkey
 
 
-def _norm(v: Any) -> Any:
-    # -0.0 = 0.0 in Postgres (peers, one partition); their IEEE encodings differ.
-    return 0.0 if type(v) is float and v == 0 else v
-
-
 def partition_key(wp: WindowPlan, base: Typed) -> bytes:
     """The encoded PARTITION BY values of a base row."""
-    return b"".join(encode_value(_norm(base[i])) for i in wp.partition)
+    return b"".join(encode_value(base[i]) for i in wp.partition)
 
 
 def order_key(wp: WindowPlan, base: Typed) -> bytes:
@@ -97,7 +92,7 @@ def order_key(wp: WindowPlan, base: Typed) -> bytes:
         if v is None:
             parts.append(_NULL_FIRST if nulls_first else _NULL_LAST)
             continue
-        e = encode_value(_norm(v))
+        e = encode_value(v)  # -0.0 and 0.0 encode alike, as Postgres's peers
         parts.append(_VALUE + (e.translate(_INVERT) if desc else e))
     return b"".join(parts)
 

@@ -10,6 +10,8 @@ leader, TRUNCATE empties a table within a transaction, and rollbacks change noth
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 from decimal import Decimal
 
 from viewdiff import Table, View, assert_mix, choice, ints, maybe_null, run_differential, seed
@@ -20,7 +22,9 @@ CREATE TABLE players (
     team text,
     score numeric(8, 1),
     level integer,
-    name text
+    name text,
+    w double precision,
+    day date
 );
 CREATE TABLE scores (id integer PRIMARY KEY, player_id integer, points integer);
 """
@@ -35,6 +39,11 @@ TABLES = [
             "score": maybe_null(lambda rng: Decimal(rng.randint(0, 12)).scaleb(-1) * 5, 0.15),
             "level": maybe_null(ints(1, 4), 0.2),
             "name": maybe_null(choice("ann", "bob", "cid", "dee", "eve", "Zed", "al")),
+            # -0 and 0 are peers (and one partition), NaN sorts after every number.
+            "w": maybe_null(choice(-0.0, 0.0, 1.5, -2.25, math.inf, -math.inf, math.nan)),
+            "day": maybe_null(
+                lambda rng: dt.date(2024, 1, 1) + dt.timedelta(days=rng.randint(0, 3))
+            ),
         },
     ),
     Table(
@@ -103,6 +112,20 @@ WHERE s.points IS NOT NULL""",
   SELECT team, id, level, DENSE_RANK() OVER (PARTITION BY team ORDER BY level DESC) AS d
   FROM players WHERE level IS NOT NULL
 ) x WHERE d = 1""",
+    ),
+    # Floats (signed zeros, infinities, NaN) and dates, in partitions and ORDER BY.
+    View(
+        "float_ranks",
+        """SELECT id, w, day,
+       RANK() OVER (PARTITION BY day ORDER BY w DESC NULLS LAST) AS r,
+       DENSE_RANK() OVER (PARTITION BY day ORDER BY w DESC NULLS LAST) AS d
+FROM players""",
+    ),
+    View(
+        "float_top",
+        """SELECT * FROM (
+  SELECT id, w, RANK() OVER (PARTITION BY w ORDER BY day NULLS FIRST) AS r FROM players
+) t WHERE r <= 2""",
     ),
     # ORDER BY ... LIMIT in a view: a hidden row number.
     View("top5", "SELECT id, score, name FROM players ORDER BY score DESC, id LIMIT 5"),
