@@ -225,7 +225,8 @@ class Ranking:
 
             for okey, base in changed.items():
                 lkey = locator_key(vid, okey)
-                old = engine.vget(lkey)
+                # A backfill files each row once, into an empty index: no entry to move.
+                old = None if self.loading else engine.vget(lkey)
                 if old is not None:
                     pl, ol = _LENS.unpack_from(old)
                     suffix = old[4:]
@@ -408,7 +409,7 @@ class Ranking:
                     break
                 it.seek(after)
                 continue
-            engine._touch(view, okey)
+            engine.touched[(vid, okey)] = None  # a new view: no row stored before
             engine.pending[(vid, okey)] = wp.output(unpack_fields(value[4:]), values)
             it.next()
             done += 1
