@@ -300,7 +300,7 @@ class Ranking:
         pack = view.plan.code["pack"]
         rn, rank, dense, prev_order = self._numbers(view, wp, pkey, lo)
         peers_matter = any(f != "row_number" for f in wp.funcs)
-        funcs = wp.funcs
+        assemble = wp.assemble
         moved, pending = self.moved, engine.pending
         for suffix, value in self._forward(vid, pkey, lo):
             pl, ol = _LENS.unpack_from(value)
@@ -308,8 +308,9 @@ class Ranking:
             rn += 1
             if order != prev_order:
                 rank, dense, prev_order = rn, dense + 1, order
-            nums = {"row_number": rn, "rank": rank, "dense_rank": dense}
-            out = wp.output(unpack_fields(value[4:]), [nums[f] for f in funcs])
+            base = unpack_fields(value[4:])
+            base += (rn, rank, dense)
+            out = assemble(base)
             k = (vid, okey)
             if okey in moved:
                 pending[k] = out
@@ -329,8 +330,8 @@ class Ranking:
         if boundary is not None and lo > boundary:
             return  # every change is after the first row left out: the top is as it was
         pack = view.plan.code["pack"]
-        j, k_max = wp.top  # type: ignore[misc]
-        funcs = wp.funcs
+        j, k_max = wp.top_slot  # type: ignore[misc]
+        assemble = wp.assemble
         moved, pending = self.moved, engine.pending
         rn = rank = dense = 0
         prev_order = None
@@ -343,10 +344,11 @@ class Ranking:
                 rn += 1
                 if order != prev_order:
                     rank, dense, prev_order = rn, dense + 1, order
-                nums = {"row_number": rn, "rank": rank, "dense_rank": dense}
-                values = [nums[f] for f in funcs]
-                if values[j] <= k_max:
-                    out = wp.output(unpack_fields(value[4:]), values)
+                nums = (rn, rank, dense)
+                if nums[j] <= k_max:
+                    row = unpack_fields(value[4:])
+                    row += nums
+                    out = assemble(row)
                     if okey in moved:
                         pending[k] = out
                     elif pack(out) != self._current(view, okey):
@@ -374,6 +376,7 @@ class Ranking:
         wp = view.plan.window
         assert wp is not None
         self.loading = False
+        top, assemble = wp.top_slot, wp.assemble
         base = order_prefix(vid)
         n = len(base)
         it = engine.views_cf.iter()
@@ -398,9 +401,8 @@ class Ranking:
             rn += 1
             if order != prev_order:
                 rank, dense, prev_order = rn, dense + 1, order
-            nums = {"row_number": rn, "rank": rank, "dense_rank": dense}
-            values = [nums[f] for f in wp.funcs]
-            if wp.top is not None and values[wp.top[0]] > wp.top[1]:
+            nums = (rn, rank, dense)
+            if top is not None and nums[top[0]] > top[1]:
                 # The rest of the partition is left out: on to the next one.
                 engine.vput(boundary_key(vid, pkey), suffix)
                 after = _successor(base + pkey)
@@ -410,7 +412,9 @@ class Ranking:
                 it.seek(after)
                 continue
             engine.touched[(vid, okey)] = None  # a new view: no row stored before
-            engine.pending[(vid, okey)] = wp.output(unpack_fields(value[4:]), values)
+            row = unpack_fields(value[4:])
+            row += nums
+            engine.pending[(vid, okey)] = assemble(row)
             it.next()
             done += 1
             if done % 2000 == 0:

@@ -18,8 +18,11 @@ Nothing here touches RocksDB.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from operator import itemgetter
+from typing import Any
 
 from viewstore.views.tree import Expr, OutputColumn, Select, SortItem, Window
 
@@ -46,12 +49,28 @@ class WindowPlan:
     shown: tuple[int, ...]
     top: tuple[int, int] | None
 
-    def output(self, base: Sequence[object], values: Sequence[int]) -> tuple[object, ...]:
-        """The output row of a base row whose window functions gave `values`."""
-        layout = self.layout
-        return tuple(
-            base[layout[i]] if layout[i] >= 0 else values[-1 - layout[i]] for i in self.shown
-        )
+    @cached_property
+    def assemble(self) -> Callable[[list[Any]], tuple[Any, ...]]:
+        """The output row from a base row (a list) extended by its [row number, rank, dense
+        rank]: one itemgetter, as this runs for every row a change renumbers."""
+        nbase = sum(1 for x in self.layout if x >= 0) + len(self.partition) + len(self.order)
+        slot = {"row_number": 0, "rank": 1, "dense_rank": 2}
+        idx = [
+            self.layout[i] if self.layout[i] >= 0 else nbase + slot[self.funcs[-1 - self.layout[i]]]
+            for i in self.shown
+        ]
+        if len(idx) == 1:
+            one = idx[0]
+            return lambda row: (row[one],)
+        return itemgetter(*idx)  # type: ignore[return-value]
+
+    @property
+    def top_slot(self) -> tuple[int, int] | None:
+        """`top` as (0: row number, 1: rank, 2: dense rank; K), in `assemble`'s order."""
+        if self.top is None:
+            return None
+        slot = {"row_number": 0, "rank": 1, "dense_rank": 2}
+        return slot[self.funcs[self.top[0]]], self.top[1]
 
     @property
     def window_outputs(self) -> tuple[int, ...]:
