@@ -111,7 +111,8 @@ def postgres_side(
                 conn.execute(f"REFRESH MATERIALIZED VIEW {name}")  # type: ignore[arg-type]
                 timings[name].append(time.perf_counter() - t)
     medians = {name: round(statistics.median(ts) * 1000, 1) for name, ts in timings.items()}
-    return pg, {"refresh_ms": medians, "refresh_runs_ms": timings}
+    runs = {name: [round(t * 1000, 1) for t in ts] for name, ts in timings.items()}
+    return pg, {"refresh_ms": medians, "refresh_runs_ms": runs}
 
 
 class _Timer:
