@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from test_stacked import SEED_SCHEMA, TABLES
 from viewdiff import View, assert_mix, run_differential, seed
 
@@ -45,21 +46,6 @@ DERIVED = [
     ),
     View("distinct_star", "SELECT DISTINCT * FROM (SELECT team, name FROM players) x"),
 ]
-
-
-def test_derived_tables_and_distinct_equal_postgres(dsn: str, tmp_path: Path) -> None:
-    stats = run_differential(
-        dsn,
-        tmp_path,
-        SEED_SCHEMA,
-        TABLES,
-        DERIVED,
-        seed_value=seed(161),
-        transactions=300,
-        disconnect_every=80,
-        as_of=True,
-    )
-    assert_mix(stats, commits=200)
 
 
 SEMI = [
@@ -110,21 +96,6 @@ SEMI = [
 ]
 
 
-def test_in_and_exists_equal_postgres(dsn: str, tmp_path: Path) -> None:
-    stats = run_differential(
-        dsn,
-        tmp_path,
-        SEED_SCHEMA,
-        TABLES,
-        SEMI,
-        seed_value=seed(162),
-        transactions=300,
-        disconnect_every=80,
-        as_of=True,
-    )
-    assert_mix(stats, commits=200)
-
-
 UNIONS = [
     View(
         "people_and_scores",
@@ -156,14 +127,21 @@ UNIONS = [
 ]
 
 
-def test_unions_equal_postgres(dsn: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("views", "seed_value"),
+    [(DERIVED, 161), (SEMI, 162), (UNIONS, 163)],
+    ids=["derived tables and DISTINCT", "IN and EXISTS", "UNION"],
+)
+def test_subqueries_equal_postgres(
+    dsn: str, tmp_path: Path, views: list[View], seed_value: int
+) -> None:
     stats = run_differential(
         dsn,
         tmp_path,
         SEED_SCHEMA,
         TABLES,
-        UNIONS,
-        seed_value=seed(163),
+        views,
+        seed_value=seed(seed_value),
         transactions=300,
         disconnect_every=80,
         as_of=True,
