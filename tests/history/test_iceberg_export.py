@@ -6,7 +6,8 @@
    commit, then after a commit; each run leaves exactly a prefix of the log, and the next one
    completes it: read back with pyiceberg's scan and with DuckDB over the committed Parquet
    files, each table equals the store's log row for row (numerics exact). More transactions
-   are then exported incrementally, in commits whose LSN ranges follow on. The S3 secret and a
+   are then exported incrementally, in commits whose LSN ranges follow on. Exports killed from
+   outside at moments that follow the load leave a prefix too. The S3 secret and a
    catalog password appear in no output.
 2. A synthetic store whose history spans several days: a one-day scan plans only that day's
    files (partition pruning), with that day's rows; a Postgres catalog; DuckDB's read_parquet.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -217,8 +219,6 @@ def _assert_tables_equal_log(
 
 
 def _random_transactions(dsn: str, n: int, seed: int) -> None:
-    import random
-
     rng = random.Random(seed)
     for _ in range(n):
         statements = []
@@ -295,7 +295,7 @@ def test_export_to_s3_exactly_once_across_kill9_then_incremental(
     partial = catalog.load_table(("viewstore", "exact_totals"))
     reached = exported_lsn(partial)
     assert reached is not None and 0 < reached < applied
-    _assert_tables_equal_log(data, target, tmp_path / "duck0")
+    _assert_tables_equal_log(data, target, tmp_path / "duck0", duck=False)
     assert len(partial.snapshots()) == 1
     assert partial.current_snapshot().summary[LSN_FROM] == "0"
     written = _parquet_objects(s3, "wh/viewstore/exact_totals/")
@@ -305,6 +305,32 @@ def test_export_to_s3_exactly_once_across_kill9_then_incremental(
     killed = _export_cli(data, *args, crash_at="export-after-commit:3")
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     _assert_tables_equal_log(data, target, tmp_path / "duck1", duck=False)
+
+    # Killed from outside, at moments that follow the load (writing files, inside a catalog
+    # commit, ...), in commits of 10 changes: each time a prefix of the log, at least once
+    # partway through.
+    small = [*args[:4], "--commit-rows", "10", "--batch-rows", "10"]
+    before = _assert_tables_equal_log(data, target, tmp_path / "duck1", duck=False)
+    delay, partway = 1.5, 0
+    for _ in range(8):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "viewstore.cli", "export", "--data", str(data), *small],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **S3_ENV},
+        )
+        time.sleep(delay)
+        kill9(proc)
+        now = _assert_tables_equal_log(data, target, tmp_path / "duck1", duck=False)
+        if now == before:
+            delay += 0.5  # killed before its first commit
+        elif set(now.values()) == {applied} and len(now) == len(total):
+            break
+        else:
+            partway += 1
+            break
+        before = now
+    assert partway, f"never killed partway (last delay {delay} s)"
 
     done = _export_cli(data, *args)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -321,13 +347,13 @@ def test_export_to_s3_exactly_once_across_kill9_then_incremental(
 
     # A second export with nothing new commits nothing; after more transactions, it appends
     # only them.
-    again = _export_cli(data, *args)
-    assert again.returncode == 0 and "0 new changes" in again.stdout, again.stdout
+    again = lakeexport.export(data, target, commit_rows=60, batch_rows=30)
+    assert again.rows == 0 and not any(again.commits.values()), again
     with PipelineThread(dsn, data, views_file=views) as p:
         _random_transactions(dsn, 40, seed=2)
         wait_caught_up(dsn, data, alive=p.check)
-    more = _export_cli(data, *args)
-    assert more.returncode == 0, more.stdout + more.stderr
+    more = lakeexport.export(data, target, commit_rows=60, batch_rows=30)
+    assert more.rows > 0, more
     after = _assert_tables_equal_log(data, target, tmp_path / "duck3", complete=True)
     assert min(after.values()) > applied
     table = catalog.load_table(("viewstore", "player_total_scores"))
@@ -338,7 +364,7 @@ def test_export_to_s3_exactly_once_across_kill9_then_incremental(
     bad_catalog = _export_cli(
         data, *args[:4], "--catalog", "postgresql://u:hunter2-Secret@127.0.0.1:9/db"
     )
-    for run in (killed, done, again, more, bad, bad_catalog):
+    for run in (killed, done, bad, bad_catalog):
         assert SECRET not in run.stdout + run.stderr
     assert bad.returncode == 1 and "Error: " in bad.stderr, bad.stderr
     assert bad_catalog.returncode == 1 and "hunter2-Secret" not in bad_catalog.stderr
