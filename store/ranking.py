@@ -41,6 +41,7 @@ Everything is written through the engine's Writer, in the same batch as the mirr
 from __future__ import annotations
 
 import struct
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -118,7 +119,10 @@ class Ranking:
     """The ranking state of every window view of one engine (`store.engine.ViewEngine`)."""
 
     def __init__(self, engine: ViewEngine) -> None:
-        self.engine = engine
+        # A weak reference: the engine owns this, and a cycle would keep the engine (and its
+        # RocksDB handles, so the store's lock) alive after the applier drops it, until the
+        # garbage collector runs: a store stopped with an error could not be opened again.
+        self.engine: ViewEngine = weakref.proxy(engine)
         # A backfill's first pass only files the rows in the order index; `backfill` then
         # numbers them all in one walk (a walk per batch of rows would be quadratic).
         self.loading = False
