@@ -60,6 +60,15 @@ log = logging.getLogger("viewstore")
 _CHUNK = 50_000
 
 
+class RankingInfo(BaseModel):
+    """What a window view ranks, for readers that show it (the leaderboard page)."""
+
+    function: str  # row_number, rank or dense_rank (the first of the view's)
+    column: str | None  # the output column holding it (None: ORDER BY ... LIMIT's, hidden)
+    top: int | None  # Top-K: the view holds the rows numbered up to this
+    partitioned: bool  # PARTITION BY: numbered within each partition
+
+
 class ViewInfo(BaseModel):
     """A view as the store keeps it (meta key `view/<name>`)."""
 
@@ -78,6 +87,7 @@ class ViewInfo(BaseModel):
     # Output column -> [precision, scale], for the columns the view's SQL casts to numeric(p, s):
     # the DuckDB copy keeps those as DECIMAL (history.duckdb_copy). Not in the fingerprint.
     typmods: dict[str, list[int]] = {}
+    ranking: RankingInfo | None = None  # a window view (views.window)
 
     @property
     def history_start(self) -> Lsn | None:
@@ -335,6 +345,7 @@ def _backfill(store: Store, plan: ViewPlan, view_id: int) -> ViewInfo:
             for c in plan.columns
             if c.typmod is not None and c.type_oid == NUMERIC
         },
+        ranking=_ranking_info(plan),
     )
     _put_info(store, info)
     log.info("view %s: building from the mirror at %s", plan.name, lsn)
@@ -370,6 +381,20 @@ def _backfill(store: Store, plan: ViewPlan, view_id: int) -> ViewInfo:
     info = info.model_copy(update={"state": "ready", "built_at": str(lsn)})
     _put_info(store, info)
     return info
+
+
+def _ranking_info(plan: ViewPlan) -> RankingInfo | None:
+    window = plan.window
+    if window is None:
+        return None
+    first = -1  # the first window function's entry in the SELECT-list layout
+    shown = [i for i in window.shown if window.layout[i] == first]
+    return RankingInfo(
+        function=window.funcs[0],
+        column=plan.columns[window.shown.index(shown[0])].name if shown else None,
+        top=None if window.top is None else window.top[1],
+        partitioned=bool(window.partition),
+    )
 
 
 def _record_initial_rows(store: Store, view_id: int, lsn: Lsn) -> None:
