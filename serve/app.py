@@ -77,6 +77,13 @@ class ColumnModel(BaseModel):
     type: str = Field(description="Postgres type name")
 
 
+class RankingModel(BaseModel):
+    function: str = Field(description="row_number, rank or dense_rank")
+    column: str | None = Field(description="the column holding it (None: ORDER BY ... LIMIT's)")
+    top: int | None = Field(description="Top-K: the view holds the rows numbered up to this")
+    partitioned: bool = Field(description="numbered within each PARTITION BY group")
+
+
 class ViewModel(BaseModel):
     name: str
     columns: list[ColumnModel]
@@ -84,6 +91,9 @@ class ViewModel(BaseModel):
     rows: int
     applied_lsn: str
     history_from: str | None = Field(description="first LSN as-of reads and since= accept")
+    ranking: RankingModel | None = Field(
+        default=None, description="a window view: what it ranks (the page shows it as the rank)"
+    )
 
 
 class RowsModel(BaseModel):
@@ -278,6 +288,11 @@ def create_app(config: ServerConfig) -> FastAPI:
                     rows=row_count(store, info.view_id),
                     applied_lsn=str(applied),
                     history_from=None if info.history_start is None else str(info.history_start),
+                    ranking=(
+                        None
+                        if info.ranking is None
+                        else RankingModel.model_validate(info.ranking.model_dump())
+                    ),
                 )
                 for info in sorted(stored_views(store).values(), key=lambda i: i.name)
                 if info.state == "ready"
