@@ -74,15 +74,43 @@ def chunks(
     each ending at a transaction boundary and holding about `batch_rows` changes (more when
     one transaction holds more). Columns: HEAD, then each wire's column after the change, then
     `before_<column>`."""
+    for raw in raw_chunks(store, view_id, after, until, batch_rows):
+        yield decode(raw, wires)
+
+
+@dataclass(frozen=True)
+class RawChunk:
+    """A chunk of a view's log as read, before its decode: commit LSNs and sequence numbers
+    (numpy arrays, from the keys) and the entries' values, in key order."""
+
+    lsn: Any
+    seq: Any
+    values: list[bytes]
+
+
+def raw_chunks(
+    store: HistoryStore,
+    view_id: int,
+    after: int,
+    until: int,
+    batch_rows: int,
+    first_rows: int | None = None,
+) -> Iterator[RawChunk]:
+    """What `chunks` decodes, read: the reading (RocksDB, which holds the GIL) and the decode
+    (numpy and Arrow, which mostly do not) can then run in separate threads. With
+    `first_rows`, the first chunk holds about that many changes and each next one twice as
+    many, up to `batch_rows`: a consumer of a short range gets its first chunk sooner."""
     if after + 1 >= 1 << 64:
         return
     low = change_key(view_id, after + 1, 0)
     high = prefix_end(change_lsn_prefix(view_id, until))
+    rows = min(first_rows or batch_rows, batch_rows)
     while low < high:
-        keys = store.history_range(low, high, batch_rows + 1)
+        limit, rows = rows, min(2 * rows, batch_rows)
+        keys = store.history_range(low, high, limit + 1)
         if not keys:
             return
-        if len(keys) > batch_rows:  # more to come: end at the last whole transaction
+        if len(keys) > limit:  # more to come: end at the last whole transaction
             lsns = change_key_columns(b"".join(keys))[0]
             cut = int(np.searchsorted(lsns, lsns[-1]))
             if cut:
@@ -99,8 +127,16 @@ def chunks(
                 "history: the log changed while the DuckDB copy read it",
                 hint="sync from a read-only open of the store (viewstore history does)",
             )
-        yield _columnar(lsn, seq, values, wires) or _per_entry(lsn, seq, values, wires)
+        yield RawChunk(lsn, seq, values)
         low = end
+
+
+def decode(raw: RawChunk, wires: Sequence[Wire]) -> pa.Table:
+    """The Arrow table of a raw chunk (see `chunks`): a column at a time when every value's
+    tags are ones its wire takes, else entry by entry."""
+    return _columnar(raw.lsn, raw.seq, raw.values, wires) or _per_entry(
+        raw.lsn, raw.seq, raw.values, wires
+    )
 
 
 def _columnar(lsn: Any, seq: Any, values: list[bytes], wires: Sequence[Wire]) -> pa.Table | None:

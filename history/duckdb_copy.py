@@ -63,7 +63,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +90,10 @@ CHECKPOINTS = "viewstore_checkpoints"  # the schema of the checkpoint tables, on
 # changes, and the checkpoint table stays a fraction of the change table.
 _COPY_SPACING = 4
 _LOCK_WAIT = 30.0  # seconds to wait for another process to close the copy
+# The first chunk of a sync holds about this many changes, each next one twice as many up to
+# `batch_rows`: DuckDB appends the first while the next ones are read and decoded, which a
+# short (incremental) sync, one chunk otherwise, would not overlap at all.
+_FIRST_CHUNK = 25_000
 
 # DuckDB type, wire form (history.changecolumns) and the value tags the columnar decode takes,
 # of each Postgres type OID; numeric (1700) is decided per column (`_layout`); other types are
@@ -112,6 +116,10 @@ _DECIMAL_DIGITS = 38  # DuckDB's widest DECIMAL
 # Part of the fingerprint the copy records per view: a copy made with another layout (before
 # exact numerics) is rebuilt by the next sync rather than appended to.
 _LAYOUT = "copy2"
+
+
+def _no_crash(_: str) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -168,9 +176,12 @@ def sync_store(
     *,
     batch_rows: int = 200_000,
     wait: float = _LOCK_WAIT,
+    crash: Callable[[str], None] = _no_crash,
 ) -> SyncResult:
     """Bring the DuckDB copy of the history up to the store's applied LSN, for its ready
-    `views` (the store, opened read-only, and its views are the caller's)."""
+    `views` (the store, opened read-only, and its views are the caller's). `crash` is called
+    at the points a test kills the sync at: 'history-copy-appended' (a chunk's rows and
+    checkpoints are in, its DuckDB transaction not committed) and 'history-copy-committed'."""
     started = time.monotonic()
     applied = store.applied_lsn()
     path = copy_path(data_dir)
@@ -180,7 +191,7 @@ def sync_store(
         _drop_removed(con, views)
         result = SyncResult(applied)
         for name in sorted(views):
-            result.appended[name] = _sync_view(con, store, views[name], applied, batch_rows)
+            result.appended[name] = _sync_view(con, store, views[name], applied, batch_rows, crash)
     except duckdb.Error as exc:
         # A full or failing disk: the chunk being appended is rolled back with its sync LSN,
         # so the next sync starts where the copy stands, and every change lands once.
@@ -392,7 +403,12 @@ def _create_macros(con: Any, info: ViewRecord) -> None:
 
 
 def _sync_view(
-    con: Any, store: HistoryStore, info: ViewRecord, applied: Lsn, batch_rows: int
+    con: Any,
+    store: HistoryStore,
+    info: ViewRecord,
+    applied: Lsn,
+    batch_rows: int,
+    crash: Callable[[str], None],
 ) -> int:
     """Append the view's changes up to `applied`; the number of changes appended."""
     start = int(info.history_start or 0)
@@ -423,7 +439,7 @@ def _sync_view(
     _create_macros(con, info)
     if synced >= applied:
         return 0
-    return _append(con, store, info, synced, int(applied), batch_rows)
+    return _append(con, store, info, synced, int(applied), batch_rows, crash)
 
 
 def _apply_retention(
@@ -450,21 +466,34 @@ def _apply_retention(
 
 
 def _append(
-    con: Any, store: HistoryStore, info: ViewRecord, synced: int, until: int, batch: int
+    con: Any,
+    store: HistoryStore,
+    info: ViewRecord,
+    synced: int,
+    until: int,
+    batch: int,
+    crash: Callable[[str], None],
 ) -> int:
     table = _ident(info.name)
     select = _select(info)
     progress = Progress(info.name, 0, task="history copy")
     marks = [c for c in checkpoint.lsns(store, info.view_id) if synced < c <= until]
-    for chunk in _ahead(_chunks(store, info, synced, until, batch)):
+    wires = [c.wire for c in _layout(info)]
+    raw = changecolumns.raw_chunks(store, info.view_id, synced, until, batch, _FIRST_CHUNK)
+    # Three threads: one reads the log (rocksdict holds the GIL), one decodes it (numpy and
+    # Arrow, mostly without the GIL), and this one appends (DuckDB, without the GIL).
+    decoded = (changecolumns.decode(r, wires) for r in _ahead(raw, "history-copy-read"))
+    for chunk in _ahead(decoded, "history-copy-decode"):
         last = chunk.column("lsn")[-1].as_py()
         con.execute("BEGIN")
         con.register("chunk", chunk)
         con.execute(f"INSERT INTO {table} SELECT {select} FROM chunk")
         con.unregister("chunk")
         marks = _copy_checkpoints(con, store, info, marks, last)
+        crash("history-copy-appended")
         con.execute(f"UPDATE {SYNC_TABLE} SET synced_lsn = ? WHERE view = ?", [last, info.name])
         con.execute("COMMIT")
+        crash("history-copy-committed")
         progress.add(chunk.num_rows)
     # No change between the last chunk and `until`: the copy is synced to `until` all the same.
     con.execute("BEGIN")
@@ -505,19 +534,20 @@ def _copy_checkpoints(
     return marks
 
 
-def _ahead(chunks: Iterator[pa.Table], depth: int = 2) -> Iterator[pa.Table]:
-    """The same chunks, read and decoded in a thread up to `depth` ahead: DuckDB appends one
-    chunk (without holding the GIL) while the next is read. Stops the thread when the
-    consumer stops early; raises what the thread raised."""
+def _ahead(items: Iterator[Any], name: str, depth: int = 2) -> Iterator[Any]:
+    """The same items, made in a thread (`name`) up to `depth` ahead: the consumer works on
+    one while the next is made. Stops the thread, and closes `items` (a generator: so that
+    a thread feeding it stops too), when the consumer stops early; raises what the thread
+    raised."""
     queue: Queue[tuple[str, Any]] = Queue(depth)
     stop = threading.Event()
 
     def produce() -> None:
         try:
-            for chunk in chunks:
+            for item in items:
                 while not stop.is_set():
                     try:
-                        queue.put(("chunk", chunk), timeout=0.1)
+                        queue.put(("item", item), timeout=0.1)
                         break
                     except Full:
                         continue
@@ -526,8 +556,12 @@ def _ahead(chunks: Iterator[pa.Table], depth: int = 2) -> Iterator[pa.Table]:
             queue.put(("end", None))
         except BaseException as exc:  # handed to the consumer, which raises it
             queue.put(("error", exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
 
-    thread = threading.Thread(target=produce, name="history-copy-read", daemon=True)
+    thread = threading.Thread(target=produce, name=name, daemon=True)
     thread.start()
     try:
         while True:

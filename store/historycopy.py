@@ -6,6 +6,7 @@ while `viewstore run` writes it) and hands it the store's ready views.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,21 @@ _LOCK_WAIT = 30.0  # seconds to wait for another process to close the copy
 
 
 def sync(
-    data_dir: str | Path, *, batch_rows: int = 200_000, wait: float = _LOCK_WAIT
+    data_dir: str | Path,
+    *,
+    batch_rows: int = 200_000,
+    wait: float = _LOCK_WAIT,
+    crash: Callable[[str], None] | None = None,
 ) -> SyncResult:
-    """Bring the DuckDB copy of the history up to the store's applied LSN."""
+    """Bring the DuckDB copy of the history up to the store's applied LSN (`crash`: the
+    test hook of `duckdb_copy.sync_store`)."""
     store = Store.open(data_dir, readonly=True)
     try:
         views = {name: info for name, info in stored_views(store).items() if info.state == "ready"}
-        return duckdb_copy.sync_store(store, views, data_dir, batch_rows=batch_rows, wait=wait)
+        hook = {} if crash is None else {"crash": crash}
+        return duckdb_copy.sync_store(
+            store, views, data_dir, batch_rows=batch_rows, wait=wait, **hook
+        )
     finally:
         store.close()
 

@@ -526,7 +526,7 @@ def history(
     _setup_logging(False)
     try:
         if not no_sync:
-            result = historycopy.sync(data_dir, batch_rows=batch_rows)
+            result = historycopy.sync(data_dir, batch_rows=batch_rows, crash=_crash_hook_from_env())
             if sql is None:
                 for view, n in sorted(result.appended.items()):
                     click.echo(f"{view}: {n:,} new changes")
