@@ -94,23 +94,17 @@ def raw_chunks(
     after: int,
     until: int,
     batch_rows: int,
-    first_rows: int | None = None,
 ) -> Iterator[RawChunk]:
-    """What `chunks` decodes, read: the reading (RocksDB, which holds the GIL) and the decode
-    (numpy and Arrow, which mostly do not) can then run in separate threads. With
-    `first_rows`, the first chunk holds about that many changes and each next one twice as
-    many, up to `batch_rows`: a consumer of a short range gets its first chunk sooner."""
+    """The chunks of `chunks` as read, before `decode`."""
     if after + 1 >= 1 << 64:
         return
     low = change_key(view_id, after + 1, 0)
     high = prefix_end(change_lsn_prefix(view_id, until))
-    rows = min(first_rows or batch_rows, batch_rows)
     while low < high:
-        limit, rows = rows, min(2 * rows, batch_rows)
-        keys = store.history_range(low, high, limit + 1)
+        keys = store.history_range(low, high, batch_rows + 1)
         if not keys:
             return
-        if len(keys) > limit:  # more to come: end at the last whole transaction
+        if len(keys) > batch_rows:  # more to come: end at the last whole transaction
             lsns = change_key_columns(b"".join(keys))[0]
             cut = int(np.searchsorted(lsns, lsns[-1]))
             if cut:
