@@ -485,7 +485,7 @@ def _append(
     # 201k): each of the decode's numpy steps gives the GIL up and then waits up to the switch
     # interval (5 ms) for the reading thread, which holds it, to give it back.
     decoded = (changecolumns.decode(r, wires) for r in raw)
-    for chunk in _ahead(decoded, "history-copy-read"):
+    for chunk in _ahead(decoded):
         last = chunk.column("lsn")[-1].as_py()
         con.execute("BEGIN")
         con.register("chunk", chunk)
@@ -536,11 +536,10 @@ def _copy_checkpoints(
     return marks
 
 
-def _ahead(items: Iterator[Any], name: str, depth: int = 2) -> Iterator[Any]:
+def _ahead(items: Iterator[Any], depth: int = 2, name: str = "history-copy-read") -> Iterator[Any]:
     """The same items, made in a thread (`name`) up to `depth` ahead: the consumer works on
-    one while the next is made. Stops the thread, and closes `items` (a generator: so that
-    a thread feeding it stops too), when the consumer stops early; raises what the thread
-    raised."""
+    one while the next is made (the Iceberg export uses it too). Stops the thread, and closes
+    `items` (a generator), when the consumer stops early; raises what the thread raised."""
     queue: Queue[tuple[str, Any]] = Queue(depth)
     stop = threading.Event()
 
