@@ -6,6 +6,10 @@
     GET /views/{name}/changes?since=&snapshot=&until=
                                             a long-lived stream (store.feed): NDJSON, or
                                             Server-Sent Events for Accept: text/event-stream
+    GET /views/{name}/history               the retained range: first and last LSN, times
+    GET /views/{name}/top?order_by=&desc=&limit=&as_of=|at=&points=
+                                            the top N now, or as of an LSN or a commit time,
+                                            with each row's values up to then (the chart)
     GET /healthz                            liveness (never needs the token)
     GET /metrics                            Prometheus text
     GET /                                   the live leaderboard page
@@ -46,6 +50,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from viewstore.errors import ConfigError, NotFound, NotReady, StoreError, ViewstoreError
 from viewstore.ingest.lsn import Lsn
 from viewstore.render import json_value
+from viewstore.store import asofread
 from viewstore.store.feed import Feed, ViewGone
 from viewstore.store.sources import Source
 from viewstore.store.viewcatalog import stored_views
@@ -102,6 +107,55 @@ class RowsModel(BaseModel):
     columns: list[str]
     rows: list[dict[str, Any]] = Field(description="numeric values are exact decimal text")
     truncated: bool = Field(description="more rows matched than `limit`")
+
+
+class PointModel(BaseModel):
+    lsn: str
+    commit_time: str | None = Field(description="null: the rows the view was built with")
+
+
+class MarkModel(BaseModel):
+    lsn: str
+    change: PointModel | None = Field(
+        description="the view's last change at or before `lsn` (null: none since first_lsn)"
+    )
+
+
+class HistoryRangeModel(BaseModel):
+    view: str
+    first_lsn: str = Field(description="the first LSN `as_of` accepts")
+    first_reason: str = Field(description="'build' (the view's) or 'retention' (its cutoff)")
+    first_change: PointModel | None = Field(
+        description="the view's first change after first_lsn: the earliest time `at` accepts"
+    )
+    last_lsn: str = Field(description="the applied LSN")
+    last_commit_time: str | None = Field(description="of the last transaction applied")
+    marks: list[MarkModel] = Field(description="evenly spaced LSNs from first to last")
+
+
+class SeriesPoint(BaseModel):
+    lsn: str
+    commit_time: str | None
+    value: Any = Field(description="the ordered column after the change; null: row deleted")
+
+
+class TopModel(BaseModel):
+    view: str
+    lsn: str = Field(description="the rows are the view as of this LSN")
+    live: bool = Field(description="`lsn` is the applied LSN: the view now")
+    applied_lsn: str
+    change: PointModel | None = Field(
+        description="the view's last change at or before `lsn` (null: its history's start)"
+    )
+    previous_lsn: str | None = Field(description="the view's change before `change`")
+    next_lsn: str | None = Field(description="the view's first change after `lsn`")
+    order_by: str
+    desc: bool
+    columns: list[str]
+    rows: list[dict[str, Any]] = Field(description="numeric values are exact decimal text")
+    series: list[list[SeriesPoint]] | None = Field(
+        description="with points > 0: each row's changes up to `lsn`, in the order of `rows`"
+    )
 
 
 class HealthModel(BaseModel):
@@ -332,6 +386,100 @@ def create_app(config: ServerConfig) -> FastAPI:
         return await run_in_threadpool(read)
 
     @app.get(
+        "/views/{name}/history",
+        response_model=HistoryRangeModel,
+        dependencies=[Depends(auth)],
+        summary="The retained range of a view's history: what as_of and at accept",
+    )
+    async def history_range(name: str, marks: int = Query(10, ge=1, le=100)) -> HistoryRangeModel:
+        def read() -> HistoryRangeModel:
+            with config.source.reading() as store:
+                info = find_view(store, name)
+                found = asofread.history_range(store, info, marks)
+            return HistoryRangeModel(
+                view=info.name,
+                first_lsn=str(found.first_lsn),
+                first_reason=found.first_reason,
+                first_change=_point(found.first_change),
+                last_lsn=str(found.last_lsn),
+                last_commit_time=asofread.iso_time(found.last_time),
+                marks=[MarkModel(lsn=str(m), change=_point(c)) for m, c in found.marks],
+            )
+
+        return await run_in_threadpool(read)
+
+    @app.get(
+        "/views/{name}/top",
+        response_model=TopModel,
+        dependencies=[Depends(auth)],
+        summary="The top N of a view now, or as of an LSN or a commit time",
+        description="Sorted and limited on the server (a view may have millions of rows). "
+        "`as_of` is an LSN (inclusive), `at` an ISO 8601 time with its zone (the view's last "
+        "change committed at or before it); neither: now. With `points` > 0, each row's "
+        "values of `order_by` up to then, at most `points` per row, for a chart.",
+    )
+    async def top(
+        name: str,
+        order_by: str,
+        desc: bool = True,
+        limit: int = Query(10, ge=0, le=1000),
+        as_of: str | None = Query(None, description="an LSN, e.g. 0/16B3748; inclusive"),
+        at: str | None = Query(None, description="a time, e.g. 2026-12-04T14:05:03Z"),
+        points: int = Query(0, ge=0, le=2000),
+    ) -> TopModel:
+        if as_of is not None and at is not None:
+            raise ConfigError(
+                "as_of and at both given", hint="give an LSN (as_of) or a time (at), not both"
+            )
+        lsn = Lsn.parse(as_of) if as_of is not None else None
+        when = asofread.parse_time(at) if at is not None else None
+
+        def read() -> TopModel:
+            with config.source.reading() as store:
+                info = find_view(store, name)
+                applied = store.applied_lsn()
+                if when is not None:
+                    at_lsn = asofread.lsn_at_time(store, info, when)
+                else:
+                    at_lsn = applied if lsn is None else lsn
+                found = asofread.top_as_of(store, info, order_by, desc, limit, at_lsn)
+                where = asofread.position(store, info, at_lsn)
+                lines = (
+                    asofread.series(store, info, [k for k, _ in found], order_by, at_lsn, points)
+                    if points
+                    else None
+                )
+            names = [c.name for c in info.columns]
+            return TopModel(
+                view=info.name,
+                lsn=str(at_lsn),
+                live=at_lsn >= applied,
+                applied_lsn=str(applied),
+                change=_point(where.change),
+                previous_lsn=None if where.previous is None else str(where.previous),
+                next_lsn=None if where.next is None else str(where.next),
+                order_by=order_by,
+                desc=desc,
+                columns=names,
+                rows=[
+                    {c: json_value(v) for c, v in zip(names, row, strict=True)} for _, row in found
+                ],
+                series=None
+                if lines is None
+                else [
+                    [
+                        SeriesPoint(
+                            lsn=str(p), commit_time=asofread.iso_time(t), value=json_value(v)
+                        )
+                        for p, t, v in line
+                    ]
+                    for line in lines
+                ],
+            )
+
+        return await run_in_threadpool(read)
+
+    @app.get(
         "/views/{name}/changes",
         dependencies=[Depends(auth)],
         response_model=ChangeLine,
@@ -441,6 +589,12 @@ def _host_name(header: str) -> str:
 def _host_allowed(host: str, allowed: frozenset[str]) -> bool:
     # *.localhost resolves to loopback in browsers (RFC 6761), so no one else can point it here.
     return host in allowed or host.endswith(".localhost")
+
+
+def _point(step: asofread.Step | None) -> PointModel | None:
+    if step is None:
+        return None
+    return PointModel(lsn=str(Lsn(step.lsn)), commit_time=asofread.iso_time(step.commit_time))
 
 
 def _status(exc: ViewstoreError) -> int:
