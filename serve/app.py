@@ -153,6 +153,7 @@ class TopModel(BaseModel):
     desc: bool
     columns: list[str]
     rows: list[dict[str, Any]] = Field(description="numeric values are exact decimal text")
+    row_count: int = Field(description="rows the view had as of `lsn`")
     series: list[list[SeriesPoint]] | None = Field(
         description="with points > 0: each row's changes up to `lsn`, in the order of `rows`"
     )
@@ -442,7 +443,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                     at_lsn = asofread.lsn_at_time(store, info, when)
                 else:
                     at_lsn = applied if lsn is None else lsn
-                found = asofread.top_as_of(store, info, order_by, desc, limit, at_lsn)
+                found, count = asofread.top_as_of(store, info, order_by, desc, limit, at_lsn)
                 where = asofread.position(store, info, at_lsn)
                 lines = (
                     asofread.series(store, info, [k for k, _ in found], order_by, at_lsn, points)
@@ -464,6 +465,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 rows=[
                     {c: json_value(v) for c, v in zip(names, row, strict=True)} for _, row in found
                 ],
+                row_count=count,
                 series=None
                 if lines is None
                 else [

@@ -37,7 +37,7 @@ from viewstore.history.timeline import (
 from viewstore.ingest.lsn import Lsn
 from viewstore.store.db import Store
 from viewstore.store.viewcatalog import ViewInfo
-from viewstore.store.viewread import check_as_of, column_index, query_rows
+from viewstore.store.viewread import check_as_of, column_index, query_rows, row_count
 
 
 @dataclass(frozen=True)
@@ -124,18 +124,17 @@ def position(store: Store, info: ViewInfo, lsn: Lsn) -> Position:
 
 def top_as_of(
     store: Store, info: ViewInfo, order_by: str, desc: bool, limit: int, lsn: Lsn
-) -> list[tuple[bytes, tuple[Any, ...]]]:
+) -> tuple[list[tuple[bytes, tuple[Any, ...]]], int]:
     """(output key, row) of the first `limit` rows of the view as of `lsn` in `order_by`
-    order (see the module docstring for how)."""
+    order (see the module docstring for how), and how many rows the view had then."""
     check_as_of(store, info, lsn)
     column = column_index(info, order_by)
-    if limit <= 0:
-        return []
     if lsn >= store.applied_lsn() and info.key_columns:
         rows = query_rows(store, info, None, order_by, desc, limit)
-        return [(encode_key([r[c] for c in info.key_columns]), r) for r in rows]
+        top = [(encode_key([r[c] for c in info.key_columns]), r) for r in rows]
+        return top, row_count(store, info.view_id)
     keys, images = images_as_of(store, info.view_id, lsn)
-    return top_images(keys, images, column, desc, limit)
+    return top_images(keys, images, column, desc, limit), len(keys)
 
 
 def top_images(

@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from helpers import pg_exec, pg_query
 from runner import current_lsn, start_process
 
+import viewstore
 from viewstore.demo import SEED_SQL, VIEW, VIEW_SQL
 from viewstore.ingest.lsn import Lsn
 
@@ -52,7 +54,7 @@ sync_api = pytest.importorskip(
 SELECT = VIEW_SQL.split(" AS\n", 1)[1].rstrip().rstrip(";")
 TOP_SQL = (
     f"SELECT player_id, name, total_score::text FROM ({SELECT}) v "
-    "ORDER BY total_score DESC, player_id LIMIT 10"
+    "ORDER BY v.total_score DESC, v.player_id LIMIT 10"  # the numeric, not its text
 )
 TOKEN = "s3cret-t0ken"
 SEEN_WITHIN = 5.0  # seconds: a committed score must be on the page by then
@@ -300,3 +302,116 @@ def test_demo_serves_the_page_live(dsn: str, page: Any) -> None:
     assert proc.returncode == 0, output
     assert "view matches Postgres" in output, output
     assert re.search(rf"leaderboard page: {re.escape(url)}$", output, re.M), output
+
+
+# The scrubber's state, read from the DOM: the mode pill's text and the LSN it shows (None: live).
+MODE_JS = """() => ({text: document.querySelector('#mode').textContent,
+                    lsn: document.querySelector('#mode').dataset.lsn || null})"""
+FRAGMENT_AS_OF_JS = "() => new URLSearchParams(location.hash.slice(1)).get('as_of')"
+
+
+def record_transactions(dsn: str, server: Server) -> list[tuple[Lsn, list[list[str]]]]:
+    """Transactions committed one at a time, each followed by Postgres's top 10 (nothing else
+    writes: it is the view as of that commit); the view's build first. Returns (the commit LSN
+    the store recorded for it, that top 10), oldest first."""
+    statements = [
+        "INSERT INTO player_scores (player_id, score) VALUES (3, 2.00)",  # Bowser leads
+        "INSERT INTO players (name) VALUES ('Toad')",  # a row joins, total 0
+        "UPDATE player_scores SET score = score + 4 WHERE player_id = 1",  # Mario leads
+        "DELETE FROM player_scores WHERE player_id = 3",  # Bowser drops to 0
+        "INSERT INTO player_scores (player_id, score) VALUES (2, 9.00), (6, 1.00)",
+        "UPDATE players SET name = 'Luigi II' WHERE id = 2",  # the leader's name, not its total
+    ]
+    tops: list[tuple[int | None, list[list[str]]]] = [(None, postgres_top(dsn))]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for sql in statements:
+            with conn.transaction():
+                conn.execute(sql)  # type: ignore[call-overload]
+                xid = conn.execute("SELECT txid_current()").fetchone()[0]  # type: ignore[index]
+            tops.append((xid, postgres_top(dsn)))
+            server.wait_caught_up()  # commit times apart
+    with viewstore.open(server.data) as vs:
+        start = Lsn.parse(vs_history_from(server))
+        commits = {c["xid"]: c["lsn"] for c in vs.changes(VIEW, since=start)}
+    records = [(start, tops[0][1])] + [(commits[xid], top) for xid, top in tops[1:]]
+    assert len({lsn for lsn, _ in records}) == len(records), records
+    return records
+
+
+def vs_history_from(server: Server) -> str:
+    return httpx.get(server.url + "views", timeout=5).json()[0]["history_from"]
+
+
+def as_of(records: list[tuple[Lsn, list[list[str]]]], lsn: Lsn) -> list[list[str]]:
+    """Postgres's top 10 as of `lsn`: that of the last record at or before it."""
+    return [top for at, top in records if at <= lsn][-1]
+
+
+def test_scrubber_goes_back_in_time_and_plays_forward_to_live(
+    seeded: Callable[..., Server], dsn: str, page: Any
+) -> None:
+    server = seeded()
+    records = record_transactions(dsn, server)
+    board = lambda: page.evaluate(BOARD_JS)  # noqa: E731
+    mode = lambda: page.evaluate(MODE_JS)  # noqa: E731
+    page.goto(server.url)
+    wait_for(board, postgres_top(dsn), 10, "the live board")
+    assert mode() == {"text": "live", "lsn": None}
+    page.wait_for_selector("#prev:not([disabled])", timeout=10_000)  # the range is read
+
+    # Drag the thumb to the middle of the track: the page shows the view as of the LSN there,
+    # which must be Postgres's as of the last recorded commit at or before it.
+    box = page.locator("#scrub").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] - 4, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.7, y, steps=5)
+    page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=5)
+    page.mouse.up()
+    wait_for(lambda: mode()["lsn"] is not None, True, 10, "a moment in the past")
+    dragged = Lsn.parse(mode()["lsn"])
+    assert records[0][0] < dragged < records[-1][0], (dragged, records)
+    wait_for(board, as_of(records, dragged), 10, f"the board as of {dragged}")
+    assert mode()["text"].startswith("as of ") and str(dragged) in mode()["text"]
+    assert page.evaluate(FRAGMENT_AS_OF_JS) == str(dragged)
+    assert page.text_content("#row-count") == str(len(as_of(records, dragged)))
+
+    # Step to each recorded commit before it, then forward to each after: exactly the
+    # recorded LSNs, each board Postgres's then; the chart has a line per row shown, ending
+    # at the moment shown, the leader's highest.
+    here = max(i for i, (lsn, _) in enumerate(records) if lsn <= dragged)
+    for i in [*range(here - 1, -1, -1), *range(1, len(records) - 1)]:
+        page.click("#prev" if i < here else "#next")
+        lsn, top = records[i]
+        wait_for(lambda: mode()["lsn"], str(lsn), 10, f"record {i}'s LSN")
+        wait_for(board, top, 10, f"the board as of record {i} ({lsn})")
+        here = i
+        lines = page.evaluate(CHART_JS)
+        assert sorted(line["key"] for line in lines) == sorted(key(r[0]) for r in top), lines
+        leader = min(lines, key=lambda line: line["lastY"])
+        assert leader["key"] == key(top[0][0]) or Decimal(top[0][2]) == Decimal(top[1][2]), lines
+    assert page.is_disabled("#prev") is False
+    # The first record: no change before the build.
+    assert here == len(records) - 2
+
+    # Play: forward to now, then live, and live updates arrive again.
+    page.click("#prev")
+    wait_for(lambda: mode()["lsn"], str(records[-3][0]), 10, "one change back")
+    page.click("#play")
+    assert page.text_content("#play") == "❚❚ pause"
+    wait_for(mode, {"text": "live", "lsn": None}, 30, "live after playing")
+    assert page.evaluate(FRAGMENT_AS_OF_JS) is None
+    wait_for(board, postgres_top(dsn), 5, "the live board after playing")
+    pg_exec(dsn, "INSERT INTO player_scores (player_id, score) VALUES (5, 20.00)")
+    now = postgres_top(dsn)
+    assert now[0][:2] == ["5", "Yoshi"], now
+    wait_for(board, now, SEEN_WITHIN, "a live update after playing")
+
+    # An address with as_of= opens at that moment.
+    lsn, top = records[2]
+    page.goto("about:blank")
+    page.goto(f"{server.url}#as_of={lsn}")
+    wait_for(lambda: mode()["lsn"], str(lsn), 10, "the moment in the address")
+    wait_for(board, top, 10, "the board of the moment in the address")
+    page.click("#live")
+    wait_for(board, postgres_top(dsn), 10, "live again")

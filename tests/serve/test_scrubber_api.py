@@ -204,10 +204,13 @@ def test_history_range_names_the_build_and_the_applied_lsn(env: Env) -> None:
 @pytest.mark.parametrize("limit", [5, 1000])
 def test_top_as_of_every_recorded_lsn_equals_postgres(env: Env, limit: int) -> None:
     records = env.records
+    applied = viewstore.open(env.data).applied_lsn()
     for i, record in enumerate(records):
         want = record.rows[:limit]
         got = env.top(as_of=str(record.lsn), limit=limit)
         assert got["rows"] == want, f"as of {record.lsn} (record {i})"
+        assert got["row_count"] == len(record.rows)
+        assert got["live"] is (record.lsn == applied)  # the last: the sort index answers
         assert got["lsn"] == str(record.lsn)
         assert got["change"] == {"lsn": str(record.lsn), "commit_time": iso(record.time)}
         assert got["previous_lsn"] == (str(records[i - 1].lsn) if i else None)
