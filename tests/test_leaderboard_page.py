@@ -369,9 +369,15 @@ def test_scrubber_goes_back_in_time_and_plays_forward_to_live(
     page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=5)
     page.mouse.up()
     wait_for(lambda: mode()["lsn"] is not None, True, 10, "a moment in the past")
+
+    def settled() -> bool:  # the answer for where the thumb rests (not an earlier position's)
+        now = mode()
+        return not now["text"].endswith("…") and board() == as_of(records, Lsn.parse(now["lsn"]))
+
+    wait_for(settled, True, 10, "the board as of the LSN under the thumb")
     dragged = Lsn.parse(mode()["lsn"])
     assert records[0][0] < dragged < records[-1][0], (dragged, records)
-    wait_for(board, as_of(records, dragged), 10, f"the board as of {dragged}")
+    assert board() == as_of(records, dragged)
     assert mode()["text"].startswith("as of ") and str(dragged) in mode()["text"]
     assert page.evaluate(FRAGMENT_AS_OF_JS) == str(dragged)
     assert page.text_content("#row-count") == str(len(as_of(records, dragged)))
