@@ -168,7 +168,14 @@ def test_healthz_needs_no_token(api: Api) -> None:
         assert body["ingest"] == ("running" if api.kind == "run" else None)
 
 
-ENDPOINTS = ["/views", f"/views/{VIEW}", f"/views/{VIEW}/changes", "/metrics"]
+ENDPOINTS = [
+    "/views",
+    f"/views/{VIEW}",
+    f"/views/{VIEW}/changes",
+    f"/views/{VIEW}/history",
+    f"/views/{VIEW}/top",
+    "/metrics",
+]
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
@@ -177,6 +184,8 @@ def test_token_is_required(api: Api, path: str) -> None:
     if path.endswith("/changes"):  # a stream that ends at once when let in
         lsn = str(api.env.points[-1][0])
         params = {"since": lsn, "until": lsn}
+    if path.endswith("/top"):
+        params = {"order_by": "total_score"}
     body = assert_error(api.get(path, params, headers={}), 401, "missing bearer token")
     assert body["error"] == "missing bearer token"
     for bad in (f"Bearer {TOKEN}x", "Bearer", f"Basic {TOKEN}", TOKEN, f"Bearer {TOKEN[:-1]}"):
