@@ -82,13 +82,21 @@ def free_port() -> int:
 class Server:
     """`viewstore run --views ... --http` on the seed's tables, as a child process."""
 
-    def __init__(self, dsn: str, tmp_path: Path, token: str | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        tmp_path: Path,
+        token: str | None = None,
+        views_sql: str = VIEW_SQL,
+        names: tuple[str, ...] = (VIEW,),
+    ) -> None:
         self.dsn, self.data, self.token = dsn, tmp_path / "data", token
         self.log = tmp_path / "run.log"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.views = tmp_path / "views.sql"
-        self.views.write_text(VIEW_SQL)
+        self.views.write_text(views_sql)
+        self.names = sorted(names)  # the views GET /views lists once ready
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -106,7 +114,7 @@ class Server:
             assert self.proc is not None and self.proc.poll() is None, self.output()
             try:
                 r = httpx.get(self.url + "views", headers=headers, timeout=5)
-                if r.status_code == 200 and [v["name"] for v in r.json()] == [VIEW]:
+                if r.status_code == 200 and sorted(v["name"] for v in r.json()) == self.names:
                     return
             except httpx.TransportError:
                 pass
@@ -139,8 +147,8 @@ def seeded(dsn: str, tmp_path: Path) -> Callable[..., Server]:
     for statement in SEED_SQL:
         pg_exec(dsn, statement)
 
-    def start(token: str | None = None) -> Server:
-        server = Server(dsn, tmp_path, token)
+    def start(token: str | None = None, **views: Any) -> Server:
+        server = Server(dsn, tmp_path, token, **views)
         server.start()
         return server
 
@@ -421,3 +429,74 @@ def test_scrubber_goes_back_in_time_and_plays_forward_to_live(
     wait_for(board, top, 10, "the board of the moment in the address")
     page.click("#live")
     wait_for(board, postgres_top(dsn), 10, "live again")
+
+
+# Issue 16: a rank view and a Top-K view over the seed's, and a view with a subquery (whose
+# own view, `best$1`, is not offered as a board).
+RANK_VIEWS = (
+    VIEW_SQL
+    + """
+CREATE MATERIALIZED VIEW player_ranks AS
+SELECT player_id, name, total_score, RANK() OVER (ORDER BY total_score DESC) AS rank
+FROM player_total_scores;
+
+CREATE MATERIALIZED VIEW top3 AS
+SELECT player_id, name, total_score FROM player_total_scores
+ORDER BY total_score DESC, player_id LIMIT 3;
+
+CREATE MATERIALIZED VIEW best AS
+SELECT b.player_id, b.total_score FROM (SELECT player_id, total_score FROM player_total_scores
+WHERE total_score > 0) b;
+"""
+)
+RANKS_SQL = (
+    f"SELECT rank::text, player_id, name, total_score::text FROM (SELECT player_id, name, "
+    f"total_score, RANK() OVER (ORDER BY total_score DESC) AS rank FROM ({SELECT}) v) r "
+    "ORDER BY rank, player_id LIMIT 10"
+)
+# The board as [#, player_id, name, total_score] per row.
+RANKED_BOARD_JS = """() => [...document.querySelectorAll('#board tbody tr[data-key]')].map(tr =>
+    [tr.querySelector('td.rank').textContent,
+     ...['player_id', 'name', 'total_score'].map(c => tr.querySelector(`td[data-column="${c}"]`).textContent)])"""
+
+
+def test_page_shows_a_rank_view_and_a_top_k_view(
+    seeded: Callable[..., Server], dsn: str, page: Any
+) -> None:
+    server = seeded(views_sql=RANK_VIEWS, names=(VIEW, "player_ranks", "top3", "best", "best$1"))
+    # A tie: Peach (0.34) reaches Bowser (0.65), so they share a rank and the next is skipped.
+    pg_exec(dsn, "INSERT INTO player_scores (player_id, score) VALUES (2, 0.31)")
+    server.wait_caught_up()
+    views = httpx.get(server.url + "views", timeout=5).json()
+    ranking = {v["name"]: v["ranking"] for v in views}
+    assert ranking["player_ranks"] == {
+        "function": "rank", "column": "rank", "top": None, "partitioned": False
+    }  # fmt: skip
+    assert ranking["top3"] == {
+        "function": "row_number", "column": None, "top": 3, "partitioned": False
+    }  # fmt: skip
+    assert ranking[VIEW] is None
+
+    page.goto(f"{server.url}#view=player_ranks")
+    board = lambda: page.evaluate(RANKED_BOARD_JS)  # noqa: E731
+    want = [list(r) for r in pg_query(dsn, RANKS_SQL)]
+    ranks = [r[0] for r in want]
+    assert len(set(ranks)) < len(ranks), want  # the tie is there
+    wait_for(board, [[r[0], str(r[1]), r[2], r[3]] for r in want], 10, "the rank view's board")
+    assert page.input_value("#order") == "rank"  # ranked by the view's own rank, lowest first
+    options = page.eval_on_selector_all("#view option", "os => os.map(o => o.value)")
+    assert sorted(options) == sorted([VIEW, "player_ranks", "top3", "best"]), options
+
+    # Bowser scores and leads: the ranks the server renumbered arrive on the page.
+    pg_exec(dsn, "INSERT INTO player_scores (player_id, score) VALUES (3, 5.00)")
+    want = [[r[0], str(r[1]), r[2], r[3]] for r in pg_query(dsn, RANKS_SQL)]
+    assert want[0][:3] == ["1", "3", "Bowser"], want
+    wait_for(board, want, SEEN_WITHIN, "the rank view's board after Bowser's score")
+
+    # The Top-K view: the server keeps three rows, and the page says so.
+    page.goto("about:blank")  # a fresh load (a new fragment alone makes the page reload itself)
+    page.goto(f"{server.url}#view=top3&by=total_score")
+    top3 = [[str(i), *row[1:]] for i, row in enumerate(want[:3], start=1)]
+    wait_for(board, top3, 10, "the top-3 view's board")
+    assert page.text_content("#row-count") == "3"
+    assert "its top 3, kept by the server" in page.text_content("#status")
