@@ -389,10 +389,9 @@ class ViewEngine:
             pass
         if is_view_table(table.table_id):
             data = self.vget(row_key(view_id_of(table.table_id), key[4:]))
-            row = None if data is None else (*decode_output(data), key[4:])
         else:
-            raw = self.writer.get_row(key)
-            row = None if raw is None else self.typed(table.table_id, decode_row(raw))
+            data = self.writer.get_row(key)
+        row = None if data is None else self.stored(table, key, data)
         self.rows[key] = row
         return row
 

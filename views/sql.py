@@ -121,7 +121,7 @@ class _Parser:
         self.tokens, self.start = tokens, start
         # The views its subqueries become, each before the views that read it.
         self.hidden: list[ViewDef] = []
-        self.counter = [0]
+        self.counter = 0
 
     def fail(self, pos: int, what: str, hint: str = SUPPORTED_HINT) -> ConfigError:
         return ConfigError(f"{where(self.text, self.source, pos)}: view {self.view}: {what}", hint)
@@ -562,10 +562,13 @@ class _Parser:
 
     def hidden_view(self, query: Any, pos: int) -> str:
         """Parse `query` as a view of its own; returns its name."""
-        select = self.select(query, pos)
-        self.counter[0] += 1
-        name = f"{self.view}${self.counter[0]}"
-        sql = RawStream()(query)
+        return self.add_view(self.select(query, pos), RawStream()(query), pos)
+
+    def add_view(self, select: Select, sql: str, pos: int) -> str:
+        """Add a view this one reads (`select`, which Postgres runs as `sql`), named
+        `<view>$<n>`; returns its name."""
+        self.counter += 1
+        name = f"{self.view}${self.counter}"
         self.hidden.append(ViewDef(name, sql, select, self.source, pos, self.text))
         return name
 
@@ -655,12 +658,8 @@ class _Parser:
         cols = [OutputColumn(f"$c{i}", Col(inner, n, pos=at)) for i, n in enumerate(names, 1)]
         cols.append(OutputColumn("$branch", Const(k, pos=at)))
         select = Select(tuple(cols), TableRef(inner, inner, at), (), None, (), None)
-        self.counter[0] += 1
-        name = f"{self.view}${self.counter[0]}"
         listed = ", ".join(f'{quote(n)} AS "$c{i}"' for i, n in enumerate(names, 1))
-        sql = f'SELECT {listed}, {k} AS "$branch" FROM "{inner}"'
-        self.hidden.append(ViewDef(name, sql, select, self.source, at, self.text))
-        return name
+        return self.add_view(select, f'SELECT {listed}, {k} AS "$branch" FROM {quote(inner)}', at)
 
     # ---- subqueries in WHERE: semi-joins and anti-joins
 
@@ -731,7 +730,7 @@ class _Parser:
             joins.append(Join("inner", TableRef(name, name, at), ((x, y),)))
             return None
         joins.append(Join("left", TableRef(name, name, at), ((x, y),)))
-        count = self.count_view(name, '"$in"', at)
+        count = self.count_view(name, "$in", at)
         joins.append(Join("inner", TableRef(count, count, at), ()))
         n, nulls = Col(count, "$n", pos=at), Col(count, "$nulls", pos=at)
         zero = Const(0, pos=at)
@@ -851,18 +850,14 @@ class _Parser:
     def count_view(self, over: str, column: str | None, at: int) -> str:
         """A one-row view of how many rows `over` has (`$n`) and, given a column, how many of
         them are NULL there (`$nulls`)."""
-        self.counter[0] += 1
-        name = f"{self.view}${self.counter[0]}"
         cols = [OutputColumn("$n", Agg("count", None, pos=at))]
         sql = 'SELECT count(*) AS "$n"'
         if column is not None:
-            null = NullTest(Col(None, column.strip('"'), pos=at), False, pos=at)
+            null = NullTest(Col(None, column, pos=at), False, pos=at)
             cols.append(OutputColumn("$nulls", Agg("count", None, filter=null, pos=at)))
-            sql += f' , count(*) FILTER (WHERE {column} IS NULL) AS "$nulls"'
+            sql += f' , count(*) FILTER (WHERE {quote(column)} IS NULL) AS "$nulls"'
         select = Select(tuple(cols), TableRef(over, over, at), (), None, (), None)
-        sql += f' FROM "{over}"'
-        self.hidden.append(ViewDef(name, sql, select, self.source, at, self.text))
-        return name
+        return self.add_view(select, f"{sql} FROM {quote(over)}", at)
 
     def _from_names(self, items: Any, at: int) -> set[str]:
         """The names a FROM list's items go by (aliases, or table names)."""

@@ -76,7 +76,7 @@ def order_views(defs: Sequence[ViewDef]) -> list[ViewDef]:
                 cycle = " -> ".join([*path, d.name, up.name][[*path, d.name].index(up.name) :])
                 raise ConfigError(
                     f"{where(d.file_text, d.source, ref.pos)}: view {d.name} reads view "
-                    f"{up.name}, which reads {d.name}: a cycle ({cycle})",
+                    f"{up.name}: a cycle ({cycle})",
                     "a view can read only views that do not read it; break the cycle",
                 )
             if state.get(up.name) != "done":
