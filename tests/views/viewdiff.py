@@ -277,10 +277,7 @@ def run_differential(
                 if disconnect_every and i % disconnect_every == disconnect_every // 3:
                     # The replication connection drops: what the pipeline has not synced
                     # is discarded (the engine's caches with it) and streamed again.
-                    conn.execute(
-                        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
-                        " WHERE database = current_database() AND active_pid IS NOT NULL"
-                    )
+                    drop_replication(conn, p)
                 if i % check_every == 0 or i == transactions:
                     check(i)
             work.stats["large transactions"] = len(p.pipeline.large_txns)
@@ -295,6 +292,33 @@ def run_differential(
     assert not empty, f"views never had a row: {empty}; change the data or the views"
     work.stats["transactions"] = transactions
     return {**work.stats, **{f"rows {k}": n for k, n in rows.items()}}
+
+
+def drop_replication(conn: psycopg.Connection[Any], p: PipelineThread) -> None:
+    """Terminate the pipeline's replication connection, until the pipeline has seen one drop.
+
+    Every call is one real reconnect, whatever the timing: a termination sent while the
+    pipeline backs off from the last one finds no connection, and one that hits a walsender
+    the pipeline was already leaving (it reconnects on its own after a large transaction)
+    goes unnoticed; both are retried. Without this, a test asserting a number of reconnects
+    fails by timing alone."""
+    before = p.pipeline.reconnects
+    deadline = time.monotonic() + 30
+    active = "SELECT active_pid FROM pg_replication_slots WHERE database = current_database()"
+    while p.pipeline.reconnects == before:
+        p.check()
+        assert time.monotonic() < deadline, "the pipeline did not see a dropped connection in 30 s"
+        pid = conn.execute(active).fetchone()
+        if pid is None or pid[0] is None:
+            time.sleep(0.05)
+            continue
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid[0],))
+        # Until the pipeline notices, or a new walsender holds the slot (this one went unnoticed).
+        while p.pipeline.reconnects == before and time.monotonic() < deadline:
+            now = conn.execute(active).fetchone()
+            if now is not None and now[0] not in (None, pid[0]):
+                break
+            time.sleep(0.05)
 
 
 def assert_mix(stats: dict[str, int], *, commits: int = 300) -> None:
