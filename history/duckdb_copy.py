@@ -54,16 +54,20 @@ DECIMAL(p,s); its NaN, which DECIMAL cannot hold, is NULL there. Any other numer
 `total_score_text::DECIMAL(38,2)`, or compare it as text). Dates and timestamps keep ±infinity;
 JSON, UUID, arrays and other types are their text.
 
-Sync speed (issue 15): the log is read in key order a chunk at a time and decoded a column at a
-time (`history.changecolumns`), and DuckDB casts the chunk's text columns itself. A thread
-reads and decodes up to two chunks ahead while the caller's appends (DuckDB, without the GIL).
-What a change costs (1M-entry leaderboard history, CPU): ~0.7 µs reading, ~0.7 µs decoding,
-~1-1.5 µs in DuckDB, ~0.5 µs of which is its string compression (dict_fsst; without it the
-copy is 2.6 times larger).
+Sync speed (issue 15): the log is read in key order a piece at a time and decoded a column at a
+time (`history.changecolumns`), and DuckDB casts the piece's text columns itself. The reading
+and decoding run up to two pieces ahead of the append: in a thread for a small sync, in a child
+process for one of millions of changes (`history.logprocess`: the GIL, which a thread shares
+with DuckDB's append, slows the append by a third). The first pieces are small, so that the
+append starts early. What a change costs (leaderboard history, CPU): ~0.75 µs reading, ~0.75
+µs decoding, ~1.1-1.7 µs in DuckDB, ~0.4 µs of which is its string compression (dict_fsst;
+without it the copy is 2.5 times larger). An incremental sync also pays DuckDB's checkpoint
+when the copy closes, which rewrites the table's last, partly filled row group (0.1-0.45 s).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -75,12 +79,15 @@ from queue import Empty, Full, Queue
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
+from viewstore.codecs.key import prefix_end
 from viewstore.errors import ConfigError, StoreError
-from viewstore.history import changecolumns, checkpoint
+from viewstore.history import changecolumns, checkpoint, logprocess
 from viewstore.history.access import HistoryStore, ViewRecord
 from viewstore.history.changecolumns import Wire
+from viewstore.history.keys import change_key, change_lsn_prefix
 from viewstore.ingest.lsn import Lsn
 from viewstore.progress import Progress
 
@@ -177,11 +184,14 @@ def sync_store(
     batch_rows: int = 200_000,
     wait: float = _LOCK_WAIT,
     crash: Callable[[str], None] = _no_crash,
+    open_store: logprocess.Opener | None = None,
 ) -> SyncResult:
     """Bring the DuckDB copy of the history up to the store's applied LSN, for its ready
     `views` (the store, opened read-only, and its views are the caller's). `crash` is called
     at the points a test kills the sync at: 'history-copy-appended' (a chunk's rows and
-    checkpoints are in, its DuckDB transaction not committed) and 'history-copy-committed'."""
+    checkpoints are in, its DuckDB transaction not committed) and 'history-copy-committed'.
+    `open_store` opens the store again, read-only, in a child process that reads a large sync's
+    log (`history.logprocess`); without it the log is read in a thread."""
     started = time.monotonic()
     applied = store.applied_lsn()
     path = copy_path(data_dir)
@@ -191,7 +201,9 @@ def sync_store(
         _drop_removed(con, views)
         result = SyncResult(applied)
         for name in sorted(views):
-            result.appended[name] = _sync_view(con, store, views[name], applied, batch_rows, crash)
+            result.appended[name] = _sync_view(
+                con, store, views[name], applied, batch_rows, crash, open_store
+            )
     except duckdb.Error as exc:
         # A full or failing disk: the chunk being appended is rolled back with its sync LSN,
         # so the next sync starts where the copy stands, and every change lands once.
@@ -409,6 +421,7 @@ def _sync_view(
     applied: Lsn,
     batch_rows: int,
     crash: Callable[[str], None],
+    open_store: logprocess.Opener | None,
 ) -> int:
     """Append the view's changes up to `applied`; the number of changes appended."""
     start = int(info.history_start or 0)
@@ -439,7 +452,7 @@ def _sync_view(
     _create_macros(con, info)
     if synced >= applied:
         return 0
-    return _append(con, store, info, synced, int(applied), batch_rows, crash)
+    return _append(con, store, info, synced, int(applied), batch_rows, crash, open_store)
 
 
 def _apply_retention(
@@ -473,67 +486,167 @@ def _append(
     until: int,
     batch: int,
     crash: Callable[[str], None],
+    open_store: logprocess.Opener | None,
 ) -> int:
     table = _ident(info.name)
     select = _select(info)
     progress = Progress(info.name, 0, task="history copy")
-    marks = [c for c in checkpoint.lsns(store, info.view_id) if synced < c <= until]
-    wires = [c.wire for c in _layout(info)]
-    raw = changecolumns.raw_chunks(store, info.view_id, synced, until, batch)
-    # One thread reads and decodes, this one appends (DuckDB, without the GIL). Reading and
-    # decoding in two threads was slower on a loaded machine (10M entries: 165k rows/s against
-    # 201k): each of the decode's numpy steps gives the GIL up and then waits up to the switch
-    # interval (5 ms) for the reading thread, which holds it, to give it back.
-    decoded = (changecolumns.decode(r, wires) for r in raw)
-    for chunk in _ahead(decoded):
-        last = chunk.column("lsn")[-1].as_py()
-        con.execute("BEGIN")
-        con.register("chunk", chunk)
-        con.execute(f"INSERT INTO {table} SELECT {select} FROM chunk")
-        con.unregister("chunk")
-        marks = _copy_checkpoints(con, store, info, marks, last)
-        crash("history-copy-appended")
-        con.execute(f"UPDATE {SYNC_TABLE} SET synced_lsn = ? WHERE view = ?", [last, info.name])
-        con.execute("COMMIT")
-        crash("history-copy-committed")
-        progress.add(chunk.num_rows)
-    # No change between the last chunk and `until`: the copy is synced to `until` all the same.
-    con.execute("BEGIN")
-    _copy_checkpoints(con, store, info, marks, until)
-    con.execute(f"UPDATE {SYNC_TABLE} SET synced_lsn = ? WHERE view = ?", [until, info.name])
-    con.execute("COMMIT")
+    # The log is read and decoded ahead of the append: in a child process for a large sync
+    # (`history.logprocess`: the GIL, shared, slows the append by a third), else in a thread.
+    # Two threads reading and decoding were slower on a loaded machine (10M entries: 165k
+    # rows/s against 201k): each of the decode's numpy steps gives the GIL up and then waits up
+    # to the switch interval (5 ms) for the reading thread, which holds it, to give it back.
+    make = functools.partial(
+        _pieces,
+        info=info,
+        picker=_CheckpointPicker.start(con, store, info, synced, until),
+        synced=synced,
+        until=until,
+        rows=batch,
+    )
+    low = change_key(info.view_id, synced + 1, 0)
+    high = prefix_end(change_lsn_prefix(info.view_id, until))
+    if open_store is not None and logprocess.enough_changes(store, low, high):
+        log.info("history copy %s: a large sync, the log read in a separate process", info.name)
+        source = logprocess.pieces(open_store, info, make)
+    else:
+        source = _ahead(make(store))
+    pending = 0  # changes appended in the open DuckDB transaction
+    for piece in source:
+        if not pending:
+            con.execute("BEGIN")
+        if piece.changes is not None:
+            con.register("chunk", piece.changes)
+            con.execute(f"INSERT INTO {table} SELECT {select} FROM chunk")
+            con.unregister("chunk")
+            pending += piece.changes.num_rows
+        _insert_checkpoints(con, info, piece.checkpoints)
+        if piece.whole or pending >= batch or piece.last:
+            crash("history-copy-appended")
+            con.execute(
+                f"UPDATE {SYNC_TABLE} SET synced_lsn = ? WHERE view = ?", [piece.lsn, info.name]
+            )
+            con.execute("COMMIT")
+            crash("history-copy-committed")
+            progress.add(pending)
+            pending = 0
     if progress.rows >= batch:
         progress.done()
     return progress.rows
 
 
-def _copy_checkpoints(
-    con: Any, store: HistoryStore, info: ViewRecord, marks: list[int], upto: int
-) -> list[int]:
-    """Insert the view's checkpoints in `marks` at or before `upto` (in the caller's DuckDB
-    transaction), each one that has `_COPY_SPACING` times its rows in changes since the last
-    one the copy holds (the copy would otherwise hold about one checkpoint row per change);
-    returns the rest."""
-    cols = _layout(info)
-    names = ["checkpoint_lsn", "row_key", *(c.wire.name for c in cols)]
-    select = ", ".join(["checkpoint_lsn", "row_key", *(e for c in cols for e in c.select())])
-    target = f"{CHECKPOINTS}.{_ident(info.name)}"
-    while marks and marks[0] <= upto:
-        lsn = marks.pop(0)
+# The first piece of a sync holds this many changes, each next one twice as many up to
+# `batch_rows`: the append starts early (a sync of 100k changes would otherwise wait for all of
+# them to be decoded), and a long sync appends pieces of `batch_rows` (DuckDB appends 50k-row
+# pieces 20% slower than 200k-row ones).
+_FIRST_PIECE_ROWS = 8_192
+
+
+@dataclass
+class _Piece:
+    """A piece of the log for the append: its changes as an Arrow table (None in the last,
+    empty piece), the checkpoints to copy with it, and the LSN the copy is synced to once they
+    are in; `whole` when it was read at the sync's batch size (it is committed on its own),
+    `last` for the final piece, after which the copy is at the sync's LSN."""
+
+    changes: pa.Table | None
+    checkpoints: list[pa.Table]
+    lsn: int
+    whole: bool = False
+    last: bool = False
+
+
+def _pieces(
+    store: HistoryStore,
+    *,
+    info: ViewRecord,
+    picker: _CheckpointPicker,
+    synced: int,
+    until: int,
+    rows: int,
+) -> Iterator[_Piece]:
+    """The pieces of the view's log in (synced, until], each ending at a transaction boundary
+    and holding about `rows` changes (the first ones fewer: `_FIRST_PIECE_ROWS`); then a last
+    one without changes (the checkpoints after the last change, and `until`)."""
+    wires = [c.wire for c in _layout(info)]
+    size = min(rows, _FIRST_PIECE_ROWS)
+    while True:
+        raw = next(changecolumns.raw_chunks(store, info.view_id, synced, until, size), None)
+        if raw is None:
+            break
+        synced = int(raw.lsn[-1])
+        marks = picker.pick(store, info.view_id, raw.lsn, synced)
+        changes = changecolumns.decode(raw, wires)
+        yield _Piece(changes, _checkpoint_tables(store, info, marks), synced, size == rows)
+        size = min(rows, 2 * size)
+    marks = picker.pick(store, info.view_id, None, until)
+    yield _Piece(None, _checkpoint_tables(store, info, marks), until, last=True)
+
+
+@dataclass
+class _CheckpointPicker:
+    """Which of the store's checkpoints the copy takes: each one that has `_COPY_SPACING` times
+    its rows in changes since the last one the copy holds (the copy would otherwise hold about
+    one checkpoint row per change). It counts the changes as the log is read, so that the
+    choice costs no query per checkpoint."""
+
+    marks: list[int]  # the store's checkpoints still to consider, oldest first
+    since: int  # changes in the copy after the last checkpoint it holds
+
+    @classmethod
+    def start(
+        cls, con: Any, store: HistoryStore, info: ViewRecord, synced: int, until: int
+    ) -> _CheckpointPicker:
+        """The picker for a sync of the view from `synced` to `until`."""
+        target = f"{CHECKPOINTS}.{_ident(info.name)}"
         [(held,)] = con.execute(f"SELECT coalesce(max(checkpoint_lsn), 0) FROM {target}").fetchall()
         [(since,)] = con.execute(
-            f"SELECT count(*) FROM {_ident(info.name)} WHERE lsn > ? AND lsn <= ?", [held, lsn]
+            f"SELECT count(*) FROM {_ident(info.name)} WHERE lsn > ?", [held]
         ).fetchall()
-        if since < _COPY_SPACING * max(1, checkpoint.row_count(store, info.view_id, lsn)):
-            continue
+        marks = [c for c in checkpoint.lsns(store, info.view_id) if synced < c <= until]
+        return cls(marks, int(since))
+
+    def pick(self, store: HistoryStore, view_id: int, lsns: Any, upto: int) -> list[int]:
+        """The checkpoints at or before `upto` to copy, given the commit LSNs (ascending) of the
+        changes read since the last call (None: none)."""
+        picked = []
+        counted = 0  # of `lsns`, those already in `since`
+        while self.marks and self.marks[0] <= upto:
+            mark = self.marks.pop(0)
+            if lsns is not None:
+                through = int(np.searchsorted(lsns, mark, side="right"))
+                self.since += through - counted
+                counted = through
+            if self.since >= _COPY_SPACING * max(1, checkpoint.row_count(store, view_id, mark)):
+                picked.append(mark)
+                self.since = 0
+        if lsns is not None:
+            self.since += len(lsns) - counted
+        return picked
+
+
+def _checkpoint_tables(store: HistoryStore, info: ViewRecord, marks: list[int]) -> list[pa.Table]:
+    """The checkpoints at `marks` as Arrow tables of the copy's checkpoint table's columns."""
+    wires = [c.wire for c in _layout(info)]
+    names = ["checkpoint_lsn", "row_key", *(w.name for w in wires)]
+    out = []
+    for lsn in marks:
         keys, rows = checkpoint.arrays(store, info.view_id, lsn)
-        columns = changecolumns.row_columns(rows, [c.wire for c in cols])
-        lsns = pa.array([lsn] * len(keys), pa.uint64())
-        table = pa.table([lsns, keys, *columns], names=names)
-        con.register("checkpoint_rows", table)
+        columns = changecolumns.row_columns(rows, wires)
+        lsns = pa.array(np.full(len(keys), lsn, dtype=np.uint64))
+        out.append(pa.table([lsns, keys, *columns], names=names))
+    return out
+
+
+def _insert_checkpoints(con: Any, info: ViewRecord, tables: list[pa.Table]) -> None:
+    """Insert checkpoint tables (`_checkpoint_tables`), in the caller's DuckDB transaction."""
+    cols = _layout(info)
+    select = ", ".join(["checkpoint_lsn", "row_key", *(e for c in cols for e in c.select())])
+    target = f"{CHECKPOINTS}.{_ident(info.name)}"
+    for rows in tables:
+        con.register("checkpoint_rows", rows)
         con.execute(f"INSERT INTO {target} SELECT {select} FROM checkpoint_rows")
         con.unregister("checkpoint_rows")
-    return marks
 
 
 def _ahead(items: Iterator[Any], depth: int = 2, name: str = "history-copy-read") -> Iterator[Any]:

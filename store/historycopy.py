@@ -6,6 +6,7 @@ while `viewstore run` writes it) and hands it the store's ready views.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from viewstore.history import duckdb_copy
 from viewstore.history.duckdb_copy import SyncResult
 from viewstore.store.db import Store
-from viewstore.store.viewcatalog import stored_views
+from viewstore.store.viewcatalog import ViewInfo, stored_views
 
 _LOCK_WAIT = 30.0  # seconds to wait for another process to close the copy
 
@@ -32,7 +33,13 @@ def sync(
         views = {name: info for name, info in stored_views(store).items() if info.state == "ready"}
         hook = {} if crash is None else {"crash": crash}
         return duckdb_copy.sync_store(
-            store, views, data_dir, batch_rows=batch_rows, wait=wait, **hook
+            store,
+            views,
+            data_dir,
+            batch_rows=batch_rows,
+            wait=wait,
+            open_store=functools.partial(open_read_only, str(data_dir)),
+            **hook,
         )
     finally:
         store.close()
@@ -50,3 +57,10 @@ def connect(
     if sync_first:
         sync(data_dir, wait=wait)
     return duckdb_copy.connect(data_dir, wait=wait, allow_files=allow_files)
+
+
+def open_read_only(data_dir: str) -> tuple[Store, dict[str, ViewInfo]]:
+    """The store, opened read-only, and its views: how the process that reads a large sync's
+    log (`history.logprocess`) opens it for itself."""
+    store = Store.open(data_dir, readonly=True)
+    return store, stored_views(store)

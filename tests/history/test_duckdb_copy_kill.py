@@ -19,11 +19,13 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 
 from viewstore.codecs.key import encode_key
 from viewstore.codecs.value import pack_fields, unpack_fields
@@ -104,11 +106,22 @@ def _write_log(data: Path, keys: int = 200, txns: int = 700) -> tuple[int, int]:
 
 
 def _killed_sync(data: Path, point: str) -> subprocess.CompletedProcess[str]:
+    """`viewstore history` killed -9 at `point`; the reading process it had (when the log is
+    read by one) is gone soon after, and its files with it."""
     env = {**os.environ, "VIEWSTORE_CRASH_AT": point}
-    return subprocess.run(
+    before = set(_SHM.glob("viewstore-sync-*"))
+    done = subprocess.run(
         [sys.executable, "-m", "viewstore.cli", "history", "--data", str(data), "--batch-rows", "100"],
         capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while (left := set(_SHM.glob("viewstore-sync-*")) - before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"the killed sync's reading process left {left}"
+    return done
+
+
+_SHM = Path("/dev/shm")
 
 
 def _text(v: Any) -> Any:
@@ -152,7 +165,13 @@ def _assert_copy_is_the_log(data: Path) -> tuple[int, int]:
     return synced, len(copied)
 
 
-def test_sync_killed_inside_and_after_a_chunk_appends_each_change_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reader", ["thread", "process"])
+def test_sync_killed_inside_and_after_a_chunk_appends_each_change_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: str
+) -> None:
+    """Either way the log is read (a thread; a child process, as a large sync does), with the
+    child's files in /dev/shm removed once its parent is killed."""
+    monkeypatch.setenv("VIEWSTORE_SYNC_PROCESS_MIN", "0" if reader == "process" else "1000000")
     data = tmp_path / "data"
     total, applied = _write_log(data)
 
