@@ -3,14 +3,17 @@ nothing.
 
 The child opens the store for itself; a view rebuilt (or a history compacted) between the
 parent's open and the child's would make it read another log than the parent's, so the child
-refuses it, before any change is appended, and the next sync copies the log. The kill -9 of a
-sync with a reading process is in test_duckdb_copy_kill.py.
+refuses it, before any change is appended, and the next sync copies the log. A child killed
+fails the sync, which the next one completes. The kill -9 of the sync itself, with a reading
+process, is in test_duckdb_copy_kill.py.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import duckdb
@@ -58,4 +61,49 @@ def test_a_view_rebuilt_between_the_opens_is_refused(
     assert (synced, rows) == (0, 0), "nothing of the refused read is in the copy"
 
     assert historycopy.sync(data).rows == total
+    assert _assert_copy_is_the_log(data) == (applied, total)
+
+
+def _reading_children() -> list[int]:
+    """This process's children running history.logprocess (from /proc)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and b"viewstore.history.logprocess" in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_reading_process_killed_fails_the_sync_and_the_next_completes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child killed -9 mid-sync: the sync fails with a clear error, the copy stands at its
+    last commit, the child's files are removed, and the next sync copies the rest once."""
+    monkeypatch.setenv("VIEWSTORE_SYNC_PROCESS_MIN", "0")
+    data = tmp_path / "data"
+    total, applied = _write_log(data)
+    killed: list[int] = []
+
+    def kill_the_child(point: str) -> None:
+        if point == "history-copy-committed" and not killed:
+            killed.extend(_reading_children())
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+
+    before = set(Path("/dev/shm").glob("viewstore-sync-*"))
+    with pytest.raises(StoreError, match="the process reading the log died") as failed:
+        historycopy.sync(data, batch_rows=100, crash=kill_the_child)
+    assert len(killed) == 1, killed
+    assert "sync again" in (failed.value.hint or "")
+    assert set(Path("/dev/shm").glob("viewstore-sync-*")) == before
+    synced, rows = _assert_copy_is_the_log(data)
+    assert 0 < synced < applied and 0 < rows < total
+
+    assert historycopy.sync(data).rows == total - rows
     assert _assert_copy_is_the_log(data) == (applied, total)
