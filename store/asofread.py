@@ -3,13 +3,7 @@ and the top rows' values over time (issue 15: the leaderboard page goes back in 
 
 The top N as of an LSN never decodes the whole view into Python: the rows as of the LSN come
 from the newest checkpoint and the changes after it as two Arrow arrays (`changelog.
-images_as_of`); for a number column, the ordered column alone is read out of every row
-(`codecs.valuecolumns`, no Python object per row) as float64, which orders as the exact values
-do except that distinct values may round to one float: every row whose float is at least the
-N-th largest (at most, ascending) is a candidate, and only those are decoded and sorted
-exactly. A row left out has N candidates strictly above it in float order, so strictly above
-it exactly too. Ties in the float (all totals 0, say) make more candidates, at worst all. For
-other column types every row is decoded and sorted, as `viewread.query_rows` does. At the
+images_as_of`), and `toprows.top_images` decodes only the candidates for the top. At the
 applied LSN the sort index answers, as for a read of the current rows.
 
 Ordering is `viewread`'s: Postgres's defaults (DESC NULLS FIRST), ties by the view's key.
@@ -22,10 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from viewstore.codecs.key import encode_key, encode_value
+from viewstore.codecs.key import encode_key
 from viewstore.codecs.value import unpack_fields
-from viewstore.codecs.valuecolumns import ValueChunk
-from viewstore.errors import ConfigError, StoreError
+from viewstore.errors import ConfigError
 from viewstore.history.changelog import images_as_of
 from viewstore.history.timeline import (
     Step,
@@ -36,6 +29,7 @@ from viewstore.history.timeline import (
 )
 from viewstore.ingest.lsn import Lsn
 from viewstore.store.db import Store
+from viewstore.store.toprows import top_images
 from viewstore.store.viewcatalog import ViewInfo
 from viewstore.store.viewread import check_as_of, column_index, query_rows, row_count
 
@@ -135,70 +129,6 @@ def top_as_of(
         return top, row_count(store, info.view_id)
     keys, images = images_as_of(store, info.view_id, lsn)
     return top_images(keys, images, column, desc, limit), len(keys)
-
-
-def top_images(
-    keys: Any, images: Any, column: int, desc: bool, limit: int
-) -> list[tuple[bytes, tuple[Any, ...]]]:
-    """The first `limit` of (output key, row) pairs given as Arrow binary arrays (rows as
-    `codecs.value` field lists), ordered by field `column` (Postgres's order, NULLS LAST
-    ascending, FIRST descending), ties by output key ascending."""
-    import numpy as np
-
-    n = len(keys)
-    if n == 0 or limit <= 0:
-        return []
-    approx = _approx_column(images, column) if n > limit else None
-    if approx is None:
-        picked: Any = None
-    elif desc:
-        bound = np.partition(approx, n - limit)[n - limit]
-        picked = np.flatnonzero(approx >= bound)
-    else:
-        bound = np.partition(approx, limit - 1)[limit - 1]
-        picked = np.flatnonzero(approx <= bound)
-    if picked is not None:
-        keys, images = keys.take(picked), images.take(picked)
-    found = sorted(zip(keys.to_pylist(), map(_row, images.to_pylist()), strict=True))
-    found.sort(key=lambda kr: encode_value(kr[1][column]), reverse=desc)
-    return found[:limit]
-
-
-def _row(image: bytes) -> tuple[Any, ...]:
-    return tuple(unpack_fields(image))
-
-
-_NUMBER_TAGS = {ord("i"), ord("d")}
-
-
-def _approx_column(images: Any, column: int) -> Any:
-    """Field `column` of every row as float64 (numpy), in the exact values' order, NULL and
-    NaN as +inf (both sort after every number); None unless it is a number column whose
-    values are all integers and numerics, or all floats."""
-    import numpy as np
-    import pyarrow as pa
-
-    width = len(unpack_fields(images[0].as_py()))
-    if column >= width:
-        return None
-    chunk = ValueChunk.from_arrow(images)
-    try:
-        field = chunk.top_fields(width)[column]
-    except StoreError:
-        return None  # rows of differing widths: decoded one by one
-    tags = field.tags()
-    if tags and tags <= _NUMBER_TAGS:
-        try:
-            floats = chunk.binary(field, pa.string()).cast(pa.float64())
-        except pa.ArrowException:
-            return None
-    elif tags == {ord("f")}:
-        floats = chunk.float64(field)
-    else:
-        return None
-    out = floats.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls: NaN
-    out[np.isnan(out)] = np.inf
-    return out
 
 
 def series(

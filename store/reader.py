@@ -145,7 +145,8 @@ class Reader:
 
         `as_of` (an Lsn or Postgres's text form, '0/1532260') reads the view as it stood after
         the last transaction committed at or before that LSN, from the history: a key lookup
-        is one seek, a whole view its newest checkpoint by then and the changes after it.
+        is one seek, a whole view its newest checkpoint by then and the changes after it; with
+        `order_by` and `limit`, only the rows that may be among the first are decoded.
         """
         with self._store() as store:
             info = find_view(store, view)

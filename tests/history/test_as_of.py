@@ -101,6 +101,17 @@ def test_as_of_every_commit_equals_postgres(dsn: str, tmp_path: Path) -> None:
         for row in want["player_total_scores"][:3]:
             found = vs.query("player_total_scores", where={"player_id": row[0]}, as_of=str(lsn))
             assert normalise_rows(tuple(r.values()) for r in found) == [row]
+        # The first rows in an order (only the candidates for them decoded) are those of the
+        # whole view sorted, ties by the view's key.
+        totals = vs.query("player_total_scores", as_of=lsn)
+        top = sorted(totals, key=lambda r: (-r["total_score"], r["player_id"]))[:3]
+        got_top = vs.query(
+            "player_total_scores", order_by="total_score", desc=True, limit=3, as_of=lsn
+        )
+        assert got_top == top, f"top 3 as of {lsn}"
+        scores = vs.query("big_scores", as_of=lsn)
+        low = sorted(scores, key=lambda r: (r["score"], r["id"]))[:4]
+        assert vs.query("big_scores", order_by="score", limit=4, as_of=lsn) == low
 
 
 def test_as_of_outside_the_history_is_an_error(dsn: str, tmp_path: Path) -> None:

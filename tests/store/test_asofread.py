@@ -1,4 +1,4 @@
-"""`asofread.top_images`: the top N of a view's rows as Arrow arrays equals sorting them all.
+"""`toprows.top_images`: the top N of a view's rows as Arrow arrays equals sorting them all.
 
 The fast path orders by the ordered column read as float64 and decodes only the candidates;
 the reference decodes every row and sorts by the order-preserving key encoding, ties by output
@@ -18,7 +18,7 @@ import pytest
 
 from viewstore.codecs.key import encode_key, encode_value
 from viewstore.codecs.value import pack_fields
-from viewstore.store.asofread import top_images
+from viewstore.store.toprows import top_images
 
 BIG = Decimal("12345678901234567890.5")
 
