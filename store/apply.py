@@ -47,7 +47,7 @@ from viewstore.store.db import (
     encode_undo,
     scan,
 )
-from viewstore.store.engine import ActiveView, ViewEngine, count_key, view_prefix
+from viewstore.store.engine import ActiveView, ViewEngine, count_key, row_count_of, view_prefix
 
 log = logging.getLogger("viewstore")
 
@@ -267,8 +267,7 @@ class Applier:
 
     def _view_rows(self, vid: int) -> int:
         """A view's number of rows as of the last synced group."""
-        data = self.store.views.get(count_key(vid))
-        return 0 if data is None else int.from_bytes(data, "big")
+        return row_count_of(self.store.views.get(count_key(vid)))
 
     def _put_dirty_counts(self) -> None:
         for table_id in self.dirty_counts:

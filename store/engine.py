@@ -98,8 +98,13 @@ def spill_prefix(view_id: int, gkey: bytes, agg: int) -> bytes:
 
 
 def count_key(view_id: int) -> bytes:
-    """Where the number of rows of a view is kept (8 bytes, big-endian)."""
+    """Where the number of rows of a view is kept (8 bytes, big-endian: `row_count_of`)."""
     return view_prefix(view_id) + b"n"
+
+
+def row_count_of(data: bytes | None) -> int:
+    """The number of rows a view's `count_key` holds (0 when there is none yet)."""
+    return 0 if data is None else int.from_bytes(data, "big")
 
 
 def sort_prefix(view_id: int, column: int) -> bytes:

@@ -39,6 +39,7 @@ from viewstore.store.engine import (
     count_key,
     decode_output,
     index_prefix,
+    row_count_of,
     view_prefix,
 )
 from viewstore.store.viewbuild import build_pushed
@@ -268,8 +269,7 @@ def _table_rows(store: Store, table: TableInfo) -> Iterator[tuple[bytes, bytes]]
 def _table_row_count(store: Store, table: TableInfo) -> int:
     if not is_view_table(table.table_id):
         return store.row_count(table)
-    data = store.views.get(count_key(view_id_of(table.table_id)))
-    return 0 if data is None else int.from_bytes(data, "big")
+    return row_count_of(store.views.get(count_key(view_id_of(table.table_id))))
 
 
 def _build_index(store: Store, spec: IndexSpec, table: TableInfo | None = None) -> None:

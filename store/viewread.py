@@ -26,6 +26,7 @@ from viewstore.store.db import LARGE_TXN, UNDO_VIEWS, Store, decode_undo
 from viewstore.store.engine import (
     count_key,
     decode_output,
+    row_count_of,
     row_key,
     sort_entry_key,
     sort_prefix,
@@ -108,8 +109,7 @@ def _cursor(store: Store, info: ViewInfo, prefix: bytes, reverse: bool) -> Itera
 def row_count(store: Store, view_id: int) -> int:
     """The number of rows of a view, as of the last committed transaction (the engine keeps
     it, so nothing is scanned)."""
-    data = _get(store, count_key(view_id))
-    return 0 if data is None else int.from_bytes(data, "big")
+    return row_count_of(_get(store, count_key(view_id)))
 
 
 def _row(store: Store, info: ViewInfo, okey: bytes) -> tuple[Any, ...] | None:
