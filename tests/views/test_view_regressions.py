@@ -307,3 +307,40 @@ def test_numeric_nan_and_infinity(dsn: str, tmp_path: Path) -> None:
         transactions=120,
         check_every=20,
     )
+
+
+def test_only_views_with_a_cross_join_after_an_outer_join_change_fingerprint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """296aba9 fixed how a cross join after an outer join walks back; the views of that shape
+    kept before it are rebuilt (their fingerprint moves), and no other view is (ENGINE_LAYOUT
+    stays)."""
+    from viewstore.views import plan as planmod
+    from viewstore.views.plan import compile_view
+    from viewstore.views.schema import TableInfo
+    from viewstore.views.sql import parse_views
+
+    tables = {
+        t.qualified: t
+        for t in (
+            TableInfo.of(1, "public.a", "id int4, v int4"),
+            TableInfo.of(2, "public.b", "id int4, a_id int4"),
+            TableInfo.of(3, "public.c", "id int4, w int4"),
+        )
+    }
+    views = parse_views(
+        """
+CREATE MATERIALIZED VIEW shaped AS
+SELECT a.id, b.id AS b_id, c.id AS c_id FROM a LEFT JOIN b ON b.a_id = a.id CROSS JOIN c;
+CREATE MATERIALIZED VIEW inner_first AS
+SELECT a.id, b.id AS b_id, c.id AS c_id FROM a JOIN b ON b.a_id = a.id CROSS JOIN c;
+CREATE MATERIALIZED VIEW cross_second AS
+SELECT a.id, c.id AS c_id, b.id AS b_id FROM a CROSS JOIN c LEFT JOIN b ON b.a_id = a.id;
+CREATE MATERIALIZED VIEW totals AS SELECT a.id, count(b.id) AS n
+FROM a LEFT JOIN b ON b.a_id = a.id GROUP BY a.id;
+"""
+    )
+    now = {v.name: compile_view(v, tables).fingerprint for v in views}
+    monkeypatch.setattr(planmod, "_cross_join_after_outer_join", lambda positions: False)
+    before = {v.name: compile_view(v, tables).fingerprint for v in views}
+    assert [n for n in now if now[n] != before[n]] == ["shaped"]
