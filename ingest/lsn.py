@@ -32,7 +32,10 @@ class Lsn(int):
                 f"invalid LSN: {text!r}", hint="write an LSN as Postgres prints it, e.g. 0/1532260"
             ) from None
         if not (0 <= high <= 0xFFFFFFFF and 0 <= low <= 0xFFFFFFFF):
-            raise ConfigError(f"invalid LSN: {text!r} is out of range")
+            raise ConfigError(
+                f"invalid LSN: {text!r} is out of range",
+                hint="each half of an LSN is at most 8 hex digits (FFFFFFFF/FFFFFFFF)",
+            )
         return cls((high << 32) | low)
 
     @classmethod

@@ -130,6 +130,9 @@ def test_as_of_outside_the_history_is_an_error(dsn: str, tmp_path: Path) -> None
         vs.query("teams", as_of="0/10")
     with pytest.raises(ConfigError, match="invalid LSN"):
         vs.query("teams", as_of="yesterday")
+    with pytest.raises(ConfigError, match="out of range") as out_of_range:
+        vs.query("teams", as_of="1/100000000")
+    assert "FFFFFFFF/FFFFFFFF" in (out_of_range.value.hint or "")
 
 
 def _oracle(recorded: list[tuple[Lsn, dict[str, list]]], ends: list[int], at: int) -> dict:
