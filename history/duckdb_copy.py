@@ -508,7 +508,7 @@ def _append(
     high = prefix_end(change_lsn_prefix(info.view_id, until))
     if open_store is not None and logprocess.enough_changes(store, low, high):
         log.info("history copy %s: a large sync, the log read in a separate process", info.name)
-        source = logprocess.pieces(open_store, info, make)
+        source = _from_process(open_store, info, make, store)
     else:
         source = _ahead(make(store))
     pending = 0  # changes appended in the open DuckDB transaction
@@ -533,6 +533,24 @@ def _append(
     if progress.rows >= batch:
         progress.done()
     return progress.rows
+
+
+def _from_process(
+    open_store: logprocess.Opener, info: ViewRecord, make: Any, store: HistoryStore
+) -> Iterator[_Piece]:
+    """The pieces read by a child process; read in a thread instead if the child fails before
+    its first piece (it cannot start, or sees the view otherwise than this process: this
+    process's own read-only snapshot is still right). A failure after that is raised: the
+    pieces appended so far are in the copy's open transaction."""
+    pieces = logprocess.pieces(open_store, info, make)
+    try:
+        first = next(pieces)
+    except (StoreError, OSError) as exc:
+        log.warning("history copy %s: %s; reading the log in a thread instead", info.name, exc)
+        yield from _ahead(make(store))
+        return
+    yield first
+    yield from pieces
 
 
 # The first piece of a sync holds this many changes, each next one twice as many up to
