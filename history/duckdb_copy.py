@@ -511,10 +511,12 @@ def _append(
         source = _from_process(open_store, info, make, store)
     else:
         source = _ahead(make(store))
+    in_transaction = False
     pending = 0  # changes appended in the open DuckDB transaction
     for piece in source:
-        if not pending:
+        if not in_transaction:
             con.execute("BEGIN")
+            in_transaction = True
         if piece.changes is not None:
             con.register("chunk", piece.changes)
             con.execute(f"INSERT INTO {table} SELECT {select} FROM chunk")
@@ -529,14 +531,17 @@ def _append(
             con.execute("COMMIT")
             crash("history-copy-committed")
             progress.add(pending)
-            pending = 0
+            in_transaction, pending = False, 0
     if progress.rows >= batch:
         progress.done()
     return progress.rows
 
 
 def _from_process(
-    open_store: logprocess.Opener, info: ViewRecord, make: Any, store: HistoryStore
+    open_store: logprocess.Opener,
+    info: ViewRecord,
+    make: logprocess.PieceMaker,
+    store: HistoryStore,
 ) -> Iterator[_Piece]:
     """The pieces read by a child process; read in a thread instead if the child fails before
     its first piece (it cannot start, or sees the view otherwise than this process: this
