@@ -25,6 +25,7 @@ import dataclasses
 import os
 import pickle
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -136,6 +137,9 @@ def main() -> None:
     """The child: read the job from stdin, write each piece into the job's directory and say
     so on stdout, at most `_AHEAD` pieces ahead of the parent (which sends a byte for each it
     takes). A parent that died closes stdin: the child removes the directory and exits."""
+    # Ctrl-C reaches the whole process group: the parent stops and kills the child, which
+    # would otherwise print a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     job_in = sys.stdin.buffer
     out = os.fdopen(os.dup(1), "wb")  # the messages' own pipe: a stray print goes to stderr
     os.dup2(2, 1)
