@@ -526,7 +526,20 @@ def history(
     _setup_logging(False)
     try:
         if not no_sync:
-            result = historycopy.sync(data_dir, batch_rows=batch_rows, crash=_crash_hook_from_env())
+            try:
+                result = historycopy.sync(
+                    data_dir, batch_rows=batch_rows, crash=_crash_hook_from_env()
+                )
+            except (KeyboardInterrupt, duckdb.InterruptException, RuntimeError) as exc:
+                # Ctrl-C inside DuckDB's append comes out as its interrupt (a RuntimeError).
+                if isinstance(exc, RuntimeError) and "interrupted" not in str(exc):
+                    raise
+                click.echo(
+                    "interrupted: the history copy stands at its last synced LSN; run "
+                    "`viewstore history` again to go on",
+                    err=True,
+                )
+                sys.exit(130)
             if sql is None:
                 for view, n in sorted(result.appended.items()):
                     click.echo(f"{view}: {n:,} new changes")
