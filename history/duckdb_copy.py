@@ -508,7 +508,7 @@ def _append(
     high = prefix_end(change_lsn_prefix(info.view_id, until))
     if open_store is not None and logprocess.enough_changes(store, low, high):
         log.info("history copy %s: a large sync, the log read in a separate process", info.name)
-        source = _from_process(open_store, info, make, store)
+        source = _from_process(open_store, info, until, make, store)
     else:
         source = _ahead(make(store))
     in_transaction = False
@@ -540,6 +540,7 @@ def _append(
 def _from_process(
     open_store: logprocess.Opener,
     info: ViewRecord,
+    until: int,
     make: logprocess.PieceMaker,
     store: HistoryStore,
 ) -> Iterator[_Piece]:
@@ -547,7 +548,7 @@ def _from_process(
     its first piece (it cannot start, or sees the view otherwise than this process: this
     process's own read-only snapshot is still right). A failure after that is raised: the
     pieces appended so far are in the copy's open transaction."""
-    pieces = logprocess.pieces(open_store, info, make)
+    pieces = logprocess.pieces(open_store, info, until, make)
     try:
         first = next(pieces)
     except (StoreError, OSError) as exc:

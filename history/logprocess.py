@@ -13,10 +13,11 @@ the writer) and first checks that it sees the view as the parent does: the same 
 the same retained history and an applied LSN at least the parent's. The log up to the parent's
 applied LSN only ever grows past it (retention, which removes from it, moves the history's
 start), so the child then reads exactly the changes the parent would. It writes each piece as
-Arrow IPC files into a directory of its own (in /dev/shm, memory, where there is one) and says
-so on a pipe, at most `_AHEAD` pieces ahead; the parent memory-maps them, appends, and deletes
-them. A child whose parent died (kill -9) finds its stdin closed, removes its directory and
-exits; a parent that stops early (an error) kills the child and removes the directory.
+Arrow IPC files into a directory of its own (in /dev/shm, memory, when it has room for a few;
+else the system's temporary directory) and says so on a pipe, at most `_AHEAD` pieces ahead;
+the parent memory-maps them, appends, and deletes them. A child whose parent died (kill -9)
+finds its stdin closed, removes its directory and exits; a parent that stops early (an error)
+kills the child and removes the directory.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import pyarrow as pa
 
 from viewstore.errors import StoreError
 from viewstore.history.access import HistoryStore, ViewRecord
+from viewstore.ingest.lsn import Lsn
 
 # A sync of fewer changes than this reads in a thread: the child's start (~1 s) would cost
 # more than it saves (~0.5 µs a change). VIEWSTORE_SYNC_PROCESS_MIN overrides it (the tests
@@ -46,6 +48,7 @@ from viewstore.history.access import HistoryStore, ViewRecord
 PROCESS_MIN_CHANGES = 2_000_000
 _AHEAD = 2  # pieces written and not yet appended, at most
 _SHM = Path("/dev/shm")
+_SHM_MIN_FREE = 1 << 30  # a few pieces of 200k changes of a wide view
 
 # (store, views) opened read-only: a module-level function (with functools.partial), so that
 # it can be handed to a spawned process.
@@ -64,9 +67,10 @@ def enough_changes(store: HistoryStore, low: bytes, high: bytes) -> bool:
     return estimate is not None and estimate(low, high) >= least
 
 
-def pieces(open_store: Opener, info: ViewRecord, make: PieceMaker) -> Iterator[Any]:
-    """The pieces `make` yields from a read-only store, made in a child process: each is
-    handed back with its Arrow tables memory-mapped from the child's files."""
+def pieces(open_store: Opener, info: ViewRecord, until: int, make: PieceMaker) -> Iterator[Any]:
+    """The pieces `make` yields from a read-only store that has applied `until`, made in a
+    child process: each is handed back with its Arrow tables memory-mapped from the child's
+    files."""
     workdir = Path(tempfile.mkdtemp(prefix="viewstore-sync-", dir=_shm_or_none()))
     # A new interpreter rather than multiprocessing's spawn, which would import the caller's
     # __main__ again (a script calling sync outside `if __name__ == "__main__"` would recurse);
@@ -76,7 +80,7 @@ def pieces(open_store: Opener, info: ViewRecord, make: PieceMaker) -> Iterator[A
     )
     assert child.stdin is not None and child.stdout is not None
     try:
-        _send(child.stdin, (open_store, info, make, workdir))
+        _send(child.stdin, (open_store, info, until, make, workdir))
         while True:
             kind, item = _receive(child.stdout, child)
             if kind == "end":
@@ -99,7 +103,13 @@ def pieces(open_store: Opener, info: ViewRecord, make: PieceMaker) -> Iterator[A
 
 
 def _shm_or_none() -> str | None:
-    return str(_SHM) if _SHM.is_dir() and os.access(_SHM, os.W_OK) else None
+    """/dev/shm when it has room for a few pieces (a container's is often 64 MB: a piece of a
+    wide view would not fit), else None: the system's temporary directory."""
+    try:
+        roomy = shutil.disk_usage(_SHM).free >= _SHM_MIN_FREE and os.access(_SHM, os.W_OK)
+    except OSError:
+        return None
+    return str(_SHM) if roomy else None
 
 
 def _send(pipe: Any, message: Any) -> None:
@@ -143,7 +153,7 @@ def main() -> None:
     job_in = sys.stdin.buffer
     out = os.fdopen(os.dup(1), "wb")  # the messages' own pipe: a stray print goes to stderr
     os.dup2(2, 1)
-    open_store, info, make, workdir = pickle.loads(
+    open_store, info, until, make, workdir = pickle.loads(
         job_in.read(struct.unpack("<Q", job_in.read(8))[0])
     )
     try:
@@ -158,6 +168,8 @@ def main() -> None:
             ) == (info.view_id, info.fingerprint, info.built_at, info.history_start)
             if not same:
                 raise StoreError(f"view {info.name} changed while the history copy read it")
+            if store.applied_lsn() < until:
+                raise StoreError(f"the store the history copy reads is behind {Lsn(until)}")
             room = _AHEAD
             for n, piece in enumerate(make(store)):
                 if not room:

@@ -25,22 +25,35 @@ from viewstore.store.db import Store
 from viewstore.store.viewcatalog import put_info, stored_views
 
 
-def test_a_view_seen_otherwise_by_the_child_is_read_in_a_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("other_store", "refused"),
+    [
+        ("rebuilt", f"view {VIEW} changed while the history copy read it"),
+        ("behind", "the store the history copy reads is behind"),
+    ],
+)
+def test_a_store_seen_otherwise_by_the_child_is_read_in_a_thread(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    other_store: str,
+    refused: str,
 ) -> None:
-    """The child refuses a store whose view differs from the parent's (here another store:
-    another log, the view rebuilt); the sync then reads the log in a thread, from the parent's
-    own snapshot, and the copy is the parent's log exactly."""
+    """The child refuses a store whose view differs from the parent's, or that has applied
+    less (here another store with a shorter log: the view rebuilt, or the same view record);
+    the sync then reads the log in a thread, from the parent's own snapshot, and the copy is
+    the parent's log exactly."""
     monkeypatch.setenv("VIEWSTORE_SYNC_PROCESS_MIN", "0")
     data = tmp_path / "data"
     total, applied = _write_log(data)
     other = tmp_path / "other"
     _write_log(other, txns=300)  # a shorter log: read, it would make another copy
-    with Store.open(other) as store:
-        info = stored_views(store)[VIEW]
-        batch = store.new_batch()
-        put_info(batch, store, info.model_copy(update={"fingerprint": "rebuilt"}))
-        store.write(batch, sync=True)
+    if other_store == "rebuilt":
+        with Store.open(other) as store:
+            info = stored_views(store)[VIEW]
+            batch = store.new_batch()
+            put_info(batch, store, info.model_copy(update={"fingerprint": "rebuilt"}))
+            store.write(batch, sync=True)
 
     with Store.open(data, readonly=True) as store:
         result = duckdb_copy.sync_store(
@@ -49,7 +62,7 @@ def test_a_view_seen_otherwise_by_the_child_is_read_in_a_thread(
             data,
             open_store=functools.partial(historycopy.open_read_only, str(other)),
         )
-    assert f"view {VIEW} changed while the history copy read it" in caplog.text
+    assert refused in caplog.text
     assert "reading the log in a thread instead" in caplog.text
     assert result.rows == total
     assert _assert_copy_is_the_log(data) == (applied, total)
