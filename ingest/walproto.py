@@ -15,6 +15,7 @@ from __future__ import annotations
 import struct
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from viewstore.errors import DecodeError
 from viewstore.ingest.lsn import Lsn
@@ -117,3 +118,12 @@ def encode_standby_status(
 def pg_time_to_unix_us(t: int) -> int:
     """Convert µs since 2000-01-01 (Postgres epoch) to µs since 1970-01-01 (Unix epoch)."""
     return t + PG_EPOCH_US
+
+
+def unix_us_to_datetime(us: int) -> datetime:
+    """A commit time kept as µs since the Unix epoch, as an aware UTC datetime: exact (no
+    float on the way, as `datetime.fromtimestamp(us / 1e6)` would take)."""
+    return _UNIX_EPOCH + timedelta(microseconds=us)
+
+
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

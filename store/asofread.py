@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from viewstore.codecs.key import encode_key
@@ -28,6 +28,7 @@ from viewstore.history.timeline import (
     row_changes,
 )
 from viewstore.ingest.lsn import Lsn
+from viewstore.ingest.walproto import unix_us_to_datetime
 from viewstore.store.db import Store
 from viewstore.store.toprows import top_images
 from viewstore.store.viewcatalog import ViewInfo
@@ -178,7 +179,7 @@ def iso_time(us: int | None) -> str | None:
     prints it."""
     if us is None:
         return None
-    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).isoformat()
+    return unix_us_to_datetime(us).isoformat()
 
 
 def parse_time(text: str) -> int:

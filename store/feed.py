@@ -27,12 +27,12 @@ no memory: each step reads at most `step_rows` changes (cut at a transaction bou
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from viewstore.errors import ConfigError
 from viewstore.history.changelog import changes, rows_as_of
 from viewstore.ingest.lsn import Lsn
+from viewstore.ingest.walproto import unix_us_to_datetime
 from viewstore.render import json_value
 from viewstore.store.db import Store
 from viewstore.store.viewcatalog import ViewInfo
@@ -131,8 +131,5 @@ def _row(names: list[str], row: tuple[Any, ...]) -> dict[str, Any]:
     return {n: json_value(v) for n, v in zip(names, row, strict=True)}
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def _time(us: int | None) -> str | None:
-    return None if us is None else (_EPOCH + timedelta(microseconds=us)).isoformat()
+    return None if us is None else unix_us_to_datetime(us).isoformat()

@@ -26,7 +26,6 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from viewstore.errors import ConfigError, StoreError
 from viewstore.history.changelog import changes
 from viewstore.ingest.lsn import Lsn
 from viewstore.ingest.values import converter
+from viewstore.ingest.walproto import unix_us_to_datetime
 from viewstore.store.db import Store
 from viewstore.store.feed import Feed
 from viewstore.store.sources import FollowerSource
@@ -178,7 +178,7 @@ class Reader:
                         "lsn": c.lsn,
                         "commit_time": None
                         if c.commit_time is None
-                        else datetime.fromtimestamp(c.commit_time / 1e6, UTC),
+                        else unix_us_to_datetime(c.commit_time),
                         "xid": c.xid,
                         "op": c.op,
                         "before": _as_dict(names, c.before),

@@ -7,11 +7,11 @@ when the views are not live yet: the applied LSN is then the mirror's, not the v
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from viewstore.ingest.walproto import unix_us_to_datetime
 from viewstore.progress import RunProgress, TaskProgress
 from viewstore.store.db import Store
 from viewstore.store.viewcatalog import stored_views
@@ -103,7 +103,7 @@ def read_status(data_dir: Path, dsn: str | None = None) -> StatusReport:
         views_live=views_live and all(v.state == "ready" for v in views),
         progress=progress,
         applied_lsn=str(applied),
-        applied_time=None if t is None else datetime.fromtimestamp(t / 1e6, UTC).isoformat(),
+        applied_time=None if t is None else unix_us_to_datetime(t).isoformat(),
         snapshot="none" if snap is None else snap.state,
         slot=source.slot if source else None,
         publication=source.publication if source else None,

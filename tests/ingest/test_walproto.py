@@ -21,6 +21,7 @@ from viewstore.ingest.walproto import (
     decode_copy_data,
     encode_standby_status,
     pg_time_to_unix_us,
+    unix_us_to_datetime,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -40,6 +41,16 @@ def test_pg_epoch() -> None:
     unix_us = pg_time_to_unix_us(MANIFEST["txns"]["origin"]["commit_time"])
     got = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=unix_us)
     assert got == datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+    assert unix_us_to_datetime(unix_us) == got
+
+
+def test_unix_us_to_datetime_is_exact() -> None:
+    """No float on the way: the last microsecond Python can hold stays itself (through
+    `fromtimestamp(us / 1e6)` it rounds up past year 9999 and fails)."""
+    last = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    us = (last - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    assert unix_us_to_datetime(us) == last
+    assert unix_us_to_datetime(-1) == datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 def test_xlogdata_begin() -> None:
