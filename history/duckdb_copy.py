@@ -490,6 +490,7 @@ def _append(
 ) -> int:
     table = _ident(info.name)
     select = _select(info)
+    checkpoint_select = _checkpoint_select(info)
     progress = Progress(info.name, 0, task="history copy")
     # The log is read and decoded ahead of the append: in a child process for a large sync
     # (`history.logprocess`: the GIL, shared, slows the append by a third), else in a thread.
@@ -522,7 +523,7 @@ def _append(
             con.execute(f"INSERT INTO {table} SELECT {select} FROM chunk")
             con.unregister("chunk")
             pending += piece.changes.num_rows
-        _insert_checkpoints(con, info, piece.checkpoints)
+        _insert_checkpoints(con, info, checkpoint_select, piece.checkpoints)
         if piece.whole or pending >= batch or piece.last:
             crash("history-copy-appended")
             con.execute(
@@ -601,10 +602,11 @@ def _pieces(
         synced = int(raw.lsn[-1])
         marks = picker.pick(store, info.view_id, raw.lsn, synced)
         changes = changecolumns.decode(raw, wires)
-        yield _Piece(changes, _checkpoint_tables(store, info, marks), synced, size == rows)
+        checkpoints = _checkpoint_tables(store, info.view_id, wires, marks)
+        yield _Piece(changes, checkpoints, synced, size == rows)
         size = min(rows, 2 * size)
     marks = picker.pick(store, info.view_id, None, until)
-    yield _Piece(None, _checkpoint_tables(store, info, marks), until, last=True)
+    yield _Piece(None, _checkpoint_tables(store, info.view_id, wires, marks), until, last=True)
 
 
 @dataclass
@@ -649,23 +651,29 @@ class _CheckpointPicker:
         return picked
 
 
-def _checkpoint_tables(store: HistoryStore, info: ViewRecord, marks: list[int]) -> list[pa.Table]:
-    """The checkpoints at `marks` as Arrow tables of the copy's checkpoint table's columns."""
-    wires = [c.wire for c in _layout(info)]
+def _checkpoint_tables(
+    store: HistoryStore, view_id: int, wires: list[Wire], marks: list[int]
+) -> list[pa.Table]:
+    """The checkpoints at `marks` as Arrow tables: checkpoint_lsn, row_key, each wire column."""
     names = ["checkpoint_lsn", "row_key", *(w.name for w in wires)]
     out = []
     for lsn in marks:
-        keys, rows = checkpoint.arrays(store, info.view_id, lsn)
+        keys, rows = checkpoint.arrays(store, view_id, lsn)
         columns = changecolumns.row_columns(rows, wires)
         lsns = pa.array(np.full(len(keys), lsn, dtype=np.uint64))
         out.append(pa.table([lsns, keys, *columns], names=names))
     return out
 
 
-def _insert_checkpoints(con: Any, info: ViewRecord, tables: list[pa.Table]) -> None:
-    """Insert checkpoint tables (`_checkpoint_tables`), in the caller's DuckDB transaction."""
+def _checkpoint_select(info: ViewRecord) -> str:
+    """The select list that casts a checkpoint table's wire columns to the copy's types."""
     cols = _layout(info)
-    select = ", ".join(["checkpoint_lsn", "row_key", *(e for c in cols for e in c.select())])
+    return ", ".join(["checkpoint_lsn", "row_key", *(e for c in cols for e in c.select())])
+
+
+def _insert_checkpoints(con: Any, info: ViewRecord, select: str, tables: list[pa.Table]) -> None:
+    """Insert checkpoint tables (`_checkpoint_tables`) with `select` (`_checkpoint_select`), in
+    the caller's DuckDB transaction."""
     target = f"{CHECKPOINTS}.{_ident(info.name)}"
     for rows in tables:
         con.register("checkpoint_rows", rows)
