@@ -37,6 +37,9 @@ class HistoryStore(Protocol):
     ) -> list[bytes]:
         """Keys (or values) of the column family in [low, high), in key order, at most `limit`."""
 
+    def history_entries_at_least(self, low: bytes, high: bytes) -> int:
+        """A lower bound of the entries in [low, high), without reading them."""
+
     def applied_lsn(self) -> Lsn: ...
 
     def new_batch(self) -> Any: ...

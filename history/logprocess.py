@@ -63,8 +63,7 @@ def enough_changes(store: HistoryStore, low: bytes, high: bytes) -> bool:
     least = int(os.environ.get("VIEWSTORE_SYNC_PROCESS_MIN", PROCESS_MIN_CHANGES))
     if least <= 0:
         return True
-    estimate = getattr(store, "history_entries_at_least", None)
-    return estimate is not None and estimate(low, high) >= least
+    return store.history_entries_at_least(low, high) >= least
 
 
 def pieces(open_store: Opener, info: ViewRecord, until: int, make: PieceMaker) -> Iterator[Any]:
